@@ -1,0 +1,95 @@
+# sqc: compiler from .sq network descriptions to integer-training code.
+# make demo | make check | make asan | make deps | make all
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+SAN      ?=
+WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 \
+            -Wno-format-nonliteral
+CFLAGS_ALL = -std=c17 $(OPT) -g -ffp-contract=off -D_POSIX_C_SOURCE=200809L -MMD -MP \
+             -I$(BUILD)/gen -Isrc/front $(SAN) $(CFLAGS)
+LDLIBS_ALL = -lm $(LDLIBS)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+
+# Debian packages this project needs to build and test.
+DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev dataset-fashion-mnist
+
+LIB_SRC  = $(filter-out src/driver/main.c,$(wildcard src/*/*.c)) $(wildcard runtime/*.c)
+GEN_SRC  = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:%.c=%.o)
+TEST_SRC = $(wildcard tests/unit/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+DATA_OBJ = $(BUILD)/tools/data/fashion_mnist.o
+
+all: $(BUILD)/sqc $(BUILD)/sqref $(TEST_BIN)
+
+$(BUILD)/gen/parser.c: src/front/parser.y
+	@mkdir -p $(@D)
+	bison -Wall -Werror --defines=$(BUILD)/gen/parser.h -o $(BUILD)/gen/parser.c $<
+$(BUILD)/gen/parser.h: $(BUILD)/gen/parser.c
+
+$(BUILD)/gen/lexer.c: src/front/lexer.l $(BUILD)/gen/parser.h
+	@mkdir -p $(@D)
+	flex -o $@ $<
+
+# Generated code is compiled without the strict warning set.
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(CFLAGS_ALL) -Wno-unused-function -c -o $@ $<
+
+$(BUILD)/%.o: %.c | $(BUILD)/gen/parser.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(WARN) -Werror -c -o $@ $<
+
+$(BUILD)/libsqc.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BUILD)/libsqc.a
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
+	$(CC) $(SAN) -o $@ $^ -lz $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/harness.o $(DATA_OBJ) $(BUILD)/libsqc.a
+	@mkdir -p $(@D)
+	$(CC) $(SAN) -o $@ $^ $(CHECK_LIBS) -lz $(LDLIBS_ALL)
+
+$(BUILD)/tests/unit/%.o: tests/unit/%.c | $(BUILD)/gen/parser.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) $(WARN) -Wno-missing-prototypes -Werror -c -o $@ $<
+
+# ---- installing what is missing (Debian 12; as root, or through sudo) ----
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	else echo "make deps: all packages present"; fi
+
+# ---- tests ----
+check: deps
+	$(MAKE) all
+	BUILD=$(BUILD) sh tests/run.sh
+	$(MAKE) asan
+
+asan: deps
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 SQ_TEST_QUICK=1 sh tests/run.sh
+
+# ---- the demo: train examples/mlp.sq with the reference executor ----
+demo: deps
+	$(MAKE) all
+	$(BUILD)/sqref examples/mlp.sq --epochs 1
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all deps check asan demo clean
+-include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,18 @@
+/* lex_state.h: state shared by the flex scanner and the bison parser (location tracking,
+ * nesting depth, the arena values are allocated in, and whether the scanner already reported). */
+#ifndef SQ_FRONT_LEX_STATE_H
+#define SQ_FRONT_LEX_STATE_H
+#include "ast.h"
+
+enum { SQ_MAX_NESTING = 200 }; /* deeper ( [ nesting is an error, not a stack overflow */
+
+typedef struct LexState {
+  Diag *diag;
+  Arena *arena;
+  int line, col;
+  int depth;
+  int failed;        /* the scanner reported an error: the parser stays quiet */
+  SrcLoc comment_loc;
+  SrcLoc end_loc;    /* location just past the last character */
+} LexState;
+#endif

@@ -1,0 +1,111 @@
+/* interp.c: runs nodes in list order with their reference bodies. Parameters are initialised
+ * with the counter-based generator keyed by (seed, name of the tensor, element), so the values
+ * do not depend on node numbering or on any other tensor. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../runtime/rng.h"
+#include "../ops/rules.h"
+#include "interp.h"
+
+struct Interp {
+  const Graph *g;
+  Tensor *t;
+  char *for_output; /* forward nodes the outputs depend on */
+  uint64_t seed;
+  int64_t step;
+  char *err;
+};
+
+static void init_leaf_values(Interp *it, const Node *n) {
+  Tensor *t = &it->t[n->id];
+  uint64_t stream = rng_stream_of(n->name);
+  for (int64_t i = 0; i < t->n; i++) {
+    switch (n->init) {
+    case INIT_ZEROS: t->f[i] = 0; break;
+    case INIT_ONES: t->f[i] = 1; break;
+    case INIT_UNIFORM:
+      t->f[i] = (float)n->init_scale * (2.0f * rng_uniform(it->seed, stream, RNG_STEP_INIT, (uint64_t)i) - 1.0f);
+      break;
+    case INIT_NORMAL: t->f[i] = rng_normal(it->seed, stream, RNG_STEP_INIT, (uint64_t)i); break;
+    }
+  }
+}
+
+Interp *interp_new(const Graph *g, uint64_t seed) {
+  Interp *it = xcalloc(1, sizeof *it);
+  it->g = g;
+  it->seed = seed;
+  it->t = xcalloc((size_t)g->nodes.n, sizeof(Tensor));
+  it->for_output = xcalloc((size_t)g->nodes.n, 1);
+  for (int i = 0; i < g->outputs.n; i++) it->for_output[g->outputs.v[i].node] = 1;
+  for (int id = g->nodes.n - 1; id >= 0; id--) {
+    const Node *n = ir_node(g, id);
+    SQ_ASSERT(n->shaped);
+    if (it->for_output[id])
+      for (int i = 0; i < n->nin; i++) it->for_output[n->in[i]] = 1;
+    Tensor *t = &it->t[id];
+    t->dtype = (int)n->dtype;
+    t->rank = n->shape.rank;
+    memcpy(t->d, n->shape.d, sizeof t->d);
+    if (n->dtype == DT_VOID) continue;
+    t->n = shape_numel(&n->shape);
+    if (n->dtype == DT_F32) t->f = xcalloc((size_t)t->n, sizeof(float));
+    else t->i = xcalloc((size_t)t->n, sizeof(int32_t));
+    if (n->kind == NK_PARAM || n->kind == NK_STATE) init_leaf_values(it, n);
+  }
+  return it;
+}
+
+void interp_free(Interp *it) {
+  if (!it) return;
+  for (int i = 0; i < it->g->nodes.n; i++) {
+    free(it->t[i].f);
+    free(it->t[i].i);
+  }
+  free(it->t);
+  free(it->for_output);
+  free(it->err);
+  free(it);
+}
+
+Tensor *interp_tensor(Interp *it, int node) { return &it->t[node]; }
+const Graph *interp_graph(const Interp *it) { return it->g; }
+int64_t interp_step(const Interp *it) { return it->step; }
+const char *interp_error(const Interp *it) { return it->err ? it->err : ""; }
+
+/* Runs the op nodes with role in [lo, hi] (and, when only_outputs, only those outputs need). */
+static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int only_outputs, float lr) {
+  RefCtx c = {it->g, it->t, training, it->seed, it->step, lr, NULL};
+  for (int id = 0; id < it->g->nodes.n; id++) {
+    const Node *n = ir_node(it->g, id);
+    if (n->kind != NK_OP || n->role < lo || n->role > hi || (only_outputs && !it->for_output[id])) continue;
+    if (!op_info[n->op].ref(&c, n)) {
+      free(it->err);
+      it->err = c.err;
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int interp_forward(Interp *it, int training) { return run_nodes(it, training, ROLE_FWD, ROLE_FWD, !training, 0); }
+
+int interp_train_step(Interp *it, float lr, float *loss) {
+  if (it->g->loss < 0) {
+    free(it->err);
+    it->err = xstrdup("the graph has no loss");
+    return 0;
+  }
+  if (!run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0, lr)) return 0;
+  float l = it->t[it->g->loss].f[0];
+  if (loss) *loss = l;
+  if (!isfinite(l)) {
+    free(it->err);
+    it->err = xasprintf("the loss is %f; parameters were not updated", (double)l);
+    return 0;
+  }
+  if (!run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr)) return 0;
+  it->step++;
+  return 1;
+}

@@ -1,0 +1,28 @@
+/* interp.h: the reference executor. It runs any typed graph in float32 (int32 for ids and
+ * labels) with the scalar reference body of each op, deterministically from a seed; it is the
+ * definition of what a .sq program means, and every backend is tested against it. */
+#ifndef SQ_INTERP_H
+#define SQ_INTERP_H
+#include <stdint.h>
+#include "../ir/graph.h"
+#include "../../runtime/tensor.h"
+
+typedef struct Interp Interp;
+
+/* Allocates one tensor per node and initialises parameters and state from the seed. */
+Interp *interp_new(const Graph *g, uint64_t seed);
+void interp_free(Interp *it);
+
+Tensor *interp_tensor(Interp *it, int node);
+const Graph *interp_graph(const Interp *it);
+int64_t interp_step(const Interp *it);
+const char *interp_error(const Interp *it); /* message of the last failure */
+
+/* One training step: forward (training mode), backward, then the optimizer updates, with the
+ * inputs and labels already written into their tensors. Fails without touching parameters
+ * when the forward or backward pass fails or the loss is not finite. Returns 1 on success. */
+int interp_train_step(Interp *it, float lr, float *loss);
+/* Forward only. training=0: inference mode (running statistics, no dropout), computing only
+ * the nodes the graph's outputs need. training=1: every forward node, as in a training step. */
+int interp_forward(Interp *it, int training);
+#endif

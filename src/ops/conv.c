@@ -1,0 +1,122 @@
+/* conv.c: conv2d (NCHW, square kernel, stride, zero padding, groups) and its two gradients.
+ * Shape legend: x[N,C,H,W], w[O,C/groups,k,k], b[O], y[N,O,Ho,Wo], Ho = (H + 2p - k)/s + 1. */
+#include <math.h>
+#include <string.h>
+#include "rules.h"
+
+typedef struct { int64_t N, C, H, W, O, Ho, Wo, k, s, p, g; } ConvGeom;
+
+static ConvGeom conv_geom(const Node *n, const Shape *x, int64_t O) {
+  ConvGeom q;
+  q.N = x->d[0], q.C = x->d[1], q.H = x->d[2], q.W = x->d[3], q.O = O;
+  q.k = ir_int(n, "kernel"), q.s = ir_int(n, "stride"), q.p = ir_int(n, "padding"), q.g = ir_int(n, "groups");
+  q.Ho = (q.H + 2 * q.p - q.k) / q.s + 1;
+  q.Wo = (q.W + 2 * q.p - q.k) / q.s + 1;
+  return q;
+}
+
+void conv2d_init(InitCtx *c, Node *n) {
+  (void)n;
+  init_leaf(c, "weight", NK_PARAM, INIT_UNIFORM);
+  init_leaf(c, "bias", NK_PARAM, INIT_UNIFORM);
+}
+
+int conv2d_shape(ShapeCtx *c, Node *n) {
+  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 4, 4)) return 0;
+  const Node *x = ir_in(c->g, n, 0);
+  ConvGeom q = conv_geom(n, &x->shape, ir_int(n, "out"));
+  if (q.C % q.g || q.O % q.g)
+    return shape_fail(c, n, "conv2d groups=%lld must divide both the %lld input and %lld output channels",
+                      (long long)q.g, (long long)q.C, (long long)q.O);
+  if (q.H + 2 * q.p < q.k || q.W + 2 * q.p < q.k)
+    return shape_fail(c, n, "conv2d kernel %lld is larger than the padded input %lldx%lld", (long long)q.k,
+                      (long long)(q.H + 2 * q.p), (long long)(q.W + 2 * q.p));
+  int64_t fan_in = q.C / q.g * q.k * q.k;
+  double bound = 1.0 / sqrt((double)fan_in);
+  if (!shape_define_input(c, n, 1, shape_make(4, (int64_t[]){q.O, q.C / q.g, q.k, q.k}), bound) ||
+      !shape_define_input(c, n, 2, shape_make(1, &q.O), bound))
+    return 0;
+  return shape_set(c, n, DT_F32, shape_make(4, (int64_t[]){q.N, q.O, q.Ho, q.Wo}));
+}
+
+void conv2d_grad(GradCtx *c, const Node *n, int dy) {
+  if (grad_needed(c, n->in[0])) {
+    Node *dx = GRAD_OP(c, n, OP_conv2d_dx, dy, n->in[1], n->in[0]);
+    ir_copy_attrs(dx, n);
+    grad_accum(c, n->in[0], grad_finish(c, dx));
+  }
+  if (grad_needed(c, n->in[1])) {
+    Node *dw = GRAD_OP(c, n, OP_conv2d_dw, dy, n->in[0], n->in[1]);
+    ir_copy_attrs(dw, n);
+    grad_accum(c, n->in[1], grad_finish(c, dw));
+  }
+  if (grad_needed(c, n->in[2])) {
+    Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
+    ir_set_list(db, "axes", (int64_t[]){0, 2, 3}, 3);
+    grad_accum(c, n->in[2], grad_finish(c, db));
+  }
+}
+
+/* Visits every (output element, kernel tap) pair in one fixed order; body sees the flat
+ * indices of x, w and y. Taps that fall in the padding are skipped. */
+#define CONV_LOOP(q, body) \
+  for (int64_t nn = 0; nn < q.N; nn++) \
+    for (int64_t o = 0; o < q.O; o++) { \
+      int64_t cpg = q.C / q.g, g0 = o / (q.O / q.g) * cpg; \
+      for (int64_t oh = 0; oh < q.Ho; oh++) \
+        for (int64_t ow = 0; ow < q.Wo; ow++) { \
+          int64_t yi = ((nn * q.O + o) * q.Ho + oh) * q.Wo + ow; \
+          for (int64_t ci = 0; ci < cpg; ci++) \
+            for (int64_t kh = 0; kh < q.k; kh++) { \
+              int64_t ih = oh * q.s - q.p + kh; \
+              if (ih < 0 || ih >= q.H) continue; \
+              for (int64_t kw = 0; kw < q.k; kw++) { \
+                int64_t iw = ow * q.s - q.p + kw; \
+                if (iw < 0 || iw >= q.W) continue; \
+                int64_t xi = ((nn * q.C + g0 + ci) * q.H + ih) * q.W + iw; \
+                int64_t wi = ((o * cpg + ci) * q.k + kh) * q.k + kw; \
+                body; \
+              } \
+            } \
+        } \
+    }
+
+int conv2d_ref(RefCtx *c, const Node *n) {
+  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
+  Tensor *y = REF_OUT(c, n);
+  ConvGeom q = conv_geom(n, &ir_in(c->g, n, 0)->shape, w->d[0]);
+  memset(y->f, 0, sizeof(float) * (size_t)y->n);
+  CONV_LOOP(q, y->f[yi] += x->f[xi] * w->f[wi]);
+  for (int64_t i = 0; i < y->n; i++) y->f[i] += b->f[(i / (q.Ho * q.Wo)) % q.O];
+  return 1;
+}
+
+/* conv2d_dx(dy, w, x): x is read only for its shape. */
+int conv2d_dx_shape(ShapeCtx *c, Node *n) {
+  const Node *x = ir_in(c->g, n, 2);
+  return shape_set(c, n, DT_F32, x->shape);
+}
+
+int conv2d_dx_ref(RefCtx *c, const Node *n) {
+  const Tensor *dy = REF_IN(c, n, 0), *w = REF_IN(c, n, 1);
+  Tensor *dx = REF_OUT(c, n);
+  ConvGeom q = conv_geom(n, &ir_in(c->g, n, 2)->shape, w->d[0]);
+  memset(dx->f, 0, sizeof(float) * (size_t)dx->n);
+  CONV_LOOP(q, dx->f[xi] += dy->f[yi] * w->f[wi]);
+  return 1;
+}
+
+/* conv2d_dw(dy, x, w): w is read only for its shape. */
+int conv2d_dw_shape(ShapeCtx *c, Node *n) {
+  const Node *w = ir_in(c->g, n, 2);
+  return shape_set(c, n, DT_F32, w->shape);
+}
+
+int conv2d_dw_ref(RefCtx *c, const Node *n) {
+  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
+  Tensor *dw = REF_OUT(c, n);
+  ConvGeom q = conv_geom(n, &ir_in(c->g, n, 1)->shape, dw->d[0]);
+  memset(dw->f, 0, sizeof(float) * (size_t)dw->n);
+  CONV_LOOP(q, dw->f[wi] += dy->f[yi] * x->f[xi]);
+  return 1;
+}

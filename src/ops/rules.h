@@ -1,0 +1,80 @@
+/* rules.h: what an op family file sees: the contexts its shape rule, gradient rule, reference
+ * body and parameter creation run in, and the helpers they share. Declarations of every rule
+ * function are expanded from ops.def, so a missing rule fails the build. */
+#ifndef SQ_OPS_RULES_H
+#define SQ_OPS_RULES_H
+#include <stdlib.h>
+#include "../ir/graph.h"
+#include "../../runtime/tensor.h"
+
+/* ---- shape rules ---- */
+typedef struct ShapeCtx {
+  Graph *g;
+  Diag *diag; /* NULL: a failure is an internal error (graphs the compiler built itself) */
+} ShapeCtx;
+
+int shape_fail(ShapeCtx *c, const Node *n, const char *fmt, ...) SQ_PRINTF(3, 4); /* returns 0 */
+/* Sets n's type; fails (with a diagnostic) when the tensor is too large. */
+int shape_set(ShapeCtx *c, Node *n, DType dt, Shape s);
+/* Gives owned input i (a parameter or state leaf) its shape, or checks it against an earlier one.
+ * bound > 0 selects uniform(-bound, bound) initialisation for INIT_UNIFORM leaves. */
+int shape_define_input(ShapeCtx *c, Node *n, int i, Shape s, double bound);
+int shape_want_rank(ShapeCtx *c, const Node *n, int i, int lo, int hi);
+int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt);
+/* Both shapes in the message, e.g. "shape mismatch in add: f32[2,3] and f32[2,4]". */
+int shape_mismatch(ShapeCtx *c, const Node *n, const char *what, const Node *a, const Node *b);
+
+/* ---- parameter / state creation ---- */
+typedef struct InitCtx {
+  Graph *g;
+  const char *owner; /* the owning node's name: leaves are "<owner>.<suffix>" */
+  SrcLoc loc;
+  int nin;
+  int in[SQ_MAX_IN];
+} InitCtx;
+void init_leaf(InitCtx *c, const char *suffix, NodeKind kind, InitKind init);
+
+/* ---- gradient rules ---- */
+typedef struct GradCtx {
+  Graph *g;
+  int *grad;       /* accumulated gradient node per node id, -1 when none yet */
+  const char *needs; /* needs[id]: a gradient of node id is wanted */
+} GradCtx;
+int grad_needed(const GradCtx *c, int id);
+Node *grad_op(GradCtx *c, const Node *fwd, OpCode op, int nin, const int *in);
+int grad_finish(GradCtx *c, Node *n); /* infers the shape; returns the node id */
+void grad_accum(GradCtx *c, int target, int g);
+/* Sums g over the leading axes so that it matches target's shape (undo a broadcast). */
+int grad_unbroadcast(GradCtx *c, const Node *fwd, int g, int target);
+#define GRAD_OP(c, fwd, op, ...) \
+  grad_op(c, fwd, op, (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (int[]){__VA_ARGS__})
+
+/* ---- reference bodies ---- */
+typedef struct RefCtx {
+  const Graph *g;
+  Tensor *t;   /* one per node */
+  int training;
+  uint64_t seed;
+  int64_t step;
+  float lr;
+  char *err;   /* set by ref_fail */
+} RefCtx;
+int ref_fail(RefCtx *c, const Node *n, const char *fmt, ...) SQ_PRINTF(3, 4); /* returns 0 */
+#define REF_IN(c, n, i) (&(c)->t[(n)->in[i]])
+#define REF_OUT(c, n) (&(c)->t[(n)->id])
+
+#define INITDECL_I(name) void name##_init(InitCtx *c, Node *n);
+#define INITDECL_NI(name)
+#define GRADDECL_G(name) void name##_grad(GradCtx *c, const Node *n, int dy);
+#define GRADDECL_NG(name)
+#define OP(name, family, ua, nin, init, grad, ...) \
+  int name##_shape(ShapeCtx *c, Node *n); \
+  int name##_ref(RefCtx *c, const Node *n); \
+  INITDECL_##init(name) GRADDECL_##grad(name)
+#include "ops.def"
+#undef OP
+#undef INITDECL_I
+#undef INITDECL_NI
+#undef GRADDECL_G
+#undef GRADDECL_NG
+#endif
