@@ -10,6 +10,7 @@ typedef struct LexState {
   Diag *diag;
   Arena *arena;
   int line, col;
+  int prev_line_end; /* column just past the last character of the previous line */
   int depth;
   int failed;        /* the scanner reported an error: the parser stays quiet */
   SrcLoc comment_loc;

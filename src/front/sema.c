@@ -222,45 +222,24 @@ static int eval_tensor(Sema *s, const Value *v, const char *name) {
       unknown_name(s, v->loc, v->s);
       return -1;
     }
-    return sym->node;
+    return sym->node; /* -1 for a name whose definition failed: already reported */
   }
   if (v->kind == AV_CALL) return eval_call(s, v, name);
   diag_error(s->d, v->loc, "expected a tensor expression, got %s", value_desc(v));
   return -1;
 }
 
+static int leaf_type(Sema *s, const Stmt *st, DType *dtype, Shape *shape);
+
+/* A failed definition still defines its name (as no node), so later uses stay quiet. */
 static void declare_leaf(Sema *s, const Stmt *st) {
-  const Value *t = st->v;
   DType dt;
-  if (!strcmp(t->s, "f32")) dt = DT_F32;
-  else if (!strcmp(t->s, "i32")) dt = DT_I32;
-  else {
-    diag_error(s->d, t->loc, "unknown element type '%s' (expected f32 or i32)", t->s);
-    return;
-  }
-  Shape sh = {0};
-  for (const Value *e = t->items; e; e = e->next) {
-    int64_t dim;
-    if (sh.rank == SQ_MAX_RANK) {
-      diag_error(s->d, e->loc, "tensors have at most %d dimensions", SQ_MAX_RANK);
-      return;
-    }
-    if (!int_value(s, e, &dim)) {
-      if (e->kind == AV_IDENT) diag_error(s->d, e->loc, "unknown dimension '%s' (only B, the batch size, is predefined)", e->s);
-      else diag_error(s->d, e->loc, "a dimension must be a positive integer or B, got %s", value_desc(e));
-      return;
-    }
-    if (dim <= 0) {
-      diag_error(s->d, e->loc, "dimension %lld must be positive", (long long)dim);
-      return;
-    }
-    sh.d[sh.rank++] = dim;
-  }
-  if (shape_numel(&sh) < 0) {
-    diag_error(s->d, t->loc, "dimension overflow: '%s' would have more than 2^%d elements", st->name, SQ_MAX_NUMEL_LOG2);
-    return;
-  }
+  Shape sh;
   if (sym_find(s, st->name)) {
+    define(s, st->name, -1, st->name_loc);
+    return;
+  }
+  if (!leaf_type(s, st, &dt, &sh)) {
     define(s, st->name, -1, st->name_loc);
     return;
   }
@@ -269,6 +248,40 @@ static void declare_leaf(Sema *s, const Stmt *st) {
   n->shape = sh;
   n->shaped = 1;
   define(s, st->name, n->id, st->name_loc);
+}
+
+static int leaf_type(Sema *s, const Stmt *st, DType *dtype, Shape *shape) {
+  const Value *t = st->v;
+  if (!strcmp(t->s, "f32")) *dtype = DT_F32;
+  else if (!strcmp(t->s, "i32")) *dtype = DT_I32;
+  else {
+    diag_error(s->d, t->loc, "unknown element type '%s' (expected f32 or i32)", t->s);
+    return 0;
+  }
+  Shape sh = {0};
+  for (const Value *e = t->items; e; e = e->next) {
+    int64_t dim;
+    if (sh.rank == SQ_MAX_RANK) {
+      diag_error(s->d, e->loc, "tensors have at most %d dimensions", SQ_MAX_RANK);
+      return 0;
+    }
+    if (!int_value(s, e, &dim)) {
+      if (e->kind == AV_IDENT) diag_error(s->d, e->loc, "unknown dimension '%s' (only B, the batch size, is predefined)", e->s);
+      else diag_error(s->d, e->loc, "a dimension must be a positive integer or B, got %s", value_desc(e));
+      return 0;
+    }
+    if (dim <= 0) {
+      diag_error(s->d, e->loc, "dimension %lld must be positive", (long long)dim);
+      return 0;
+    }
+    sh.d[sh.rank++] = dim;
+  }
+  if (shape_numel(&sh) < 0) {
+    diag_error(s->d, t->loc, "dimension overflow: '%s' would have more than 2^%d elements", st->name, SQ_MAX_NUMEL_LOG2);
+    return 0;
+  }
+  *shape = sh;
+  return 1;
 }
 
 static void model_block(Sema *s, const Block *b) {
@@ -287,8 +300,8 @@ static void model_block(Sema *s, const Block *b) {
         break;
       }
       int id = eval_tensor(s, st->v, st->name);
-      if (id < 0) break;
       define(s, st->name, id, st->name_loc);
+      if (id < 0) break;
       if (st->kind == ST_OUTPUT) {
         GraphOutput o = {xstrdup(st->name), id};
         VEC_PUSH(s->g->outputs, o);
@@ -302,7 +315,7 @@ static void model_block(Sema *s, const Block *b) {
   }
   if (!inputs) diag_error(s->d, b->loc, "model '%s' declares no input", b->name);
   const Sym *loss = sym_find(s, "loss");
-  if (loss) s->g->loss = loss->node;
+  if (loss) s->g->loss = loss->node; /* -1 when its definition failed (reported) */
   else diag_error(s->d, b->end_loc, "model '%s' has no 'loss': assign the scalar to minimise to 'loss'", b->name);
 }
 
@@ -435,11 +448,12 @@ Graph *sema_build(const Program *p, Diag *d, int64_t batch) {
     if (*slot) {
       diag_error(d, b->loc, "a second %s block", what[b->kind]);
       diag_note(d, (*slot)->loc, "the first %s block is here", what[b->kind]);
+      continue;
     }
     *slot = b;
   }
   if (!model) {
-    diag_error(d, p->end_loc.line ? p->end_loc : (SrcLoc){1, 1}, "no model block: a .sq file starts with 'model NAME { ... }'");
+    diag_error(d, (SrcLoc){1, 1}, "no model block: a .sq file starts with 'model NAME { ... }'");
     return NULL;
   }
   Sema s = {d, ir_new(model->name, batch), batch, {0}};

@@ -89,6 +89,8 @@ static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int onl
   return 1;
 }
 
+int interp_gradients(Interp *it) { return run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0, 0); }
+
 int interp_forward(Interp *it, int training) { return run_nodes(it, training, ROLE_FWD, ROLE_FWD, !training, 0); }
 
 int interp_train_step(Interp *it, float lr, float *loss) {

@@ -22,6 +22,8 @@ const char *interp_error(const Interp *it); /* message of the last failure */
  * inputs and labels already written into their tensors. Fails without touching parameters
  * when the forward or backward pass fails or the loss is not finite. Returns 1 on success. */
 int interp_train_step(Interp *it, float lr, float *loss);
+/* Forward and backward in training mode, no update: every gradient node is computed. */
+int interp_gradients(Interp *it);
 /* Forward only. training=0: inference mode (running statistics, no dropout), computing only
  * the nodes the graph's outputs need. training=1: every forward node, as in a training step. */
 int interp_forward(Interp *it, int training);
