@@ -106,7 +106,7 @@ const char *sq_closest_name(const char *word, const char *const *names, int n) {
     int d = edit_distance(word, names[i]);
     if (d < best_d) best_d = d, best = names[i];
   }
-  return best_d <= limit ? best : NULL;
+  return best_d <= limit && best_d < (int)strlen(word) ? best : NULL; /* never "q" -> "x" */
 }
 
 char *sq_read_file(const char *path, size_t *len, const char **err) {

@@ -5,6 +5,7 @@
 #include "ast.h"
 
 enum { SQ_MAX_NESTING = 200 }; /* deeper ( [ nesting is an error, not a stack overflow */
+enum { SQ_MAX_IDENT = 1024 };   /* names longer than this are errors (they end up in messages) */
 
 typedef struct LexState {
   Diag *diag;

@@ -93,20 +93,32 @@ int interp_gradients(Interp *it) { return run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0
 
 int interp_forward(Interp *it, int training) { return run_nodes(it, training, ROLE_FWD, ROLE_FWD, !training, 0); }
 
-int interp_train_step(Interp *it, float lr, float *loss) {
-  if (it->g->loss < 0) {
-    free(it->err);
-    it->err = xstrdup("the graph has no loss");
-    return 0;
+static int fail(Interp *it, char *msg) {
+  free(it->err);
+  it->err = msg;
+  return 0;
+}
+
+/* A NaN or Inf in an input fails the step before anything runs (relu would hide it). */
+static int inputs_finite(Interp *it) {
+  for (int id = 0; id < it->g->nodes.n; id++) {
+    const Node *n = ir_node(it->g, id);
+    if ((n->kind != NK_INPUT && n->kind != NK_LABEL) || n->dtype != DT_F32) continue;
+    const Tensor *t = &it->t[id];
+    for (int64_t i = 0; i < t->n; i++)
+      if (!isfinite(t->f[i]))
+        return fail(it, xasprintf("%s: element %lld is not finite; parameters were not updated", n->name, (long long)i));
   }
+  return 1;
+}
+
+int interp_train_step(Interp *it, float lr, float *loss) {
+  if (it->g->loss < 0) return fail(it, xstrdup("the graph has no loss"));
+  if (!inputs_finite(it)) return 0;
   if (!run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0, lr)) return 0;
   float l = it->t[it->g->loss].f[0];
   if (loss) *loss = l;
-  if (!isfinite(l)) {
-    free(it->err);
-    it->err = xasprintf("the loss is %f; parameters were not updated", (double)l);
-    return 0;
-  }
+  if (!isfinite(l)) return fail(it, xasprintf("the loss is %f; parameters were not updated", (double)l));
   if (!run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr)) return 0;
   it->step++;
   return 1;

@@ -129,7 +129,7 @@ void ir_set_list(Node *n, const char *attr, const int64_t *v, int len) {
   SQ_ASSERT(len >= 0 && len <= SQ_MAX_RANK);
   a->set = 1;
   a->nlist = len;
-  memcpy(a->list, v, sizeof(int64_t) * (size_t)len);
+  if (len) memcpy(a->list, v, sizeof(int64_t) * (size_t)len);
 }
 void ir_copy_attrs(Node *dst, const Node *src) {
   const OpInfo *so = &op_info[src->op];

@@ -63,7 +63,7 @@ void gelu_grad(GradCtx *c, const Node *n, int dy) { unary_grad(c, n, dy, OP_gelu
 int relu_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *y = REF_OUT(c, n);
-  for (int64_t i = 0; i < y->n; i++) y->f[i] = x->f[i] > 0 ? x->f[i] : 0;
+  for (int64_t i = 0; i < y->n; i++) y->f[i] = x->f[i] > 0 || isnan(x->f[i]) ? x->f[i] : 0; /* NaN stays NaN */
   return 1;
 }
 int relu_grad_ref(RefCtx *c, const Node *n) {

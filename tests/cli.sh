@@ -1,0 +1,84 @@
+#!/bin/sh
+# tests/cli.sh SQC: command-line behaviour of sqc (flags, bad values, files it cannot read,
+# huge or deeply nested input, dumps) and the golden pass dumps in tests/golden.
+set -u
+export LC_ALL=C
+sqc=$1
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+
+# expect NAME STATUS PATTERN -- COMMAND...: exit status and a fixed string in stdout+stderr
+expect() {
+  name=$1 status=$2 pattern=$3; shift 4
+  "$@" >"$tmp/out" 2>&1
+  rc=$?
+  if [ "$rc" -ne "$status" ]; then
+    echo "FAIL $name: exit status $rc, expected $status"; head -c 1500 "$tmp/out"; fail=$((fail + 1)); return
+  fi
+  if [ -n "$pattern" ] && ! grep -qF -- "$pattern" "$tmp/out"; then
+    echo "FAIL $name: output lacks '$pattern'"; head -c 1500 "$tmp/out"; fail=$((fail + 1)); return
+  fi
+  pass=$((pass + 1))
+}
+
+mlp=$root/examples/mlp.sq
+expect help 0 "usage: sqc MODEL.sq" -- "$sqc" --help
+expect version 0 "sqc 0." -- "$sqc" --version
+expect unknown-flag 1 "unknown option '--bach'; did you mean '--batch'?" -- "$sqc" "$mlp" --bach 4
+expect unknown-flag-eq 1 "unknown option '--dump-afte=shapes'; did you mean '--dump-after'?" -- "$sqc" "$mlp" --dump-afte=shapes
+expect bad-batch 1 "invalid value 'abc' for --batch: expected an integer from 1 to 16777216" -- "$sqc" "$mlp" --batch abc
+expect zero-batch 1 "invalid value '0' for --batch" -- "$sqc" "$mlp" --batch=0
+expect bad-bits 1 "invalid value '9' for --bits: expected 2..8, or 32 for float" -- "$sqc" "$mlp" --bits 9
+expect bad-norm 1 "invalid value 'l3' for --norm: expected l1 or l2; did you mean 'l1'?" -- "$sqc" "$mlp" --norm l3
+expect bad-emit 1 "invalid value 'irr' for --emit: expected ir; did you mean 'ir'?" -- "$sqc" "$mlp" --emit=irr
+expect bad-pass 1 "invalid value 'shape' for --dump-after" -- "$sqc" "$mlp" --dump-after=shape
+expect bad-pass-hint 1 "did you mean 'shapes'?" -- "$sqc" "$mlp" --dump-after=shape
+expect missing-value 1 "option '--batch' needs a value" -- "$sqc" "$mlp" --batch
+expect no-input 1 "no input file" -- "$sqc"
+expect two-inputs 1 "more than one input file" -- "$sqc" "$mlp" "$mlp"
+expect missing-file 1 "cannot read '$tmp/nope.sq': No such file or directory" -- "$sqc" "$tmp/nope.sq"
+mkdir "$tmp/dir.sq"
+expect directory 1 "cannot read '$tmp/dir.sq': Is a directory" -- "$sqc" "$tmp/dir.sq"
+if [ "$(id -u)" != 0 ]; then
+  cp "$mlp" "$tmp/locked.sq"; chmod 000 "$tmp/locked.sq"
+  expect unreadable 1 "cannot read '$tmp/locked.sq': Permission denied" -- "$sqc" "$tmp/locked.sq"
+fi
+: >"$tmp/empty.sq"
+expect empty-file 1 "empty.sq:1:1: error: no model block" -- "$sqc" "$tmp/empty.sq"
+expect unwritable-output 1 "cannot write '$tmp/dir.sq'" -- "$sqc" "$mlp" -o "$tmp/dir.sq"
+expect emit-ir 0 "" -- "$sqc" "$mlp" --emit=ir -o "$tmp/mlp.ir"
+grep -q '^%h.weight.update = sgd_update' "$tmp/mlp.ir" && pass=$((pass + 1)) || { echo "FAIL emit-ir: no update in $tmp/mlp.ir"; fail=$((fail + 1)); }
+
+# A 1 MB line: the diagnostic shows a window around the column, not the whole line.
+{ printf 'model m {\n  input x : f32[B, 4]\n  label y : i32[B]\n  z = linear(x,'; head -c 1048576 /dev/zero | tr '\0' ' '; printf 'nope, 10)\n  loss = cross_entropy(z, y)\n}\n'; } >"$tmp/long.sq"
+expect long-line 1 "long.sq:4:1048592: error: linear takes 1 tensor argument, got more" -- "$sqc" "$tmp/long.sq"
+size=$(wc -c <"$tmp/out")
+[ "$size" -lt 4000 ] && pass=$((pass + 1)) || { echo "FAIL long-line: $size bytes of diagnostics"; fail=$((fail + 1)); }
+# A 1 MB identifier is refused by length, before it reaches any message.
+{ printf 'model m {\n  input x : f32[B, 4]\n  label y : i32[B]\n  z = linear(x'; head -c 1048576 /dev/zero | tr '\0' 'q'; printf ', 10)\n}\n'; } >"$tmp/longname.sq"
+expect long-identifier 1 "longname.sq:4:14: error: identifier longer than 1024 characters" -- "$sqc" "$tmp/longname.sq"
+size=$(wc -c <"$tmp/out")
+[ "$size" -lt 4000 ] && pass=$((pass + 1)) || { echo "FAIL long-identifier: $size bytes of diagnostics"; fail=$((fail + 1)); }
+
+# 100000 nested calls: an error, not a stack overflow.
+{ printf 'model m {\n  input x : f32[B, 4]\n  label y : i32[B]\n  z = '; i=0; while [ $i -lt 100 ]; do printf 'relu(relu(relu(relu(relu(relu(relu(relu(relu(relu('; i=$((i + 1)); done; printf 'x'; printf '\n}\n'; } >"$tmp/deep.sq"
+expect deep-nesting 1 "expression nested deeper than 200 levels" -- "$sqc" "$tmp/deep.sq"
+
+# Dumps: a pass that changes nothing says so.
+printf 'model m {\n  input x : f32[B, 4]\n  label t : f32[B, 4]\n  loss = mse(x, t)\n}\n' >"$tmp/noparams.sq"
+expect unchanged 0 "(unchanged)" -- "$sqc" "$tmp/noparams.sq" --dump-after=autodiff
+expect dump-shapes 0 "; after shapes" -- "$sqc" "$mlp" --dump-after=shapes
+
+# Golden dumps: tests/golden/NAME.sq compiled with the flags on its first line ("# flags: ...").
+for g in "$root"/tests/golden/*.sq; do
+  flags=$(sed -n '1s/^# flags: //p' "$g")
+  # shellcheck disable=SC2086
+  "$sqc" "$g" $flags >"$tmp/golden.out" 2>&1
+  if diff -u "${g%.sq}.expected" "$tmp/golden.out" >"$tmp/golden.diff"; then pass=$((pass + 1));
+  else echo "FAIL golden $(basename "$g"):"; head -40 "$tmp/golden.diff"; fail=$((fail + 1)); fi
+done
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

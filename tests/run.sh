@@ -1,0 +1,19 @@
+#!/bin/sh
+# tests/run.sh: runs every test against the build in $BUILD (default build): the Check suites,
+# the diagnostics cases in tests/errors, and the command-line and golden-dump cases.
+set -u
+BUILD=${BUILD:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+export SQ_SOURCE_ROOT="$root"
+status=0
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] || continue
+  echo "== $(basename "$t")"
+  "$t" || status=1
+done
+echo "== diagnostics (tests/errors)"
+sh "$root/tests/errors/run.sh" "$BUILD/sqc" || status=1
+echo "== command line (tests/cli.sh)"
+sh "$root/tests/cli.sh" "$BUILD/sqc" || status=1
+[ $status -eq 0 ] && echo "all tests passed ($BUILD)" || echo "SOME TESTS FAILED ($BUILD)"
+exit $status

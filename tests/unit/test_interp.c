@@ -1,0 +1,229 @@
+/* test_interp.c: the reference executor is deterministic, initialises from the seed, applies
+ * the optimizers as documented, refuses NaN and bad labels without touching parameters, and
+ * trains examples/mlp.sq on a slice of Fashion-MNIST. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../runtime/rng.h"
+#include "../../tools/data/fashion_mnist.h"
+#include "harness.h"
+
+static char *mlp_source(void) {
+  char *path = xasprintf("%s/examples/mlp.sq", th_root());
+  size_t len;
+  const char *err;
+  char *s = sq_read_file(path, &len, &err);
+  ck_assert_msg(s != NULL, "cannot read %s: %s", path, err);
+  free(path);
+  return s;
+}
+
+static Graph *mlp(int64_t batch) {
+  char *src = mlp_source();
+  Graph *g = th_compile(src, batch, NULL);
+  free(src);
+  ck_assert(g != NULL);
+  return g;
+}
+
+static void random_batch(Interp *it, const Graph *g, int64_t step) {
+  Tensor *x = interp_tensor(it, th_node(g, "x")), *y = interp_tensor(it, th_node(g, "y"));
+  for (int64_t i = 0; i < x->n; i++) x->f[i] = rng_normal(3, 1, step, (uint64_t)i);
+  for (int64_t i = 0; i < y->n; i++) y->i[i] = (int32_t)(rng_bits(3, 2, step, (uint64_t)i) % 10);
+}
+
+/* Concatenated bits of every parameter and state tensor. */
+static size_t snapshot(Interp *it, const Graph *g, unsigned char **out) {
+  size_t total = 0;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = ir_node(g, i);
+    if (n->kind == NK_PARAM || n->kind == NK_STATE) total += sizeof(float) * (size_t)interp_tensor(it, i)->n;
+  }
+  unsigned char *buf = xmalloc(total), *p = buf;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = ir_node(g, i);
+    if (n->kind != NK_PARAM && n->kind != NK_STATE) continue;
+    Tensor *t = interp_tensor(it, i);
+    memcpy(p, t->f, sizeof(float) * (size_t)t->n);
+    p += sizeof(float) * (size_t)t->n;
+  }
+  *out = buf;
+  return total;
+}
+
+static size_t train(Graph *g, uint64_t seed, int steps, unsigned char **bits) {
+  Interp *it = interp_new(g, seed);
+  for (int s = 0; s < steps; s++) {
+    random_batch(it, g, s);
+    float loss;
+    ck_assert_msg(interp_train_step(it, 0.05f, &loss), "%s", interp_error(it));
+  }
+  size_t n = snapshot(it, g, bits);
+  interp_free(it);
+  return n;
+}
+
+START_TEST(same_seed_same_bits) {
+  Graph *g = mlp(8);
+  unsigned char *a, *b, *c;
+  size_t n = train(g, 5, 4, &a);
+  ck_assert_uint_eq(train(g, 5, 4, &b), n);
+  ck_assert_msg(memcmp(a, b, n) == 0, "two runs with seed 5 differ");
+  train(g, 6, 4, &c);
+  ck_assert_msg(memcmp(a, c, n) != 0, "seeds 5 and 6 gave the same parameters");
+  free(a);
+  free(b);
+  free(c);
+  ir_free(g);
+}
+END_TEST
+
+START_TEST(initialisation_follows_the_graph) {
+  Graph *g = mlp(4);
+  Interp *it = interp_new(g, 1);
+  const Node *w = ir_node(g, th_node(g, "h.weight"));
+  Tensor *t = interp_tensor(it, w->id);
+  double lo = 0, hi = 0, sum = 0;
+  for (int64_t i = 0; i < t->n; i++) {
+    lo = fmin(lo, t->f[i]), hi = fmax(hi, t->f[i]);
+    sum += t->f[i];
+  }
+  ck_assert_double_le(hi, w->init_scale);
+  ck_assert_double_ge(lo, -w->init_scale);
+  ck_assert_double_gt(hi, 0.9 * w->init_scale); /* 200k draws reach close to the bound */
+  ck_assert_double_lt(fabs(sum / (double)t->n), 0.01 * w->init_scale);
+  Tensor *gamma = interp_tensor(it, th_node(g, "a.batchnorm.weight"));
+  for (int64_t i = 0; i < gamma->n; i++) ck_assert_float_eq(gamma->f[i], 1.0f);
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
+/* One step of each optimizer, checked on the layernorm bias b: y = xhat * w + b, so
+ * d mse(y, t) / d b[j] = sum over rows of 2 (y - t) / n. */
+START_TEST(optimizer_updates_match_their_formulas) {
+  static const char *const opts[] = {"sgd(momentum = 0.9, weight_decay = 0.1)", "adam(weight_decay = 0.1)"};
+  const char *src = "model o {\n  input x : f32[B, 4]\n  label t : f32[B, 4]\n  y = layernorm(x)\n  loss = mse(y, t)\n}\n"
+                    "train { optimizer = %s }\n";
+  for (int k = 0; k < 2; k++) {
+    char *text = xasprintf(src, opts[k]);
+    Graph *g = th_compile(text, 2, NULL);
+    free(text);
+    ck_assert(g != NULL);
+    Interp *it = interp_new(g, 1);
+    Tensor *x = interp_tensor(it, th_node(g, "x")), *t = interp_tensor(it, th_node(g, "t"));
+    for (int64_t i = 0; i < x->n; i++) x->f[i] = (float)i * 0.37f - 1.0f, t->f[i] = (float)(i % 3) - 0.5f;
+    Tensor *b = interp_tensor(it, th_node(g, "y.bias")), *w = interp_tensor(it, th_node(g, "y.weight"));
+    ck_assert(interp_forward(it, 1));
+    Tensor *y = interp_tensor(it, th_node(g, "y"));
+    double grad[4] = {0};
+    for (int64_t i = 0; i < y->n; i++) grad[i % 4] += 2.0 * (y->f[i] - t->f[i]) / (double)y->n;
+    float before[4];
+    memcpy(before, b->f, sizeof before);
+    float loss;
+    ck_assert(interp_train_step(it, 0.1f, &loss));
+    for (int j = 0; j < 4; j++) {
+      double want = k == 0 ? before[j] - 0.1 * (grad[j] + 0.1 * before[j]) /* sgd: first buf = d */
+                           : before[j] * (1 - 0.1 * 0.1) - 0.1 * grad[j] / (fabs(grad[j]) + 1e-8); /* adam, t = 1 */
+      ck_assert_msg(fabs(b->f[j] - want) < 1e-5, "%s: bias[%d] = %g, want %g", opts[k], j, b->f[j], want);
+    }
+    ck_assert(w->f[0] != 1.0f);
+    interp_free(it);
+    ir_free(g);
+  }
+}
+END_TEST
+
+START_TEST(bad_steps_leave_parameters_unchanged) {
+  Graph *g = mlp(4);
+  Interp *it = interp_new(g, 2);
+  random_batch(it, g, 0);
+  float loss;
+  ck_assert(interp_train_step(it, 0.05f, &loss));
+  unsigned char *before, *after;
+  size_t n = snapshot(it, g, &before);
+  Tensor *x = interp_tensor(it, th_node(g, "x")), *y = interp_tensor(it, th_node(g, "y"));
+  x->f[3] = NAN;
+  ck_assert(!interp_train_step(it, 0.05f, &loss));
+  ck_assert_msg(strstr(interp_error(it), "x: element 3 is not finite") != NULL, "%s", interp_error(it));
+  x->f[3] = 0;
+  y->i[1] = 10;
+  ck_assert(!interp_train_step(it, 0.05f, &loss));
+  ck_assert_msg(strstr(interp_error(it), "label 10 of sample 1 is outside 0..9") != NULL, "%s", interp_error(it));
+  snapshot(it, g, &after);
+  /* Running statistics move in any forward pass; parameters and optimizer state must not. */
+  ck_assert_int_eq(interp_step(it), 1);
+  unsigned char *p = before, *q = after;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *nd = ir_node(g, i);
+    if (nd->kind != NK_PARAM && nd->kind != NK_STATE) continue;
+    size_t bytes = sizeof(float) * (size_t)interp_tensor(it, i)->n;
+    if (!strstr(nd->name, "running_")) ck_assert_msg(memcmp(p, q, bytes) == 0, "%s changed in a failed step", nd->name);
+    p += bytes, q += bytes;
+  }
+  ck_assert(p == before + n);
+  free(before);
+  free(after);
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
+START_TEST(inference_uses_running_statistics) {
+  Graph *g = mlp(4);
+  Interp *it = interp_new(g, 3);
+  random_batch(it, g, 0);
+  Tensor *z = interp_tensor(it, th_node(g, "z"));
+  ck_assert(interp_forward(it, 1));
+  float train_out = z->f[0];
+  ck_assert(interp_forward(it, 0));
+  float a = z->f[0];
+  ck_assert(interp_forward(it, 0));
+  ck_assert_float_eq(a, z->f[0]);
+  ck_assert_float_ne(a, train_out);
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
+/* examples/mlp.sq at batch 32 for 300 steps on the first 9600 training images. */
+START_TEST(mlp_learns_fashion_mnist) {
+  Dataset d;
+  char *err = NULL;
+  ck_assert_msg(fmnist_load(fmnist_default_dir(), "train", &d, &err), "%s", err);
+  float mean, std;
+  fmnist_stats(&d, &mean, &std);
+  fmnist_normalize(&d, mean, std);
+  Graph *g = mlp(32);
+  Interp *it = interp_new(g, 1);
+  Tensor *x = interp_tensor(it, th_node(g, "x")), *y = interp_tensor(it, th_node(g, "y"));
+  double first = 0, last = 0;
+  for (int s = 0; s < 300; s++) {
+    int64_t base = (int64_t)(s % 300) * 32;
+    memcpy(x->f, d.x + base * 784, sizeof(float) * 32 * 784);
+    memcpy(y->i, d.y + base, sizeof(int32_t) * 32);
+    float loss;
+    ck_assert_msg(interp_train_step(it, 0.05f, &loss), "%s", interp_error(it));
+    if (s < 50) first += loss / 50;
+    if (s >= 250) last += loss / 50;
+  }
+  ck_assert_msg(last < 0.65 && last < 0.75 * first, "mean loss of the first 50 steps %.4f, of the last 50 %.4f", first, last);
+  interp_free(it);
+  ir_free(g);
+  fmnist_free(&d);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("interp");
+  TCase *t = tcase_create("executor");
+  tcase_set_timeout(t, 300);
+  tcase_add_test(t, same_seed_same_bits);
+  tcase_add_test(t, initialisation_follows_the_graph);
+  tcase_add_test(t, optimizer_updates_match_their_formulas);
+  tcase_add_test(t, bad_steps_leave_parameters_unchanged);
+  tcase_add_test(t, inference_uses_running_statistics);
+  tcase_add_test(t, mlp_learns_fashion_mnist);
+  suite_add_tcase(s, t);
+  return th_run(s);
+}
