@@ -18,6 +18,7 @@ static PoolGeom pool_geom(const Node *n, const Shape *x) {
 
 static int pool_shape(ShapeCtx *c, Node *n) {
   if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 4, 4)) return 0;
+  if (ir_int(n, "stride") == 0) ir_set_num(n, "stride", (double)ir_int(n, "kernel")); /* the default: = kernel */
   PoolGeom q = pool_geom(n, &ir_in(c->g, n, 0)->shape);
   if (2 * q.p > q.k)
     return shape_fail(c, n, "%s padding %lld is more than half the kernel %lld", op_info[n->op].name,
