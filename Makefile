@@ -11,7 +11,7 @@ WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvl
             -Wno-format-nonliteral
 CFLAGS_ALL = -std=c17 $(OPT) -g -ffp-contract=off -D_POSIX_C_SOURCE=200809L -MMD -MP \
              -I$(BUILD)/gen -Isrc/front $(SAN) $(CFLAGS)
-LDLIBS_ALL = -lm $(LDLIBS)
+LDLIBS_ALL = -lm -pthread $(LDLIBS)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 

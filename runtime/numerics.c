@@ -1,0 +1,319 @@
+/* numerics.c: see numerics.h. Partitions: elementwise work in blocks of BLOCK elements,
+ * per-channel work one channel per block; reductions inside a block run in index order. */
+#include "numerics.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "rng.h"
+#include "threads.h"
+
+enum { BLOCK = 4096 };
+
+const char *nm_status_text(nm_status s) {
+  switch (s) {
+  case NM_OK: return "ok";
+  case NM_NONFINITE: return "a NaN or Inf value";
+  case NM_RANGE: return "a range too small to scale in float32";
+  case NM_NOMEM: return "no memory for scratch space";
+  }
+  return "?";
+}
+
+float nm_round_clamp(float v, float lo, float hi) {
+  float r = roundf(v); /* C's round: half away from zero */
+  return r < lo ? lo : r > hi ? hi : r;
+}
+
+float nm_stochastic_round(float v, float u) {
+  float f = floorf(v);
+  return f + (u < v - f ? 1.0f : 0.0f);
+}
+
+static int64_t nblocks(int64_t n) { return (n + BLOCK - 1) / BLOCK; }
+
+/* ---- absmax ---- */
+typedef struct {
+  const float *x;
+  int64_t n;
+  float *max;    /* per block */
+  int64_t *bad;  /* per block, -1 when finite */
+} AbsmaxJob;
+
+static void absmax_block(void *ctx, int64_t b) {
+  AbsmaxJob *j = ctx;
+  int64_t lo = b * BLOCK, hi = lo + BLOCK < j->n ? lo + BLOCK : j->n;
+  float m = 0;
+  j->bad[b] = -1;
+  for (int64_t i = lo; i < hi; i++) {
+    float a = fabsf(j->x[i]);
+    if (!isfinite(a)) {
+      j->bad[b] = i;
+      break;
+    }
+    m = a > m ? a : m;
+  }
+  j->max[b] = m;
+}
+
+nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int threads) {
+  int64_t nb = nblocks(n);
+  AbsmaxJob j = {x, n, malloc(sizeof(float) * (size_t)(nb ? nb : 1)), malloc(sizeof(int64_t) * (size_t)(nb ? nb : 1))};
+  if (!j.max || !j.bad) { /* fall back to one pass without scratch */
+    free(j.max);
+    free(j.bad);
+    float m = 0;
+    for (int64_t i = 0; i < n; i++) {
+      if (!isfinite(x[i])) return *bad = i, NM_NONFINITE;
+      m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+    }
+    return *max = m, NM_OK;
+  }
+  rt_parallel(threads, nb, absmax_block, &j);
+  float m = 0;
+  nm_status st = NM_OK;
+  for (int64_t b = 0; b < nb; b++) {
+    if (j.bad[b] >= 0) {
+      *bad = j.bad[b];
+      st = NM_NONFINITE;
+      break;
+    }
+    m = j.max[b] > m ? j.max[b] : m;
+  }
+  free(j.max);
+  free(j.bad);
+  *max = m;
+  return st;
+}
+
+/* ---- per-tensor quantization ---- */
+typedef struct {
+  const float *x;
+  int64_t n;
+  float inv, lo, hi;
+  uint8_t *q;
+  int is_unsigned;
+} QuantJob;
+
+static void quantize_block(void *ctx, int64_t b) {
+  QuantJob *j = ctx;
+  int64_t lo = b * BLOCK, hi = lo + BLOCK < j->n ? lo + BLOCK : j->n;
+  for (int64_t i = lo; i < hi; i++) {
+    float v = nm_round_clamp(j->x[i] * j->inv, j->lo, j->hi);
+    j->q[i] = j->is_unsigned ? (uint8_t)v : (uint8_t)(int8_t)v;
+  }
+}
+
+nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint8_t *q, float *scale, int64_t *bad,
+                      int threads) {
+  float m;
+  nm_status st = nm_absmax(x, n, &m, bad, threads);
+  if (st != NM_OK) return st;
+  if (m == 0) {
+    memset(q, 0, (size_t)n);
+    *scale = 1;
+    return NM_OK;
+  }
+  float Q = (float)(is_unsigned ? nm_umax(bits) : nm_qmax(bits));
+  float inv = Q / m, s = m / Q;
+  if (!isfinite(inv) || s == 0) return *bad = -1, NM_RANGE;
+  QuantJob j = {x, n, inv, is_unsigned ? 0 : -Q, Q, q, is_unsigned};
+  rt_parallel(threads, nblocks(n), quantize_block, &j);
+  *scale = s;
+  return NM_OK;
+}
+
+/* ---- ShiftQuant ---- */
+int nm_group_of(float r, float R, int groups) {
+  for (int k = 0; k < groups - 1; k++)
+    if (r > ldexpf(R, -(k + 1))) return k;
+  return groups - 1;
+}
+
+typedef struct {
+  const float *x;
+  nm_chan geo;
+  float *range;       /* per channel */
+  int64_t *bad;       /* per channel */
+  const uint8_t *group;
+  const nm_sq_params *p;
+  float inv, qmax;
+  int8_t *qt;
+} ShiftJob;
+
+static void range_block(void *ctx, int64_t c) {
+  ShiftJob *j = ctx;
+  float m = 0;
+  j->bad[c] = -1;
+  for (int64_t o = 0; o < j->geo.outer; o++) {
+    const float *row = j->x + (o * j->geo.channels + c) * j->geo.inner;
+    for (int64_t i = 0; i < j->geo.inner; i++) {
+      float a = fabsf(row[i]);
+      if (!isfinite(a)) {
+        j->bad[c] = (o * j->geo.channels + c) * j->geo.inner + i;
+        j->range[c] = 0;
+        return;
+      }
+      m = a > m ? a : m;
+    }
+  }
+  j->range[c] = m;
+}
+
+/* One block = one (outer, channel) row of inner elements. */
+static void shift_block(void *ctx, int64_t row) {
+  ShiftJob *j = ctx;
+  int64_t c = row % j->geo.channels, base = row * j->geo.inner;
+  int g = j->group[c], shift = j->p->groups - 1 - g;
+  for (int64_t i = 0; i < j->geo.inner; i++) {
+    float v = ldexpf(j->x[base + i] * j->inv, g); /* x * (Qmax/R) * 2^g: one multiply, one exact scaling */
+    float u = rng_uniform(j->p->seed, j->p->stream, j->p->step, (uint64_t)(base + i));
+    float q = nm_stochastic_round(v, u);
+    q = q < -j->qmax ? -j->qmax : q > j->qmax ? j->qmax : q;
+    j->qt[base + i] = (int8_t)((int)q * (1 << shift));
+  }
+}
+
+nm_status nm_shiftquant(const float *x, nm_chan geo, const nm_sq_params *p, int8_t *qt, float *scale, uint8_t *group,
+                        float *range, int64_t *bad, int threads) {
+  int64_t C = geo.channels, n = geo.outer * geo.channels * geo.inner;
+  float *r = range ? range : malloc(sizeof(float) * (size_t)(C ? C : 1));
+  uint8_t *grp = group ? group : malloc((size_t)(C ? C : 1));
+  int64_t *cbad = malloc(sizeof(int64_t) * (size_t)(C ? C : 1));
+  nm_status st = NM_OK;
+  if (!r || !grp || !cbad) {
+    st = NM_NOMEM;
+    *bad = -1;
+    goto done;
+  }
+  ShiftJob j = {x, geo, r, cbad, grp, p, 0, (float)nm_qmax(p->bits), qt};
+  rt_parallel(threads, C, range_block, &j);
+  float R = 0;
+  for (int64_t c = 0; c < C; c++) {
+    if (cbad[c] >= 0 && st == NM_OK) *bad = cbad[c], st = NM_NONFINITE;
+    R = r[c] > R ? r[c] : R;
+  }
+  if (st != NM_OK) goto done;
+  if (R == 0) {
+    memset(qt, 0, (size_t)n);
+    memset(grp, (uint8_t)(p->groups - 1), (size_t)C);
+    *scale = 1;
+    goto done;
+  }
+  j.inv = j.qmax / R;
+  float s0 = R / j.qmax, smin = ldexpf(s0, -(p->groups - 1));
+  if (!isfinite(j.inv) || smin == 0 || !isfinite(ldexpf(j.inv, p->groups - 1))) {
+    *bad = -1;
+    st = NM_RANGE;
+    goto done;
+  }
+  for (int64_t c = 0; c < C; c++) grp[c] = (uint8_t)nm_group_of(r[c], R, p->groups);
+  rt_parallel(threads, geo.outer * C, shift_block, &j);
+  *scale = smin;
+done:
+  if (!range) free(r);
+  if (!group) free(grp);
+  free(cbad);
+  return st;
+}
+
+/* ---- L1 normalization ---- */
+typedef struct {
+  const float *x, *g, *gamma, *beta, *mean, *sigma1;
+  nm_chan geo;
+  nm_affine affine;
+  float eps;
+  float *out_mean, *out_sigma1, *y, *dx;
+  float *dgamma; /* per channel (batchnorm) or NULL */
+} L1Job;
+
+#define FOR_CHANNEL_ELEMS(geo, c, idx, inner_i) \
+  for (int64_t o_ = 0; o_ < (geo).outer; o_++) \
+    for (int64_t inner_i = 0, idx = (o_ * (geo).channels + (c)) * (geo).inner; inner_i < (geo).inner; inner_i++, idx++)
+
+static void channel_stats(const float *x, nm_chan geo, int64_t c, double *mean, double *sigma1) {
+  double s = 0, a = 0, m = (double)(geo.outer * geo.inner);
+  FOR_CHANNEL_ELEMS(geo, c, i, k) s += x[i];
+  *mean = s / m;
+  FOR_CHANNEL_ELEMS(geo, c, i, k) a += fabs(x[i] - *mean);
+  *sigma1 = a / m;
+}
+
+static void stats_block(void *ctx, int64_t c) {
+  L1Job *j = ctx;
+  double mean, s1;
+  channel_stats(j->x, j->geo, c, &mean, &s1);
+  j->out_mean[c] = (float)mean;
+  j->out_sigma1[c] = (float)s1;
+}
+
+void nm_l1_stats(const float *x, nm_chan geo, float *mean, float *sigma1, int threads) {
+  L1Job j = {.x = x, .geo = geo, .out_mean = mean, .out_sigma1 = sigma1};
+  rt_parallel(threads, geo.channels, stats_block, &j);
+}
+
+static float affine_of(const float *v, nm_affine a, int64_t c, int64_t k) { return v[a == NM_AFFINE_PER_CHANNEL ? c : k]; }
+
+static void forward_block(void *ctx, int64_t c) {
+  L1Job *j = ctx;
+  float inv = (float)(1.0 / (NM_KAPPA * j->sigma1[c] + j->eps)), mu = j->mean[c];
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k)
+    j->y[i] = affine_of(j->gamma, j->affine, c, k) * ((j->x[i] - mu) * inv) + affine_of(j->beta, j->affine, c, k);
+}
+
+void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *sigma1, const float *gamma,
+                   const float *beta, nm_affine affine, float eps, float *y, int threads) {
+  L1Job j = {.x = x, .gamma = gamma, .beta = beta, .mean = mean, .sigma1 = sigma1, .geo = geo, .affine = affine,
+             .eps = eps, .y = y};
+  rt_parallel(threads, geo.channels, forward_block, &j);
+}
+
+static void backward_block(void *ctx, int64_t c) {
+  L1Job *j = ctx;
+  double mean, s1, m = (double)(j->geo.outer * j->geo.inner);
+  channel_stats(j->x, j->geo, c, &mean, &s1);
+  double D = NM_KAPPA * s1 + j->eps, sg = 0, sgx = 0, ssgn = 0;
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
+    double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
+    sg += gh;
+    sgx += gh * d / D;
+    ssgn += (d > 0) - (d < 0);
+  }
+  double mg = sg / m, mgx = sgx / m, msgn = ssgn / m, dg = 0;
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
+    double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
+    double sgn = (d > 0) - (d < 0);
+    j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) / D);
+    dg += j->g[i] * (d / D);
+  }
+  if (j->dgamma) j->dgamma[c] = (float)dg;
+}
+
+void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
+                    float *dx, float *dgamma, int threads) {
+  L1Job j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .affine = affine, .eps = eps, .dx = dx,
+             .dgamma = affine == NM_AFFINE_PER_CHANNEL ? dgamma : NULL};
+  rt_parallel(threads, geo.channels, backward_block, &j);
+  if (!dgamma || affine == NM_AFFINE_PER_CHANNEL) return;
+  /* per inner position (layernorm): a sum across rows, done in row order on one thread */
+  memset(dgamma, 0, sizeof(float) * (size_t)geo.inner);
+  for (int64_t c = 0; c < geo.channels; c++) {
+    double mean, s1;
+    channel_stats(x, geo, c, &mean, &s1);
+    double D = NM_KAPPA * s1 + eps;
+    FOR_CHANNEL_ELEMS(geo, c, i, k) dgamma[k] += (float)(g[i] * ((x[i] - mean) / D));
+  }
+}
+
+/* ---- 4-bit packing ---- */
+void nm_pack4(const uint8_t *q, int64_t n, uint8_t *packed) {
+  for (int64_t i = 0; i < n; i += 2)
+    packed[i / 2] = (uint8_t)((q[i] & 0x0f) | (i + 1 < n ? (q[i + 1] & 0x0f) << 4 : 0));
+}
+
+void nm_unpack4(const uint8_t *packed, int64_t n, int is_unsigned, uint8_t *q) {
+  for (int64_t i = 0; i < n; i++) {
+    int v = (packed[i / 2] >> (4 * (i & 1))) & 0x0f;
+    if (!is_unsigned && v >= 8) v -= 16; /* sign-extend the nibble */
+    q[i] = (uint8_t)(int8_t)v;
+  }
+}

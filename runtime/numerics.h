@@ -1,0 +1,76 @@
+/* numerics.h: the numerics contract of DESIGN.md §4 in one place. The reference executor, the
+ * runtime and every backend's tests call these functions; generated code implements the same
+ * rules and is tested against them. Every function that takes `threads` gives the same bits
+ * for any thread count (fixed partitions, see threads.h). */
+#ifndef SQ_RUNTIME_NUMERICS_H
+#define SQ_RUNTIME_NUMERICS_H
+#include <stdint.h>
+
+typedef enum {
+  NM_OK = 0,
+  NM_NONFINITE, /* a NaN or Inf in the tensor being quantized; *bad is its index */
+  NM_RANGE,     /* the tensor's range cannot be scaled in float32 (max/Qmax underflows) */
+  NM_NOMEM      /* scratch memory could not be allocated */
+} nm_status;
+
+#define NM_KAPPA 1.2533141373155003 /* sqrt(pi/2): kappa * mean|x - mu| = sigma for Gaussian x */
+
+static inline int nm_qmax(int bits) { return (1 << (bits - 1)) - 1; } /* 7 at 4 bits */
+static inline int nm_umax(int bits) { return (1 << bits) - 1; }       /* 15 at 4 bits */
+/* The largest ShiftQuant group count whose shifted values fit int8: Qmax * 2^(G-1) <= 127. */
+static inline int nm_max_groups(int bits) { return 9 - bits; }
+const char *nm_status_text(nm_status s);
+
+/* round half away from zero, then clamp to [lo, hi] */
+float nm_round_clamp(float v, float lo, float hi);
+/* stochastic rounding: floor(v) + [u < v - floor(v)], u in [0, 1) */
+float nm_stochastic_round(float v, float u);
+
+/* max |x| over x[0..n); NM_NONFINITE at the first non-finite element (lowest index). */
+nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int threads);
+
+/* Symmetric per-tensor quantization to `bits` (2..8). Signed: q in [-Qmax, Qmax] stored as
+ * int8, scale = max|x| / Qmax. Unsigned (for non-negative tensors): q in [0, 2^b - 1] stored as
+ * uint8, scale = max / (2^b - 1). q = clamp(round_half_away(x * (Q / max))), with the product
+ * one float32 multiply. max = 0 gives q = 0 and scale = 1. */
+nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint8_t *q, float *scale, int64_t *bad,
+                      int threads);
+
+/* A tensor seen as [outer, channels, inner]: channel c holds x[(o*channels + c)*inner + i]. */
+typedef struct { int64_t outer, channels, inner; } nm_chan;
+
+/* ShiftQuant group of a channel with range r when the tensor's range is R: the smallest k in
+ * 0..G-1 with r > R * 2^-(k+1), else G-1 (exact ldexp comparisons). */
+int nm_group_of(float r, float R, int groups);
+
+typedef struct {
+  int bits, groups;     /* groups <= nm_max_groups(bits) */
+  uint64_t seed, stream; /* stochastic rounding key: (seed, stream, step, element index) */
+  int64_t step;
+} nm_sq_params;
+
+/* ShiftQuant of a gradient with channels on the `channels` axis. Writes the shifted int8
+ * operand qt = q * 2^(G-1-g) and its single scale s0 * 2^-(G-1) (s0 = R / Qmax), so that
+ * qt * scale == q * s_g exactly. group (channels entries) and range (channels entries) are
+ * optional outputs. R = 0 gives qt = 0, scale = 1. */
+nm_status nm_shiftquant(const float *x, nm_chan geo, const nm_sq_params *p, int8_t *qt, float *scale, uint8_t *group,
+                        float *range, int64_t *bad, int threads);
+
+/* L1 normalization over each channel's outer*inner elements:
+ * mean, sigma1 = mean|x - mean|, xhat = (x - mean) / (kappa * sigma1 + eps), y = gamma*xhat + beta.
+ * gamma/beta are indexed by channel (batchnorm) or by inner position (layernorm: one channel
+ * per row, outer = 1). */
+typedef enum { NM_AFFINE_PER_CHANNEL, NM_AFFINE_PER_INNER } nm_affine;
+void nm_l1_stats(const float *x, nm_chan geo, float *mean, float *sigma1, int threads);
+void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *sigma1, const float *gamma,
+                   const float *beta, nm_affine affine, float eps, float *y, int threads);
+/* dx = 1/(kappa*sigma1 + eps) * [gh - mean(gh) - kappa * mean(gh * xhat) * (sgn - mean(sgn))],
+ * gh = gamma * g, sgn = sign(x - mean) (sign(0) = 0), with the batch statistics of x.
+ * dgamma (may be NULL) gets sum of g * xhat per affine index (zeroed first). */
+void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
+                    float *dx, float *dgamma, int threads);
+
+/* Two 4-bit values a byte: element 2i in the low nibble, 2i+1 in the high one. */
+void nm_pack4(const uint8_t *q, int64_t n, uint8_t *packed);
+void nm_unpack4(const uint8_t *packed, int64_t n, int is_unsigned, uint8_t *q);
+#endif

@@ -1,0 +1,335 @@
+/* test_numerics.c: the invariants of DESIGN §4, each able to fail: exact ShiftQuant rescaling,
+ * range use per group, one shifted GEMM = the sum of per-group GEMMs, G = 1 = per-tensor,
+ * unbiased stochastic rounding, zero and empty tensors, L1 scale invariance and gradient, thread
+ * count independence, 4-bit packing, and refusal of NaN/Inf and unscalable ranges. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../runtime/numerics.h"
+#include "../../runtime/rng.h"
+#include "harness.h"
+
+/* A gradient-like tensor [rows, C] whose channel ranges span ~2^-12..1 (DESIGN's motivating case). */
+static float *gradient_like(int64_t rows, int64_t C, uint64_t seed) {
+  float *x = xmalloc(sizeof(float) * (size_t)(rows * C));
+  for (int64_t c = 0; c < C; c++) {
+    float scale = ldexpf(1.0f, -(int)(rng_bits(seed, 99, 0, (uint64_t)c) % 13));
+    for (int64_t r = 0; r < rows; r++) x[r * C + c] = scale * rng_normal(seed, 1, 0, (uint64_t)(r * C + c));
+  }
+  return x;
+}
+
+static nm_sq_params params(int bits, int groups) { return (nm_sq_params){bits, groups, 11, 3, 5}; }
+
+START_TEST(shifted_value_times_min_scale_is_exact) {
+  int64_t rows = 64, C = 48;
+  float *x = gradient_like(rows, C, 1);
+  for (int bits = 2; bits <= 8; bits++)
+    for (int G = 1; G <= nm_max_groups(bits); G++) {
+      int8_t *qt = xmalloc((size_t)(rows * C));
+      uint8_t grp[48];
+      float range[48], smin;
+      int64_t bad;
+      nm_sq_params p = params(bits, G);
+      ck_assert_int_eq(nm_shiftquant(x, (nm_chan){rows, C, 1}, &p, qt, &smin, grp, range, &bad, 1), NM_OK);
+      float R = 0;
+      for (int c = 0; c < C; c++) R = fmaxf(R, range[c]);
+      float s0 = R / (float)nm_qmax(bits);
+      for (int64_t i = 0; i < rows * C; i++) {
+        int g = grp[i % C];
+        ck_assert_msg(abs(qt[i]) <= 127, "shifted value %d overflows int8", qt[i]);
+        ck_assert_msg(qt[i] % (1 << (G - 1 - g)) == 0, "qt not a multiple of its shift");
+        int q = qt[i] / (1 << (G - 1 - g));
+        ck_assert_msg(abs(q) <= nm_qmax(bits), "q=%d outside the b-bit range", q);
+        float sg = ldexpf(s0, -g);
+        ck_assert_msg((float)qt[i] * smin == (float)q * sg, "bits %d G %d: qt*s_min != q*s_g", bits, G);
+      }
+      free(qt);
+    }
+  free(x);
+}
+END_TEST
+
+START_TEST(channels_outside_last_group_use_over_half_their_range) {
+  int64_t rows = 32, C = 64;
+  float *x = gradient_like(rows, C, 2);
+  for (int G = 1; G <= 5; G++) {
+    int8_t *qt = xmalloc((size_t)(rows * C));
+    uint8_t grp[64];
+    float range[64], smin;
+    int64_t bad;
+    nm_sq_params p = params(4, G);
+    ck_assert_int_eq(nm_shiftquant(x, (nm_chan){rows, C, 1}, &p, qt, &smin, grp, range, &bad, 1), NM_OK);
+    float R = 0;
+    for (int c = 0; c < C; c++) R = fmaxf(R, range[c]);
+    int used_last = 0;
+    for (int c = 0; c < C; c++) {
+      double ratio = range[c] / ((double)R / 7 * ldexp(1, -grp[c])); /* r_c / s_g */
+      ck_assert_msg(ratio <= 7.0 * (1 + 1e-6), "channel %d overflows its group: r/s = %g", c, ratio);
+      if (grp[c] < G - 1) ck_assert_msg(ratio > 3.5, "channel %d in group %d uses only %g of 7", c, grp[c], ratio);
+      used_last |= grp[c] == G - 1;
+    }
+    ck_assert(G == 1 || used_last); /* ranges down to 2^-12 reach the last group */
+    free(qt);
+  }
+  free(x);
+}
+END_TEST
+
+/* One int8 GEMM over the shifted operand equals the per-group GEMMs shifted and summed. */
+START_TEST(one_shifted_gemm_equals_per_group_gemms) {
+  int64_t M = 16, N = 24, K = 20; /* dX = dY[M,N] * W[N,K]: the channels of dY are the reduction axis */
+  float *dy = gradient_like(M, N, 3);
+  int8_t *qt = xmalloc((size_t)(M * N));
+  uint8_t grp[24], w[24 * 20];
+  float smin, ws;
+  int64_t bad;
+  nm_sq_params p = params(4, 5);
+  ck_assert_int_eq(nm_shiftquant(dy, (nm_chan){M, N, 1}, &p, qt, &smin, grp, NULL, &bad, 1), NM_OK);
+  float *wf = gradient_like(N, K, 4);
+  ck_assert_int_eq(nm_quantize(wf, N * K, 4, 0, w, &ws, &bad, 1), NM_OK);
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < K; k++) {
+      int32_t shifted = 0, by_group = 0;
+      for (int64_t n = 0; n < N; n++) shifted += qt[m * N + n] * (int8_t)w[n * K + k];
+      for (int g = 0; g < 5; g++) {
+        int32_t acc = 0;
+        for (int64_t n = 0; n < N; n++)
+          if (grp[n] == g) acc += qt[m * N + n] / (1 << (4 - g)) * (int8_t)w[n * K + k];
+        by_group += acc * (1 << (4 - g));
+      }
+      ck_assert_int_eq(shifted, by_group);
+    }
+  free(dy);
+  free(wf);
+  free(qt);
+}
+END_TEST
+
+/* G = 1 is per-tensor quantization with scale R/Qmax and the same stochastic rounding. */
+START_TEST(one_group_is_per_tensor) {
+  int64_t n = 40 * 30;
+  float *x = gradient_like(40, 30, 5);
+  int8_t *qt = xmalloc((size_t)n);
+  float s, R = 0;
+  int64_t bad;
+  nm_sq_params p = params(4, 1);
+  ck_assert_int_eq(nm_shiftquant(x, (nm_chan){40, 30, 1}, &p, qt, &s, NULL, NULL, &bad, 1), NM_OK);
+  for (int64_t i = 0; i < n; i++) R = fmaxf(R, fabsf(x[i]));
+  ck_assert_float_eq(s, R / 7);
+  float inv = 7 / R;
+  for (int64_t i = 0; i < n; i++) {
+    float q = nm_stochastic_round(x[i] * inv, rng_uniform(p.seed, p.stream, p.step, (uint64_t)i));
+    q = fmaxf(-7, fminf(7, q));
+    ck_assert_int_eq(qt[i], (int)q);
+  }
+  free(x);
+  free(qt);
+}
+END_TEST
+
+/* E[SR(v)] = v: the mean of N draws is within 5 standard errors (sqrt(f(1-f)/N) <= 0.5/sqrt(N)). */
+START_TEST(stochastic_rounding_is_unbiased) {
+  static const float values[] = {0.3f, -1.7f, 2.5f, 0.01f, -0.99f, 5.0f};
+  const int N = 200000;
+  for (size_t k = 0; k < sizeof values / sizeof *values; k++) {
+    double sum = 0;
+    for (int i = 0; i < N; i++) sum += nm_stochastic_round(values[k], rng_uniform(9, k, 0, (uint64_t)i));
+    double bound = 5 * 0.5 / sqrt(N);
+    ck_assert_msg(fabs(sum / N - values[k]) < bound, "SR(%g) averages %g (bound %g)", values[k], sum / N, bound);
+  }
+  ck_assert_float_eq(nm_stochastic_round(3.0f, 0.0f), 3.0f); /* integers never move */
+  ck_assert_float_eq(nm_stochastic_round(-2.0f, 0.999f), -2.0f);
+}
+END_TEST
+
+START_TEST(zero_and_empty_tensors) {
+  float zeros[12] = {0};
+  int8_t qt[12];
+  uint8_t q[12], grp[3];
+  float s = -1;
+  int64_t bad;
+  memset(qt, 5, sizeof qt);
+  nm_sq_params p = params(4, 5);
+  ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){4, 3, 1}, &p, qt, &s, grp, NULL, &bad, 2), NM_OK);
+  ck_assert_float_eq(s, 1.0f);
+  for (int i = 0; i < 12; i++) ck_assert_int_eq(qt[i], 0);
+  memset(q, 5, sizeof q);
+  ck_assert_int_eq(nm_quantize(zeros, 12, 4, 0, q, &s, &bad, 2), NM_OK);
+  ck_assert_float_eq(s, 1.0f);
+  for (int i = 0; i < 12; i++) ck_assert_int_eq(q[i], 0);
+  ck_assert_int_eq(nm_quantize(zeros, 0, 4, 0, q, &s, &bad, 4), NM_OK);
+  ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){0, 3, 1}, &p, qt, &s, grp, NULL, &bad, 4), NM_OK);
+  ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){4, 0, 1}, &p, qt, &s, NULL, NULL, &bad, 4), NM_OK);
+}
+END_TEST
+
+START_TEST(nan_inf_and_unscalable_ranges_are_reported) {
+  float x[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  uint8_t q[10];
+  int8_t qt[10];
+  float s;
+  int64_t bad = -5;
+  nm_sq_params p = params(4, 3);
+  x[6] = NAN;
+  ck_assert_int_eq(nm_quantize(x, 10, 4, 0, q, &s, &bad, 2), NM_NONFINITE);
+  ck_assert_int_eq(bad, 6);
+  ck_assert_int_eq(nm_shiftquant(x, (nm_chan){5, 2, 1}, &p, qt, &s, NULL, NULL, &bad, 2), NM_NONFINITE);
+  ck_assert_int_eq(bad, 6);
+  x[6] = -INFINITY;
+  ck_assert_int_eq(nm_quantize(x, 10, 4, 0, q, &s, &bad, 1), NM_NONFINITE);
+  float tiny[2] = {1e-44f, -1e-45f}; /* subnormal: Qmax / max overflows float32 */
+  ck_assert_int_eq(nm_quantize(tiny, 2, 4, 0, q, &s, &bad, 1), NM_RANGE);
+  ck_assert_int_eq(nm_shiftquant(tiny, (nm_chan){1, 2, 1}, &p, qt, &s, NULL, NULL, &bad, 1), NM_RANGE);
+}
+END_TEST
+
+START_TEST(quantize_rounds_half_away_and_uses_the_unsigned_range) {
+  float x[5] = {-7, -0.5f, 0.5f, 3.5f, 1.4999999f};
+  uint8_t q[5];
+  float s;
+  int64_t bad;
+  ck_assert_int_eq(nm_quantize(x, 5, 4, 0, q, &s, &bad, 1), NM_OK);
+  ck_assert_float_eq(s, 1.0f);
+  int8_t want[5] = {-7, -1, 1, 4, 1};
+  for (int i = 0; i < 5; i++) ck_assert_int_eq((int8_t)q[i], want[i]);
+  float r[4] = {0, 1, 7.5f, 15};
+  ck_assert_int_eq(nm_quantize(r, 4, 4, 1, q, &s, &bad, 1), NM_OK);
+  ck_assert_float_eq(s, 1.0f);
+  ck_assert_int_eq(q[2], 8);
+  ck_assert_int_eq(q[3], 15);
+}
+END_TEST
+
+START_TEST(l1_forward_is_scale_invariant) {
+  int64_t N = 8, C = 5, HW = 6, n = N * C * HW;
+  float *x = gradient_like(N * HW, C, 6), *x2 = xmalloc(sizeof(float) * (size_t)n);
+  float *y = xmalloc(sizeof(float) * (size_t)n), *y2 = xmalloc(sizeof(float) * (size_t)n);
+  float mean[5], s1[5], mean2[5], s12[5], gamma[5] = {1, 2, 0.5f, 1, 1}, beta[5] = {0, 1, 0, -1, 0};
+  for (int64_t i = 0; i < n; i++) x2[i] = x[i] * 1024.0f;
+  nm_chan geo = {N, C, HW};
+  nm_l1_stats(x, geo, mean, s1, 1);
+  nm_l1_stats(x2, geo, mean2, s12, 1);
+  nm_l1_forward(x, geo, mean, s1, gamma, beta, NM_AFFINE_PER_CHANNEL, 0, y, 1);
+  nm_l1_forward(x2, geo, mean2, s12, gamma, beta, NM_AFFINE_PER_CHANNEL, 0, y2, 1);
+  for (int64_t i = 0; i < n; i++) ck_assert_msg(fabsf(y[i] - y2[i]) <= 1e-5f * (1 + fabsf(y[i])), "%g vs %g", y[i], y2[i]);
+  /* and normalised: per channel mean 0, kappa * mean|xhat| = 1 */
+  nm_l1_stats(x, geo, mean, s1, 1);
+  float one[5] = {1, 1, 1, 1, 1}, zero[5] = {0};
+  nm_l1_forward(x, geo, mean, s1, one, zero, NM_AFFINE_PER_CHANNEL, 0, y, 1);
+  nm_l1_stats(y, geo, mean2, s12, 1);
+  for (int c = 0; c < 5; c++) {
+    ck_assert_double_lt(fabs(mean2[c]), 1e-5);
+    ck_assert_double_lt(fabs(NM_KAPPA * s12[c] - 1), 1e-5);
+  }
+  free(x), free(x2), free(y), free(y2);
+}
+END_TEST
+
+/* d/dx of sum(w * l1norm(x)) by central differences in double, against nm_l1_backward. */
+START_TEST(l1_backward_matches_finite_differences) {
+  for (int affine = 0; affine < 2; affine++) {
+    nm_chan geo = affine == NM_AFFINE_PER_CHANNEL ? (nm_chan){4, 3, 2} : (nm_chan){1, 3, 7};
+    int64_t n = geo.outer * geo.channels * geo.inner, na = affine == NM_AFFINE_PER_CHANNEL ? 3 : 7;
+    float *x = xmalloc(sizeof(float) * (size_t)n), *w = xmalloc(sizeof(float) * (size_t)n);
+    float *dx = xmalloc(sizeof(float) * (size_t)n), *y = xmalloc(sizeof(float) * (size_t)n);
+    float gamma[7], beta[7] = {0}, dgamma[7], mean[3], s1[3];
+    for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 2, 3, (uint64_t)i), w[i] = rng_normal(1, 3, 3, (uint64_t)i);
+    for (int i = 0; i < 7; i++) gamma[i] = 0.5f + 0.25f * (float)i;
+    nm_l1_backward(x, w, geo, gamma, (nm_affine)affine, 1e-5f, dx, dgamma, 1);
+    for (int64_t i = 0; i < n; i++) {
+      double l[2];
+      float keep = x[i];
+      for (int k = 0; k < 2; k++) {
+        x[i] = keep + (k ? -1e-3f : 1e-3f);
+        nm_l1_stats(x, geo, mean, s1, 1);
+        nm_l1_forward(x, geo, mean, s1, gamma, beta, (nm_affine)affine, 1e-5f, y, 1);
+        l[k] = 0;
+        for (int64_t e = 0; e < n; e++) l[k] += (double)w[e] * y[e];
+      }
+      x[i] = keep;
+      double fd = (l[0] - l[1]) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
+      ck_assert_msg(fabs(fd - dx[i]) < 5e-3 + 1e-2 * fabs(dx[i]), "affine %d: dx[%lld] %g, finite difference %g", affine,
+                    (long long)i, dx[i], fd);
+    }
+    for (int64_t a = 0; a < na; a++) { /* dgamma = sum of w * xhat over the affine index */
+      double want = 0;
+      nm_l1_stats(x, geo, mean, s1, 1);
+      float ones[7] = {1, 1, 1, 1, 1, 1, 1};
+      nm_l1_forward(x, geo, mean, s1, ones, beta, (nm_affine)affine, 1e-5f, y, 1);
+      for (int64_t e = 0; e < n; e++) {
+        int64_t idx = affine == NM_AFFINE_PER_CHANNEL ? (e / geo.inner) % geo.channels : e % geo.inner;
+        if (idx == a) want += (double)w[e] * y[e];
+      }
+      ck_assert_msg(fabs(want - dgamma[a]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)a, dgamma[a], want);
+    }
+    free(x), free(w), free(dx), free(y);
+  }
+}
+END_TEST
+
+START_TEST(same_bits_for_1_2_and_4_threads) {
+  int64_t rows = 300, C = 40, n = rows * C; /* > one 4096-element block */
+  float *x = gradient_like(rows, C, 7);
+  int8_t *qt[3];
+  uint8_t *q[3];
+  float s[3], ss[3], *dx[3], mean[3][40], s1[3][40], dg[3][40];
+  int threads[3] = {1, 2, 4};
+  for (int t = 0; t < 3; t++) {
+    int64_t bad;
+    qt[t] = xmalloc((size_t)n), q[t] = xmalloc((size_t)n), dx[t] = xmalloc(sizeof(float) * (size_t)n);
+    nm_sq_params p = params(4, 5);
+    ck_assert_int_eq(nm_shiftquant(x, (nm_chan){rows, C, 1}, &p, qt[t], &s[t], NULL, NULL, &bad, threads[t]), NM_OK);
+    ck_assert_int_eq(nm_quantize(x, n, 4, 0, q[t], &ss[t], &bad, threads[t]), NM_OK);
+    nm_l1_stats(x, (nm_chan){rows, C, 1}, mean[t], s1[t], threads[t]);
+    float gamma[40];
+    for (int c = 0; c < 40; c++) gamma[c] = 1.0f + (float)c / 40;
+    nm_l1_backward(x, x, (nm_chan){rows, C, 1}, gamma, NM_AFFINE_PER_CHANNEL, 1e-5f, dx[t], dg[t], threads[t]);
+  }
+  for (int t = 1; t < 3; t++) {
+    ck_assert_msg(memcmp(qt[0], qt[t], (size_t)n) == 0 && s[0] == s[t], "shiftquant differs at %d threads", threads[t]);
+    ck_assert_msg(memcmp(q[0], q[t], (size_t)n) == 0 && ss[0] == ss[t], "quantize differs at %d threads", threads[t]);
+    ck_assert_msg(!memcmp(mean[0], mean[t], sizeof mean[0]) && !memcmp(s1[0], s1[t], sizeof s1[0]), "L1 stats differ");
+    ck_assert_msg(!memcmp(dx[0], dx[t], sizeof(float) * (size_t)n) && !memcmp(dg[0], dg[t], sizeof dg[0]),
+                  "L1 backward differs at %d threads", threads[t]);
+  }
+  for (int t = 0; t < 3; t++) free(qt[t]), free(q[t]), free(dx[t]);
+  free(x);
+}
+END_TEST
+
+START_TEST(pack4_round_trips) {
+  uint8_t q[7], back[7], packed[4];
+  int8_t vals[7] = {-7, 7, 0, -1, 3, -8, 5};
+  for (int i = 0; i < 7; i++) q[i] = (uint8_t)vals[i];
+  nm_pack4(q, 7, packed);
+  ck_assert_int_eq(packed[0], 0x79); /* -7 = 0x9 low, 7 high */
+  ck_assert_int_eq(packed[3] >> 4, 0);
+  nm_unpack4(packed, 7, 0, back);
+  ck_assert_mem_eq(q, back, 7);
+  uint8_t u[3] = {15, 0, 9}, ub[3], up[2];
+  nm_pack4(u, 3, up);
+  nm_unpack4(up, 3, 1, ub);
+  ck_assert_mem_eq(u, ub, 3);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("numerics");
+  TCase *t = tcase_create("contract");
+  tcase_set_timeout(t, 120);
+  tcase_add_test(t, shifted_value_times_min_scale_is_exact);
+  tcase_add_test(t, channels_outside_last_group_use_over_half_their_range);
+  tcase_add_test(t, one_shifted_gemm_equals_per_group_gemms);
+  tcase_add_test(t, one_group_is_per_tensor);
+  tcase_add_test(t, stochastic_rounding_is_unbiased);
+  tcase_add_test(t, zero_and_empty_tensors);
+  tcase_add_test(t, nan_inf_and_unscalable_ranges_are_reported);
+  tcase_add_test(t, quantize_rounds_half_away_and_uses_the_unsigned_range);
+  tcase_add_test(t, l1_forward_is_scale_invariant);
+  tcase_add_test(t, l1_backward_matches_finite_differences);
+  tcase_add_test(t, same_bits_for_1_2_and_4_threads);
+  tcase_add_test(t, pack4_round_trips);
+  suite_add_tcase(s, t);
+  return th_run(s);
+}
