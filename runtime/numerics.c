@@ -251,7 +251,10 @@ void nm_l1_stats(const float *x, nm_chan geo, float *mean, float *sigma1, int th
   rt_parallel(threads, geo.channels, stats_block, &j);
 }
 
-static float affine_of(const float *v, nm_affine a, int64_t c, int64_t k) { return v[a == NM_AFFINE_PER_CHANNEL ? c : k]; }
+/* gamma or beta for element (channel c, inner k); NULL reads as 1 (only dgamma is wanted then) */
+static float affine_of(const float *v, nm_affine a, int64_t c, int64_t k) {
+  return v ? v[a == NM_AFFINE_PER_CHANNEL ? c : k] : 1.0f;
+}
 
 static void forward_block(void *ctx, int64_t c) {
   L1Job *j = ctx;
@@ -282,7 +285,7 @@ static void backward_block(void *ctx, int64_t c) {
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
     double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
     double sgn = (d > 0) - (d < 0);
-    j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) / D);
+    if (j->dx) j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) / D);
     dg += j->g[i] * (d / D);
   }
   if (j->dgamma) j->dgamma[c] = (float)dg;

@@ -66,7 +66,8 @@ void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *
                    const float *beta, nm_affine affine, float eps, float *y, int threads);
 /* dx = 1/(kappa*sigma1 + eps) * [gh - mean(gh) - kappa * mean(gh * xhat) * (sgn - mean(sgn))],
  * gh = gamma * g, sgn = sign(x - mean) (sign(0) = 0), with the batch statistics of x.
- * dgamma (may be NULL) gets sum of g * xhat per affine index (zeroed first). */
+ * dgamma (may be NULL) gets sum of g * xhat per affine index. dx may be NULL (dgamma only);
+ * gamma may be NULL then. */
 void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
                     float *dx, float *dgamma, int threads);
 

@@ -30,7 +30,8 @@ static void usage(FILE *f) {
         "  --bits N             bit width of every GEMM: 2..8, or 32 for float (overrides quant { bits })\n"
         "  --norm l1|l2         normalization layers (overrides quant { norm })\n"
         "  --emit=ir            stop after the graph passes and write the graph IR\n"
-        "  --dump-after=PASS    print the graph IR after PASS (or 'all'): shapes, autodiff\n"
+        "  --dump-after=PASS    print the graph IR after PASS (or 'all'):\n"
+        "                       shapes, l1norm, quantize, autodiff, groups\n"
         "  --help               show this help\n"
         "  --version            show the version\n",
         f);
@@ -89,7 +90,7 @@ static int apply_option(Args *a, const char *opt, const char *val) {
     a->emit = val;
   } else if (!strcmp(opt, "--dump-after")) {
     if (strcmp(val, "all") && one_of(val, pipeline_pass_names) < 0)
-      return bad_value(opt, val, "a pass name (shapes, autodiff) or all", pipeline_pass_names);
+      return bad_value(opt, val, "a pass name (shapes, l1norm, quantize, autodiff, groups) or all", pipeline_pass_names);
     a->co.dump_after = val;
   }
   return 1;

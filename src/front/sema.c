@@ -376,7 +376,10 @@ static void quant_grad(Sema *s, const Value *v) {
       return;
     }
     if (a->v->kind == AV_IDENT && !strcmp(a->v->s, "auto")) s->g->quant.groups = 0;
-    else if (a->v->kind == AV_INT && a->v->i >= 1 && a->v->i <= 8) s->g->quant.groups = (int)a->v->i;
+    else if (a->v->kind == AV_INT && a->v->i >= 1 && a->v->i <= 8) {
+      s->g->quant.groups = (int)a->v->i;
+      s->g->quant.groups_loc = a->v->loc;
+    }
     else diag_error(s->d, a->v->loc, "groups must be auto or an integer from 1 to 8");
   }
 }

@@ -51,6 +51,7 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
     if (n->dtype == DT_VOID) continue;
     t->n = shape_numel(&n->shape);
     if (n->dtype == DT_F32) t->f = xcalloc((size_t)t->n, sizeof(float));
+    else if (n->dtype == DT_Q8) t->q = xcalloc((size_t)t->n, 1);
     else t->i = xcalloc((size_t)t->n, sizeof(int32_t));
     if (n->kind == NK_PARAM || n->kind == NK_STATE) init_leaf_values(it, n);
   }
@@ -62,6 +63,7 @@ void interp_free(Interp *it) {
   for (int i = 0; i < it->g->nodes.n; i++) {
     free(it->t[i].f);
     free(it->t[i].i);
+    free(it->t[i].q);
   }
   free(it->t);
   free(it->for_output);

@@ -98,6 +98,59 @@ Node *ir_add_op(Graph *g, OpCode op, const char *name, int nin, const int *in, S
   return n;
 }
 
+static void rebuild_names(Graph *g) {
+  free(g->name_slots);
+  g->name_slots = NULL;
+  g->name_cap = 0;
+  int n = g->nodes.n;
+  g->nodes.n = 0; /* name_insert sizes the table from nodes.n */
+  for (int i = 0; i < n; i++) {
+    g->nodes.n = i;
+    name_insert(g, i);
+  }
+  g->nodes.n = n;
+}
+
+void ir_rename(Graph *g, int id, const char *name) {
+  char *unique = ir_unique_name(g, name);
+  free(g->nodes.v[id]->name);
+  g->nodes.v[id]->name = unique;
+  rebuild_names(g);
+}
+
+/* Depth-first: a node is placed after all its inputs; among ready nodes the old order is kept,
+ * so nodes a pass appended land just before their first user. */
+static void place(Graph *g, int id, char *placed, int *order, int *k) {
+  if (placed[id]) return;
+  placed[id] = 1;
+  const Node *n = g->nodes.v[id];
+  for (int i = 0; i < n->nin; i++) place(g, n->in[i], placed, order, k);
+  order[(*k)++] = id;
+}
+
+void ir_toposort(Graph *g) {
+  int n = g->nodes.n, k = 0;
+  char *placed = xcalloc((size_t)n, 1);
+  int *order = xmalloc(sizeof(int) * (size_t)n), *where = xmalloc(sizeof(int) * (size_t)n);
+  for (int id = 0; id < n; id++) place(g, id, placed, order, &k);
+  Node **old = xmalloc(sizeof(Node *) * (size_t)n);
+  memcpy(old, g->nodes.v, sizeof(Node *) * (size_t)n);
+  for (int i = 0; i < n; i++) where[order[i]] = i;
+  for (int i = 0; i < n; i++) {
+    Node *node = old[order[i]];
+    node->id = i;
+    for (int j = 0; j < node->nin; j++) node->in[j] = where[node->in[j]];
+    g->nodes.v[i] = node;
+  }
+  if (g->loss >= 0) g->loss = where[g->loss];
+  for (int i = 0; i < g->outputs.n; i++) g->outputs.v[i].node = where[g->outputs.v[i].node];
+  rebuild_names(g);
+  free(old);
+  free(placed);
+  free(order);
+  free(where);
+}
+
 void ir_attr_defaults(Node *n) {
   const OpInfo *oi = &op_info[n->op];
   for (int i = 0; i < oi->nattr; i++) {
@@ -160,7 +213,10 @@ Shape shape_make(int rank, const int64_t *d) {
   for (int i = 0; i < rank; i++) s.d[i] = d[i];
   return s;
 }
-const char *dtype_name(DType dt) { return dt == DT_F32 ? "f32" : dt == DT_I32 ? "i32" : "void"; }
+const char *dtype_name(DType dt) {
+  static const char *const names[] = {"f32", "i32", "void", "q8"};
+  return names[dt];
+}
 char *type_str(DType dt, const Shape *s) {
   StrBuf b = {0};
   sb_puts(&b, dtype_name(dt));

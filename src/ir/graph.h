@@ -10,7 +10,7 @@
 
 enum { SQ_MAX_RANK = 6 };
 
-typedef enum { DT_F32, DT_I32, DT_VOID } DType;
+typedef enum { DT_F32, DT_I32, DT_VOID, DT_Q8 } DType; /* q8: int8/uint8 values with one f32 scale */
 typedef struct { int rank; int64_t d[SQ_MAX_RANK]; } Shape;
 
 typedef enum { NK_OP, NK_INPUT, NK_LABEL, NK_PARAM, NK_STATE } NodeKind;
@@ -48,6 +48,7 @@ typedef struct { char *layer; int bits; SrcLoc loc; } LayerBits;
 typedef struct {
   int bits;      /* 2..8, or 32 for float */
   int groups;    /* ShiftQuant groups; 0 = auto */
+  SrcLoc groups_loc; /* where the quant block set it (line 0: not set) */
   NormKind norm;
   int per_channel_weights;
   VEC(LayerBits) layers;
@@ -79,6 +80,10 @@ static inline Node *ir_in(const Graph *g, const Node *n, int i) { return g->node
 Node *ir_add(Graph *g, NodeKind kind, const char *name, SrcLoc loc);
 Node *ir_add_op(Graph *g, OpCode op, const char *name, int nin, const int *in, SrcLoc loc);
 int ir_find(const Graph *g, const char *name); /* -1 when absent */
+void ir_rename(Graph *g, int id, const char *name); /* made unique like ir_add's names */
+/* Restores topological order after a pass gave a node inputs that come later in the list
+ * (ids change; nodes that were in order keep their relative order). */
+void ir_toposort(Graph *g);
 char *ir_unique_name(const Graph *g, const char *base); /* base, or base.2, base.3 ... (malloc'd) */
 
 /* Attributes (by name; an unknown name is an internal error). */

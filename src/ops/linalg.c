@@ -35,7 +35,7 @@ void linear_init(InitCtx *c, Node *n) {
 
 int linear_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 0);
-  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 2, SQ_MAX_RANK)) return 0;
+  if (!shape_want_real(c, n, 0) || !shape_want_rank(c, n, 0, 2, SQ_MAX_RANK)) return 0;
   int64_t K = x->shape.d[x->shape.rank - 1], N = ir_int(n, "out");
   double bound = 1.0 / sqrt((double)K); /* PyTorch's default: kaiming_uniform(a=sqrt(5)) */
   if (!shape_define_input(c, n, 1, shape_make(2, (int64_t[]){N, K}), bound) ||
@@ -99,8 +99,8 @@ static MatmulDims matmul_dims(const Shape *a, const Shape *b, int ta, int tb) {
 
 int matmul_shape(ShapeCtx *c, Node *n) {
   const Node *a = ir_in(c->g, n, 0), *b = ir_in(c->g, n, 1);
-  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_dtype(c, n, 1, DT_F32) ||
-      !shape_want_rank(c, n, 0, 2, SQ_MAX_RANK) || !shape_want_rank(c, n, 1, 2, SQ_MAX_RANK))
+  if (!shape_want_real(c, n, 0) || !shape_want_real(c, n, 1) || !shape_want_rank(c, n, 0, 2, SQ_MAX_RANK) ||
+      !shape_want_rank(c, n, 1, 2, SQ_MAX_RANK))
     return 0;
   int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
   int64_t kb = b->shape.d[b->shape.rank - (tb ? 1 : 2)];

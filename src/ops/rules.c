@@ -62,6 +62,10 @@ int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt) {
   return 0;
 }
 
+int shape_want_real(ShapeCtx *c, const Node *n, int i) {
+  return ir_in(c->g, n, i)->dtype == DT_Q8 || shape_want_dtype(c, n, i, DT_F32);
+}
+
 int shape_mismatch(ShapeCtx *c, const Node *n, const char *what, const Node *a, const Node *b) {
   char *ta = type_str(a->dtype, &a->shape), *tb = type_str(b->dtype, &b->shape);
   shape_fail(c, n, "shape mismatch in %s: %s and %s%s%s", op_info[n->op].name, ta, tb, what ? ": " : "",

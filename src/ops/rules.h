@@ -21,6 +21,7 @@ int shape_set(ShapeCtx *c, Node *n, DType dt, Shape s);
 int shape_define_input(ShapeCtx *c, Node *n, int i, Shape s, double bound);
 int shape_want_rank(ShapeCtx *c, const Node *n, int i, int lo, int hi);
 int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt);
+int shape_want_real(ShapeCtx *c, const Node *n, int i); /* f32, or q8 (a quantized f32) */
 /* Both shapes in the message, e.g. "shape mismatch in add: f32[2,3] and f32[2,4]". */
 int shape_mismatch(ShapeCtx *c, const Node *n, const char *what, const Node *a, const Node *b);
 

@@ -19,11 +19,17 @@ int flatten_shape(ShapeCtx *c, Node *n) {
 void flatten_grad(GradCtx *c, const Node *n, int dy) {
   if (grad_needed(c, n->in[0])) grad_accum(c, n->in[0], reshape_back(c, n, dy));
 }
+/* Same elements, new shape: a copy (q8 tensors keep their scale and signedness). */
 static int copy_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *y = REF_OUT(c, n);
   if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
-  else memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
+  else if (x->i) memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
+  else {
+    memcpy(y->q, x->q, (size_t)x->n);
+    y->scale = x->scale;
+    y->q_unsigned = x->q_unsigned;
+  }
   return 1;
 }
 int flatten_ref(RefCtx *c, const Node *n) { return copy_ref(c, n); }

@@ -14,7 +14,10 @@ typedef struct {
 typedef int (*PassFn)(Graph *g, PassCtx *c); /* 1 ok, 0 user error reported */
 
 int pass_shapes(Graph *g, PassCtx *c);
+int pass_l1norm(Graph *g, PassCtx *c);
+int pass_quantize(Graph *g, PassCtx *c);
 int pass_autodiff(Graph *g, PassCtx *c);
+int pass_groups(Graph *g, PassCtx *c);
 
 /* Runs every pass in order, verifying after each. Returns 1 ok, 0 on a user error. */
 int pipeline_run(Graph *g, PassCtx *c);

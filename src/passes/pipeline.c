@@ -8,13 +8,18 @@
 
 typedef struct { const char *name; PassFn run; int shapes_known_after; } Pass;
 
+/* l1norm and quantize run before autodiff, so that the L1 and integer ops' own gradient rules
+ * build the backward graph (ShiftQuant'ed output gradients, saved q8 operands). */
 static const Pass pipeline[] = {
     {"shapes", pass_shapes, 1},
+    {"l1norm", pass_l1norm, 1},
+    {"quantize", pass_quantize, 1},
     {"autodiff", pass_autodiff, 1},
+    {"groups", pass_groups, 1},
 };
 enum { NPASSES = sizeof pipeline / sizeof *pipeline };
 
-const char *const pipeline_pass_names[] = {"shapes", "autodiff", NULL};
+const char *const pipeline_pass_names[] = {"shapes", "l1norm", "quantize", "autodiff", "groups", NULL};
 _Static_assert(sizeof pipeline_pass_names / sizeof *pipeline_pass_names == NPASSES + 1, "pass name list");
 
 int pipeline_run(Graph *g, PassCtx *c) {

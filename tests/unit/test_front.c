@@ -40,8 +40,8 @@ END_TEST
 START_TEST(train_and_quant_blocks) {
   const char *src = PROLOGUE "  z = linear(flatten(x), 10)\n  loss = cross_entropy(z, y)\n}\n"
                              "train { optimizer = adamw(beta2 = 0.99) }\n"
-                             "quant { bits = 6  grad = shiftquant(groups = 3)  norm = l2  weights = per_channel\n"
-                             "        layer z { bits = 8 } }\n";
+                             "quant { bits = 6  grad = shiftquant(groups = 3)  norm = l2  weights = per_tensor\n"
+                             "        layer z { bits = 5 } }\n";
   Graph *g = th_compile(src, 2, NULL);
   ck_assert(g != NULL);
   ck_assert_int_eq(g->optimizer.op, OP_adam_update);
@@ -50,10 +50,12 @@ START_TEST(train_and_quant_blocks) {
   ck_assert_int_eq(g->quant.bits, 6);
   ck_assert_int_eq(g->quant.groups, 3);
   ck_assert_int_eq(g->quant.norm, NORM_L2);
-  ck_assert_int_eq(g->quant.per_channel_weights, 1);
+  ck_assert_int_eq(g->quant.per_channel_weights, 0);
+  ck_assert_int_eq(ir_node(g, th_node(g, "z"))->op, OP_qlinear);
+  ck_assert_int_eq(ir_int(ir_node(g, th_node(g, "z")), "bits"), 5);
   ck_assert_int_eq(g->quant.layers.n, 1);
   ck_assert_str_eq(g->quant.layers.v[0].layer, "z");
-  ck_assert_int_eq(g->quant.layers.v[0].bits, 8);
+  ck_assert_int_eq(g->quant.layers.v[0].bits, 5);
   /* every parameter gets an Adam update with two state tensors */
   int updates = 0;
   for (int i = 0; i < g->nodes.n; i++) updates += ir_node(g, i)->op == OP_adam_update;

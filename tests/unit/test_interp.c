@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../../runtime/numerics.h"
 #include "../../runtime/rng.h"
 #include "../../tools/data/fashion_mnist.h"
 #include "harness.h"
@@ -186,8 +187,9 @@ START_TEST(inference_uses_running_statistics) {
 }
 END_TEST
 
-/* examples/mlp.sq at batch 32 for 300 steps on the first 9600 training images. */
-START_TEST(mlp_learns_fashion_mnist) {
+/* examples/mlp.sq as written (4-bit GEMMs, ShiftQuant gradients, L1 batchnorm) at batch 32
+ * for 300 steps on the first 9600 training images. */
+START_TEST(mlp_learns_fashion_mnist_at_4_bits) {
   Dataset d;
   char *err = NULL;
   ck_assert_msg(fmnist_load(fmnist_default_dir(), "train", &d, &err), "%s", err);
@@ -195,6 +197,8 @@ START_TEST(mlp_learns_fashion_mnist) {
   fmnist_stats(&d, &mean, &std);
   fmnist_normalize(&d, mean, std);
   Graph *g = mlp(32);
+  ck_assert_int_eq(ir_node(g, th_node(g, "h"))->op, OP_qlinear);
+  ck_assert_int_eq(ir_node(g, th_node(g, "a.batchnorm"))->op, OP_l1_batchnorm);
   Interp *it = interp_new(g, 1);
   Tensor *x = interp_tensor(it, th_node(g, "x")), *y = interp_tensor(it, th_node(g, "y"));
   double first = 0, last = 0;
@@ -214,6 +218,50 @@ START_TEST(mlp_learns_fashion_mnist) {
 }
 END_TEST
 
+/* qlinear = one int32 GEMM of the quantized operands, dequantized with one float multiply. */
+START_TEST(quantized_linear_is_bit_exact) {
+  Graph *g = th_compile("model q {\n  input x : f32[B, 5]\n  label y : i32[B]\n  z = linear(relu(x), 3)\n"
+                        "  loss = cross_entropy(z, y)\n}\nquant { bits = 4 }\n", 3, NULL);
+  ck_assert(g != NULL);
+  Interp *it = interp_new(g, 4);
+  Tensor *x = interp_tensor(it, th_node(g, "x"));
+  for (int64_t i = 0; i < x->n; i++) x->f[i] = rng_normal(5, 5, 0, (uint64_t)i);
+  ck_assert(interp_forward(it, 1));
+  const Tensor *w = interp_tensor(it, th_node(g, "z.weight")), *b = interp_tensor(it, th_node(g, "z.bias"));
+  const Tensor *z = interp_tensor(it, th_node(g, "z"));
+  float relu[15], sx, sw;
+  uint8_t qx[15], qw[15];
+  int64_t bad;
+  for (int i = 0; i < 15; i++) relu[i] = x->f[i] > 0 ? x->f[i] : 0;
+  ck_assert_int_eq(nm_quantize(relu, 15, 4, 1, qx, &sx, &bad, 1), NM_OK); /* relu output: unsigned */
+  ck_assert_int_eq(nm_quantize(w->f, 15, 4, 0, qw, &sw, &bad, 1), NM_OK);
+  for (int m = 0; m < 3; m++)
+    for (int o = 0; o < 3; o++) {
+      int32_t acc = 0;
+      for (int k = 0; k < 5; k++) acc += qx[m * 5 + k] * (int8_t)qw[o * 5 + k];
+      float want = (float)acc * (sx * sw) + b->f[o];
+      ck_assert_msg(z->f[m * 3 + o] == want, "z[%d,%d] = %.9g, want %.9g", m, o, z->f[m * 3 + o], want);
+    }
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
+/* A NaN that reaches a quantized tensor is reported by name, and the step changes nothing. */
+START_TEST(nan_in_a_quantized_tensor_is_reported) {
+  Graph *g = mlp(4);
+  Interp *it = interp_new(g, 2);
+  random_batch(it, g, 0);
+  interp_tensor(it, th_node(g, "h.weight"))->f[5] = NAN;
+  float loss;
+  ck_assert(!interp_train_step(it, 0.05f, &loss));
+  ck_assert_msg(strstr(interp_error(it), "cannot quantize 'h.weight': element 5 is not finite"), "%s", interp_error(it));
+  ck_assert_int_eq(interp_step(it), 0);
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("interp");
   TCase *t = tcase_create("executor");
@@ -223,7 +271,9 @@ int main(void) {
   tcase_add_test(t, optimizer_updates_match_their_formulas);
   tcase_add_test(t, bad_steps_leave_parameters_unchanged);
   tcase_add_test(t, inference_uses_running_statistics);
-  tcase_add_test(t, mlp_learns_fashion_mnist);
+  tcase_add_test(t, mlp_learns_fashion_mnist_at_4_bits);
+  tcase_add_test(t, quantized_linear_is_bit_exact);
+  tcase_add_test(t, nan_in_a_quantized_tensor_is_reported);
   suite_add_tcase(s, t);
   return th_run(s);
 }

@@ -10,7 +10,8 @@
 #include "../../src/passes/passes.h"
 #include "harness.h"
 
-/* One finite-difference case per differentiable op (more where an op has several forms).
+/* One finite-difference case per differentiable op (more where an op has several forms);
+ * l1_* cases compile with norm = l1, the others with norm = l2.
  * f32 inputs become parameters (so they get gradients); the loss is the op itself when it is a
  * scalar, else mse against a random target t. Tolerance: |fd - analytic| <= atol + rtol*|analytic|. */
 typedef struct {
@@ -48,11 +49,29 @@ static const GradCase cases[] = {
     {"batchnorm", "input x : f32[4,3]  label t : f32[4,3]", "batchnorm(x)", 0, 2e-3, 2e-2},
     {"batchnorm", "input x : f32[2,3,2,2]  label t : f32[2,3,2,2]", "batchnorm(x)", 0, 2e-3, 2e-2},
     {"layernorm", "input x : f32[3,5]  label t : f32[3,5]", "layernorm(x)", 0, 2e-3, 2e-2},
+    {"l1_batchnorm", "input x : f32[4,3]  label t : f32[4,3]", "batchnorm(x)", 0, 2e-3, 2e-2},
+    {"l1_batchnorm", "input x : f32[2,3,2,2]  label t : f32[2,3,2,2]", "batchnorm(x)", 0, 2e-3, 2e-2},
+    {"l1_layernorm", "input x : f32[3,5]  label t : f32[3,5]", "layernorm(x)", 0, 2e-3, 2e-2},
     {"embedding", "input ids : i32[2,3]  label t : f32[2,3,4]", "embedding(ids, vocab = 5, dim = 4)", 5, 1e-3, 1e-2},
     {"cross_entropy", "input z : f32[3,4]  label t : i32[3]", "cross_entropy(z, t)", 4, 1e-3, 1e-2},
     {"mse", "input a : f32[2,3]  label t : f32[2,3]", "mse(a, t)", 0, 1e-3, 1e-2},
 };
 enum { NCASES = sizeof cases / sizeof *cases };
+
+/* Quantized ops are piecewise constant, so finite differences say nothing; their gradient is
+ * the straight-through estimate. These cases compile a float case at 8 bits (G = 1) and check
+ * that the gradients are those of the float graph up to quantization error: relative L2
+ * distance below 6%. ops names the integer op and the quantize op the case exercises. */
+typedef struct { int fd_case; const char *ops[2]; } SteCase;
+static const SteCase ste_cases[] = {
+    {0, {"qlinear", "quantize"}},
+    {1, {"qlinear", "quantize"}},
+    {2, {"qmatmul", "quantize"}},
+    {5, {"qmatmul", "quantize"}},
+    {7, {"qconv2d", "quantize"}},
+    {8, {"qconv2d", "quantize"}},
+};
+enum { NSTE = sizeof ste_cases / sizeof *ste_cases };
 
 START_TEST(op_table_is_complete) {
   static const char *const design_ops[] = {"linear", "matmul", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool",
@@ -80,13 +99,15 @@ START_TEST(op_table_is_complete) {
     if (oi->grad) {
       int covered = 0;
       for (int c = 0; c < NCASES; c++) covered |= !strcmp(cases[c].op, oi->name);
-      ck_assert_msg(covered, "op %s has a gradient rule but no finite-difference case", oi->name);
+      for (int c = 0; c < NSTE; c++)
+        for (int k = 0; k < 2; k++) covered |= !strcmp(ste_cases[c].ops[k], oi->name);
+      ck_assert_msg(covered, "op %s has a gradient rule but no finite-difference or straight-through case", oi->name);
     }
   }
 }
 END_TEST
 
-static Graph *compile_case(const GradCase *gc) {
+static Graph *compile_case(const GradCase *gc, int bits) {
   char *src = xasprintf("model t {\n  %s\n  y = %s\n  loss = %s\n  output o = y\n}\n", gc->decls, gc->expr,
                         strstr(gc->decls, "label t : f32") && strcmp(gc->op, "mse") ? "mse(y, t)" : "y");
   Diag d;
@@ -100,6 +121,8 @@ static Graph *compile_case(const GradCase *gc) {
     Node *n = ir_node(g, i);
     if (n->kind == NK_INPUT && n->dtype == DT_F32) n->kind = NK_PARAM, n->init = INIT_NORMAL;
   }
+  g->quant.norm = strncmp(gc->op, "l1_", 3) ? NORM_L2 : NORM_L1;
+  g->quant.bits = bits;
   PassCtx pc = {&d, NULL, stderr};
   ck_assert_msg(pipeline_run(g, &pc), "case %s fails the passes", gc->op);
   free(src);
@@ -125,7 +148,7 @@ static double loss_at(Interp *it, const Graph *g) {
 
 START_TEST(gradients_match_finite_differences) {
   const GradCase *gc = &cases[_i];
-  Graph *g = compile_case(gc);
+  Graph *g = compile_case(gc, 32);
   Interp *it = interp_new(g, 42);
   fill_labels(it, g, gc->label_mod);
   ck_assert_msg(interp_gradients(it), "%s", interp_error(it));
@@ -159,6 +182,48 @@ START_TEST(gradients_match_finite_differences) {
 }
 END_TEST
 
+/* Gradients of every parameter of the case, in node order, concatenated. */
+static double *all_grads(const GradCase *gc, int bits, int64_t *count, const Graph **keep) {
+  Graph *g = compile_case(gc, bits);
+  Interp *it = interp_new(g, 42);
+  fill_labels(it, g, gc->label_mod);
+  ck_assert_msg(interp_gradients(it), "%s", interp_error(it));
+  double *out = NULL;
+  int64_t n = 0;
+  for (int u = 0; u < g->nodes.n; u++) {
+    const Node *upd = ir_node(g, u);
+    if (upd->role != ROLE_UPD) continue;
+    const Tensor *t = interp_tensor(it, upd->in[1]);
+    out = xrealloc(out, sizeof(double) * (size_t)(n + t->n));
+    for (int64_t e = 0; e < t->n; e++) out[n++] = t->f[e];
+  }
+  interp_free(it);
+  *count = n;
+  *keep = g;
+  return out;
+}
+
+START_TEST(quantized_gradients_are_straight_through) {
+  const SteCase *sc = &ste_cases[_i];
+  const GradCase *gc = &cases[sc->fd_case];
+  const Graph *gf, *gq;
+  int64_t nf, nq;
+  double *f = all_grads(gc, 32, &nf, &gf), *q = all_grads(gc, 8, &nq, &gq);
+  int found = 0;
+  for (int i = 0; i < gq->nodes.n; i++) found |= ir_node(gq, i)->op == op_lookup(sc->ops[0]);
+  ck_assert_msg(found, "case %s at 8 bits has no %s", gc->expr, sc->ops[0]);
+  ck_assert_int_eq(nf, nq);
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < nf; i++) diff += (f[i] - q[i]) * (f[i] - q[i]), norm += f[i] * f[i];
+  ck_assert_msg(sqrt(diff / norm) < 0.06, "%s: 8-bit gradients are %.3f (relative L2) from float", gc->expr,
+                sqrt(diff / norm));
+  free(f);
+  free(q);
+  ir_free((Graph *)gf);
+  ir_free((Graph *)gq);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *t = tcase_create("table");
@@ -166,6 +231,9 @@ int main(void) {
   suite_add_tcase(s, t);
   t = tcase_create("gradcheck");
   tcase_add_loop_test(t, gradients_match_finite_differences, 0, NCASES);
+  suite_add_tcase(s, t);
+  t = tcase_create("straight-through");
+  tcase_add_loop_test(t, quantized_gradients_are_straight_through, 0, NSTE);
   suite_add_tcase(s, t);
   return th_run(s);
 }

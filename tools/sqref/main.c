@@ -13,13 +13,15 @@
 
 typedef struct {
   const char *model, *data;
-  long batch, epochs, limit;
+  long batch, epochs, limit, bits, norm;
   double lr;
   unsigned long long seed;
 } Opts;
 
 static int usage(void) {
-  fputs("usage: sqref MODEL.sq [--batch N] [--epochs N] [--lr X] [--seed N] [--limit N] [--data DIR]\n", stderr);
+  fputs("usage: sqref MODEL.sq [--batch N] [--epochs N] [--lr X] [--seed N] [--limit N] [--data DIR]\n"
+        "                    [--bits 2..8|32] [--norm l1|l2]\n",
+        stderr);
   return 1;
 }
 
@@ -52,6 +54,8 @@ static int parse(Opts *o, int argc, char **argv) {
     else if (!strcmp(a, "--lr") && num_arg(a, v, 0, 100, &d)) o->lr = d;
     else if (!strcmp(a, "--seed") && num_arg(a, v, 0, 1e18, &d)) o->seed = (unsigned long long)d;
     else if (!strcmp(a, "--data")) o->data = v;
+    else if (!strcmp(a, "--bits") && num_arg(a, v, 2, 32, &d) && (d <= 8 || d == 32)) o->bits = (long)d;
+    else if (!strcmp(a, "--norm") && (!strcmp(v, "l1") || !strcmp(v, "l2"))) o->norm = v[1] == '1' ? NORM_L1 : NORM_L2;
     else return usage(), 0;
   }
   return o->model ? 1 : (usage(), 0);
@@ -88,11 +92,13 @@ static double evaluate(Interp *it, int xin, int out, const Dataset *test, int64_
 }
 
 int main(int argc, char **argv) {
-  Opts o = {NULL, NULL, 128, 1, 0, 0.05, 1};
+  Opts o = {NULL, NULL, 128, 1, 0, 0, -1, 0.05, 1};
   if (!parse(&o, argc, argv)) return 1;
   CompileOptions co;
   compile_options_default(&co);
   co.batch = o.batch;
+  co.bits = (int)o.bits;
+  co.norm = (int)o.norm;
   Graph *g = compile_file(o.model, &co, stderr);
   if (!g) return 1;
   int xin = find_kind(g, NK_INPUT), yin = find_kind(g, NK_LABEL);
@@ -120,8 +126,11 @@ int main(int argc, char **argv) {
   Tensor *x = interp_tensor(it, xin), *y = interp_tensor(it, yin);
   int64_t *order = xmalloc(sizeof(int64_t) * (size_t)n);
   int status = 0;
-  printf("sqref: %s, %lld training images, batch %lld, lr %g, seed %llu (reference executor, float32)\n", g->name,
-         (long long)n, (long long)B, o.lr, o.seed);
+  char what[64];
+  if (g->quant.bits >= 32) snprintf(what, sizeof what, "float32");
+  else snprintf(what, sizeof what, "%d-bit GEMMs, ShiftQuant gradients", g->quant.bits);
+  printf("sqref: %s, %lld training images, batch %lld, lr %g, seed %llu (reference executor: %s, %s norm)\n", g->name,
+         (long long)n, (long long)B, o.lr, o.seed, what, g->quant.norm == NORM_L1 ? "L1" : "L2");
   for (long e = 0; e < o.epochs && !status; e++) {
     for (int64_t i = 0; i < n; i++) order[i] = i;
     for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates, keyed by (seed, epoch) */
