@@ -25,7 +25,7 @@ TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DATA_OBJ = $(BUILD)/tools/data/fashion_mnist.o
 
-all: $(BUILD)/sqc $(BUILD)/sqref $(TEST_BIN)
+all: $(BUILD)/sqc $(BUILD)/sqref $(BUILD)/gradquant $(TEST_BIN)
 
 $(BUILD)/gen/parser.c: src/front/parser.y
 	@mkdir -p $(@D)
@@ -52,6 +52,9 @@ $(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
+	$(CC) $(SAN) -o $@ $^ -lz $(LDLIBS_ALL)
+
+$(BUILD)/gradquant: $(BUILD)/bench/gradquant.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ -lz $(LDLIBS_ALL)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/harness.o $(DATA_OBJ) $(BUILD)/libsqc.a
@@ -88,8 +91,13 @@ demo: deps
 	$(MAKE) all
 	$(BUILD)/sqref examples/mlp.sq --epochs 1
 
+# ---- measurements (minutes; not part of check) ----
+gradquant: deps
+	$(MAKE) $(BUILD)/gradquant
+	$(BUILD)/gradquant .
+
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check asan demo clean
+.PHONY: all deps check asan demo gradquant clean
 -include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)

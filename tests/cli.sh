@@ -51,6 +51,17 @@ expect unwritable-output 1 "cannot write '$tmp/dir.sq'" -- "$sqc" "$mlp" -o "$tm
 expect emit-ir 0 "" -- "$sqc" "$mlp" --emit=ir -o "$tmp/mlp.ir"
 grep -q '^%h.weight.update = sgd_update' "$tmp/mlp.ir" && pass=$((pass + 1)) || { echo "FAIL emit-ir: no update in $tmp/mlp.ir"; fail=$((fail + 1)); }
 
+# --bits: a new default for the GEMMs; layer overrides stay, except at 32 (float everywhere).
+"$sqc" "$mlp" --bits 6 >"$tmp/b6.ir" 2>&1
+grep -q '^%h = qlinear(%x.q6, %h.weight.q6' "$tmp/b6.ir" && grep -q '^%z = qlinear(%a.q8' "$tmp/b6.ir" && pass=$((pass + 1)) ||
+  { echo "FAIL bits-6: h should be 6-bit and z (layer override) 8-bit"; fail=$((fail + 1)); }
+"$sqc" "$mlp" --bits 32 >"$tmp/b32.ir" 2>&1
+! grep -q 'q8\|qlinear' "$tmp/b32.ir" && grep -q '^%z = linear(' "$tmp/b32.ir" && pass=$((pass + 1)) ||
+  { echo "FAIL bits-32: a quantized op remains"; fail=$((fail + 1)); }
+"$sqc" "$mlp" --norm l2 >"$tmp/l2.ir" 2>&1
+grep -q '= batchnorm(' "$tmp/l2.ir" && ! grep -q 'l1_batchnorm' "$tmp/l2.ir" && pass=$((pass + 1)) ||
+  { echo "FAIL norm-l2: L1 batchnorm remains"; fail=$((fail + 1)); }
+
 # A 1 MB line: the diagnostic shows a window around the column, not the whole line.
 { printf 'model m {\n  input x : f32[B, 4]\n  label y : i32[B]\n  z = linear(x,'; head -c 1048576 /dev/zero | tr '\0' ' '; printf 'nope, 10)\n  loss = cross_entropy(z, y)\n}\n'; } >"$tmp/long.sq"
 expect long-line 1 "long.sq:4:1048592: error: linear takes 1 tensor argument, got more" -- "$sqc" "$tmp/long.sq"

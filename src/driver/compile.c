@@ -22,6 +22,10 @@ Graph *compile_source(const char *name, const char *src, size_t len, const Compi
   program_free(p);
   if (!g) return NULL;
   if (o->bits) g->quant.bits = o->bits;
+  if (o->bits == 32) { /* the float baseline: no layer stays quantized */
+    for (int i = 0; i < g->quant.layers.n; i++) free(g->quant.layers.v[i].layer);
+    g->quant.layers.n = 0;
+  }
   if (o->norm >= 0) g->quant.norm = (NormKind)o->norm;
   PassCtx pc = {&d, o->dump_after, o->dump ? o->dump : stdout};
   if (!pipeline_run(g, &pc)) {

@@ -7,7 +7,7 @@
 
 typedef struct {
   int64_t batch;          /* B */
-  int bits;               /* 0: as the quant block says */
+  int bits;               /* 0: as the quant block says; 32: float everywhere (drops layer overrides) */
   int norm;               /* -1: as the quant block says; else NormKind */
   const char *dump_after; /* pass name or "all" */
   FILE *dump;             /* where dumps go (stdout when NULL) */
