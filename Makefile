@@ -10,13 +10,16 @@ SAN      ?=
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 \
             -Wno-format-nonliteral
 CFLAGS_ALL = -std=c17 $(OPT) -g -ffp-contract=off -D_POSIX_C_SOURCE=200809L -MMD -MP \
-             -I$(BUILD)/gen -Isrc/front $(SAN) $(CFLAGS)
-LDLIBS_ALL = -lm -pthread $(LDLIBS)
+             -I$(BUILD)/gen -Isrc/front $(JSON_CFLAGS) $(SAN) $(CFLAGS)
+JSON_CFLAGS = $(shell pkg-config --cflags json-c 2>/dev/null)
+JSON_LIBS = $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c)
+LDLIBS_ALL = -lz $(JSON_LIBS) -lm -pthread $(LDLIBS)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 
 # Debian packages this project needs to build and test.
-DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev dataset-fashion-mnist
+DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev dataset-fashion-mnist \
+               python3 python3-numpy
 
 LIB_SRC  = $(filter-out src/driver/main.c,$(wildcard src/*/*.c)) $(wildcard runtime/*.c)
 GEN_SRC  = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
@@ -52,14 +55,14 @@ $(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
-	$(CC) $(SAN) -o $@ $^ -lz $(LDLIBS_ALL)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/gradquant: $(BUILD)/bench/gradquant.o $(DATA_OBJ) $(BUILD)/libsqc.a
-	$(CC) $(SAN) -o $@ $^ -lz $(LDLIBS_ALL)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/harness.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	@mkdir -p $(@D)
-	$(CC) $(SAN) -o $@ $^ $(CHECK_LIBS) -lz $(LDLIBS_ALL)
+	$(CC) $(SAN) -o $@ $^ $(CHECK_LIBS) $(LDLIBS_ALL)
 
 $(BUILD)/tests/unit/%.o: tests/unit/%.c | $(BUILD)/gen/parser.h
 	@mkdir -p $(@D)

@@ -91,5 +91,14 @@ for g in "$root"/tests/golden/*.sq; do
   else echo "FAIL golden $(basename "$g"):"; head -40 "$tmp/golden.diff"; fail=$((fail + 1)); fi
 done
 
+# sqref: an interrupted run resumed from its checkpoint ends with the same bytes.
+sqref=$(dirname "$sqc")/sqref
+"$sqref" "$mlp" --limit 256 --epochs 2 --save "$tmp/full.st" >/dev/null 2>&1 &&
+"$sqref" "$mlp" --limit 256 --epochs 1 --save "$tmp/half.st" >/dev/null 2>&1 &&
+"$sqref" "$mlp" --limit 256 --epochs 2 --resume "$tmp/half.st" --save "$tmp/half.st" >"$tmp/out" 2>&1 &&
+grep -q "resumed from" "$tmp/out" && cmp -s "$tmp/full.st" "$tmp/half.st" && pass=$((pass + 1)) ||
+  { echo "FAIL sqref-resume: the resumed run differs from the uninterrupted one"; fail=$((fail + 1)); }
+expect sqref-resume-other 1 "cannot resume" -- "$sqref" "$root/examples/cnn.sq" --limit 64 --resume "$tmp/full.st"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

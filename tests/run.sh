@@ -11,6 +11,11 @@ for t in "$BUILD"/tests/test_*; do
   echo "== $(basename "$t")"
   "$t" || status=1
 done
+echo "== checkpoint read by numpy (tests/checkpoint_numpy.py)"
+pydir=$(mktemp -d)
+if SQ_PY_CHECK_DIR="$pydir" "$BUILD/tests/test_checkpoint" >/dev/null &&
+   /usr/bin/python3 "$root/tests/checkpoint_numpy.py" "$pydir"; then :; else echo "checkpoint_numpy: FAILED"; status=1; fi
+rm -rf "$pydir"
 echo "== diagnostics (tests/errors)"
 sh "$root/tests/errors/run.sh" "$BUILD/sqc" || status=1
 echo "== command line (tests/cli.sh)"

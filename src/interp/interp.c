@@ -74,6 +74,9 @@ void interp_free(Interp *it) {
 Tensor *interp_tensor(Interp *it, int node) { return &it->t[node]; }
 const Graph *interp_graph(const Interp *it) { return it->g; }
 int64_t interp_step(const Interp *it) { return it->step; }
+void interp_set_step(Interp *it, int64_t step) { it->step = step; }
+uint64_t interp_seed(const Interp *it) { return it->seed; }
+void interp_set_seed(Interp *it, uint64_t seed) { it->seed = seed; }
 const char *interp_error(const Interp *it) { return it->err ? it->err : ""; }
 
 /* Runs the op nodes with role in [lo, hi] (and, when only_outputs, only those outputs need). */

@@ -16,6 +16,9 @@ void interp_free(Interp *it);
 Tensor *interp_tensor(Interp *it, int node);
 const Graph *interp_graph(const Interp *it);
 int64_t interp_step(const Interp *it);
+void interp_set_step(Interp *it, int64_t step); /* for resuming from a checkpoint */
+uint64_t interp_seed(const Interp *it);
+void interp_set_seed(Interp *it, uint64_t seed); /* the random streams' key; parameters keep their values */
 const char *interp_error(const Interp *it); /* message of the last failure */
 
 /* One training step: forward (training mode), backward, then the optimizer updates, with the

@@ -9,10 +9,11 @@
 #include "../../runtime/rng.h"
 #include "../../src/driver/compile.h"
 #include "../../src/interp/interp.h"
+#include "../../src/interp/snapshot.h"
 #include "../data/fashion_mnist.h"
 
 typedef struct {
-  const char *model, *data;
+  const char *model, *data, *save, *resume;
   long batch, epochs, limit, bits, norm;
   double lr;
   unsigned long long seed;
@@ -20,7 +21,7 @@ typedef struct {
 
 static int usage(void) {
   fputs("usage: sqref MODEL.sq [--batch N] [--epochs N] [--lr X] [--seed N] [--limit N] [--data DIR]\n"
-        "                    [--bits 2..8|32] [--norm l1|l2]\n",
+        "                    [--bits 2..8|32] [--norm l1|l2] [--save CKPT] [--resume CKPT]\n",
         stderr);
   return 1;
 }
@@ -54,6 +55,8 @@ static int parse(Opts *o, int argc, char **argv) {
     else if (!strcmp(a, "--lr") && num_arg(a, v, 0, 100, &d)) o->lr = d;
     else if (!strcmp(a, "--seed") && num_arg(a, v, 0, 1e18, &d)) o->seed = (unsigned long long)d;
     else if (!strcmp(a, "--data")) o->data = v;
+    else if (!strcmp(a, "--save")) o->save = v;
+    else if (!strcmp(a, "--resume")) o->resume = v;
     else if (!strcmp(a, "--bits") && num_arg(a, v, 2, 32, &d) && (d <= 8 || d == 32)) o->bits = (long)d;
     else if (!strcmp(a, "--norm") && (!strcmp(v, "l1") || !strcmp(v, "l2"))) o->norm = v[1] == '1' ? NORM_L1 : NORM_L2;
     else return usage(), 0;
@@ -92,7 +95,7 @@ static double evaluate(Interp *it, int xin, int out, const Dataset *test, int64_
 }
 
 int main(int argc, char **argv) {
-  Opts o = {NULL, NULL, 128, 1, 0, 0, -1, 0.05, 1};
+  Opts o = {NULL, NULL, NULL, NULL, 128, 1, 0, 0, -1, 0.05, 1};
   if (!parse(&o, argc, argv)) return 1;
   CompileOptions co;
   compile_options_default(&co);
@@ -131,7 +134,24 @@ int main(int argc, char **argv) {
   else snprintf(what, sizeof what, "%d-bit GEMMs, ShiftQuant gradients", g->quant.bits);
   printf("sqref: %s, %lld training images, batch %lld, lr %g, seed %llu (reference executor: %s, %s norm)\n", g->name,
          (long long)n, (long long)B, o.lr, o.seed, what, g->quant.norm == NORM_L1 ? "L1" : "L2");
-  for (long e = 0; e < o.epochs && !status; e++) {
+  long first_epoch = 0;
+  if (o.resume) { /* continue after the checkpoint's epoch with its seed and step: the same bits */
+    static const char *const keys[] = {"sqref.epoch"};
+    char *epoch = NULL;
+    if (interp_load(it, o.resume, keys, &epoch, 1, &err) != 0 || !epoch) {
+      fprintf(stderr, "sqref: error: cannot resume: %s\n", err ? err : "the checkpoint has no sqref.epoch");
+      status = 1;
+    } else {
+      first_epoch = atol(epoch);
+      o.seed = interp_seed(it);
+      printf("resumed from %s after epoch %ld (step %lld, seed %llu)\n", o.resume, first_epoch,
+             (long long)interp_step(it), o.seed);
+    }
+    free(err);
+    err = NULL;
+    free(epoch);
+  }
+  for (long e = first_epoch; e < o.epochs && !status; e++) {
     for (int64_t i = 0; i < n; i++) order[i] = i;
     for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates, keyed by (seed, epoch) */
       int64_t j = (int64_t)(rng_bits(o.seed, rng_stream_of("shuffle"), e, (uint64_t)i) % (uint64_t)(i + 1));
@@ -159,6 +179,17 @@ int main(int argc, char **argv) {
     printf("epoch %ld: train loss %.4f, test accuracy %.4f (%.1f s)\n", e + 1, steps ? total / (double)steps : 0.0, acc,
            now() - t0);
     fflush(stdout);
+    if (o.save) {
+      char epoch_text[32];
+      snprintf(epoch_text, sizeof epoch_text, "%ld", e + 1);
+      const char *kv[] = {"sqref.epoch", epoch_text};
+      if (interp_save(it, o.save, kv, 1, &err) != 0) {
+        fprintf(stderr, "sqref: error: %s\n", err);
+        free(err);
+        err = NULL;
+        status = 1;
+      }
+    }
   }
   free(order);
   interp_free(it);
