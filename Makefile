@@ -9,7 +9,7 @@ OPT      ?= -O2
 SAN      ?=
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 \
             -Wno-format-nonliteral
-CFLAGS_ALL = -std=c17 $(OPT) -g -ffp-contract=off -D_POSIX_C_SOURCE=200809L -MMD -MP \
+CFLAGS_ALL = -std=c17 $(OPT) -g -fPIC -ffp-contract=off -D_POSIX_C_SOURCE=200809L -MMD -MP \
              -I$(BUILD)/gen -Isrc/front $(JSON_CFLAGS) $(SAN) $(CFLAGS)
 JSON_CFLAGS = $(shell pkg-config --cflags json-c 2>/dev/null)
 JSON_LIBS = $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c)
@@ -21,8 +21,13 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev dataset-fashion-mnist \
                python3 python3-numpy
 
+# Objects are rebuilt when the flags change (a stamp file named after their hash).
+FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CFLAGS_ALL) $(WARN)' | cksum | cut -d' ' -f1)
+$(FLAGS_STAMP):
+	@mkdir -p $(@D); rm -f $(BUILD)/.flags-*; touch $@
+
 LIB_SRC  = $(filter-out src/driver/main.c,$(wildcard src/*/*.c)) $(wildcard runtime/*.c)
-GEN_SRC  = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c
+GEN_SRC  = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c $(BUILD)/gen/sq_header.c
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:%.c=%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -35,15 +40,21 @@ $(BUILD)/gen/parser.c: src/front/parser.y
 	bison -Wall -Werror --defines=$(BUILD)/gen/parser.h -o $(BUILD)/gen/parser.c $<
 $(BUILD)/gen/parser.h: $(BUILD)/gen/parser.c
 
+# include/sq/sq.h as a C string, so sqc can write it into every generated model header.
+$(BUILD)/gen/sq_header.c: include/sq/sq.h
+	@mkdir -p $(@D)
+	{ echo '/* generated from include/sq/sq.h */'; echo 'const char sq_public_header[] ='; \
+	  sed 's/\\/\\\\/g; s/"/\\"/g; s/^/"/; s/$$/\\n"/' $<; echo ';'; } >$@
+
 $(BUILD)/gen/lexer.c: src/front/lexer.l $(BUILD)/gen/parser.h
 	@mkdir -p $(@D)
 	flex -o $@ $<
 
 # Generated code is compiled without the strict warning set.
-$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_STAMP)
 	$(CC) $(CFLAGS_ALL) -Wno-unused-function -c -o $@ $<
 
-$(BUILD)/%.o: %.c | $(BUILD)/gen/parser.h
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(BUILD)/gen/parser.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(WARN) -Werror -c -o $@ $<
 
@@ -64,7 +75,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/tests/unit/harness.o $(DATA_O
 	@mkdir -p $(@D)
 	$(CC) $(SAN) -o $@ $^ $(CHECK_LIBS) $(LDLIBS_ALL)
 
-$(BUILD)/tests/unit/%.o: tests/unit/%.c | $(BUILD)/gen/parser.h
+$(BUILD)/tests/unit/%.o: tests/unit/%.c $(FLAGS_STAMP) | $(BUILD)/gen/parser.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) $(WARN) -Wno-missing-prototypes -Werror -c -o $@ $<
 
@@ -87,7 +98,8 @@ check: deps
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
-	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 SQ_TEST_QUICK=1 sh tests/run.sh
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  SQ_TEST_CFLAGS="-fsanitize=address,undefined" sh tests/run.sh
 
 # ---- the demo: train examples/mlp.sq with the reference executor ----
 demo: deps

@@ -19,6 +19,26 @@
 
 #define CRC_KEY "sqc.crc32"
 
+static int fail_code(int code, char **err, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  *err = malloc((size_t)n + 1);
+  if (*err) vsnprintf(*err, (size_t)n + 1, fmt, ap);
+  return code;
+}
+#define FAILFN(name, code) \
+  static int name(char **err, const char *fmt, ...) { \
+    va_list ap; \
+    va_start(ap, fmt); \
+    int r = fail_code(code, err, fmt, ap); \
+    va_end(ap); \
+    return r; \
+  }
+FAILFN(fail_io, CK_EIO)
+FAILFN(fail_mismatch, CK_EMISMATCH)
+
 static int fail(char **err, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -30,7 +50,7 @@ static int fail(char **err, const char *fmt, ...) {
     vsnprintf(*err, (size_t)n + 1, fmt, ap);
     va_end(ap);
   }
-  return -1;
+  return CK_EFORMAT;
 }
 
 static const char *dtype_text(ck_dtype d) { return d == CK_F32 ? "F32" : "I32"; }
@@ -132,24 +152,24 @@ int ck_save(const char *path, const ck_tensor *t, int nt, const ck_meta *meta, i
   sprintf(tmp, "%s.tmpXXXXXX", path);
   fd = mkstemp(tmp);
   if (fd < 0) {
-    fail(err, "cannot create a temporary file beside %s: %s", path, strerror(errno));
+    fail_io(err, "cannot create a temporary file beside %s: %s", path, strerror(errno));
     goto out;
   }
   created = 1;
   int bad = write_all(fd, header, hlen + 8);
   for (int i = 0; i < nt && !bad; i++) bad = write_all(fd, t[i].data, (size_t)numel(&t[i]) * 4);
   if (bad || fsync(fd) != 0) {
-    fail(err, "cannot write %s: %s", tmp, strerror(errno));
+    fail_io(err, "cannot write %s: %s", tmp, strerror(errno));
     goto out;
   }
   if (close(fd) != 0) {
     fd = -1;
-    fail(err, "cannot write %s: %s", tmp, strerror(errno));
+    fail_io(err, "cannot write %s: %s", tmp, strerror(errno));
     goto out;
   }
   fd = -1;
   if (rename(tmp, path) != 0) {
-    fail(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    fail_io(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
     goto out;
   }
   created = 0; /* the temporary file is now the checkpoint */
@@ -178,17 +198,17 @@ out:
 
 static unsigned char *slurp(const char *path, int64_t *size, char **err) {
   FILE *f = fopen(path, "rb");
-  if (!f) return fail(err, "cannot open %s: %s", path, strerror(errno)), NULL;
+  if (!f) return fail_io(err, "cannot open %s: %s", path, strerror(errno)), NULL;
   struct stat st;
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
     fclose(f);
-    return fail(err, "%s is not a regular file", path), NULL;
+    return fail_io(err, "%s is not a regular file", path), NULL;
   }
   unsigned char *buf = malloc((size_t)st.st_size + 1);
   if (!buf || fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
     free(buf);
     fclose(f);
-    return fail(err, "cannot read %s", path), NULL;
+    return fail_io(err, "cannot read %s", path), NULL;
   }
   fclose(f);
   *size = st.st_size;
@@ -204,8 +224,8 @@ int ck_load(const char *path, const ck_tensor *t, int nt, const ck_meta *expect,
             const char *const *got_keys, char **got_values, int ngot, char **err) {
   int64_t size;
   unsigned char *buf = slurp(path, &size, err);
-  if (!buf) return -1;
-  int rc = -1, nmeta = 0;
+  if (!buf) return CK_EIO;
+  int rc = CK_EFORMAT, nmeta = 0;
   json_object *root = NULL;
   json_tokener *tok = NULL;
   int64_t *begin = calloc((size_t)(nt ? nt : 1), sizeof(int64_t));
@@ -236,12 +256,39 @@ int ck_load(const char *path, const ck_tensor *t, int nt, const ck_meta *expect,
   }
   const unsigned char *data = buf + 8 + hlen;
   int64_t data_size = size - 8 - (int64_t)hlen, covered = 0;
+  /* The metadata first: another model's file is a mismatch; anything wrong after the hash
+   * matched is corruption. */
   json_object *md = NULL;
-  json_object_object_foreach(root, key, val) {
-    if (!strcmp(key, "__metadata__")) {
-      md = val;
-      continue;
+  if (!json_object_object_get_ex(root, "__metadata__", &md) || !json_object_is_type(md, json_type_object)) {
+    fail(err, "%s: no __metadata__ (not an sqc checkpoint, or corrupt)", path);
+    goto out;
+  }
+  meta = calloc((size_t)json_object_object_length(md) + 1, sizeof *meta);
+  const char *crc_text = NULL;
+  if (!meta) {
+    fail(err, "out of memory");
+    goto out;
+  }
+  json_object_object_foreach(md, mkey, mval) {
+    if (!json_object_is_type(mval, json_type_string)) {
+      fail(err, "%s: metadata '%s' is not a string", path, mkey);
+      goto out;
     }
+    meta[nmeta++] = (ck_meta){mkey, json_object_get_string(mval)};
+    if (!strcmp(mkey, CRC_KEY)) crc_text = json_object_get_string(mval);
+  }
+  for (int k = 0; k < nexpect; k++) {
+    const char *have = NULL;
+    for (int m = 0; m < nmeta; m++)
+      if (!strcmp(meta[m].key, expect[k].key)) have = meta[m].value;
+    if (!have || strcmp(have, expect[k].value)) {
+      rc = fail_mismatch(err, "%s: %s is '%s', but this model's is '%s' (a checkpoint of another model?)", path, expect[k].key,
+           have ? have : "(absent)", expect[k].value);
+      goto out;
+    }
+  }
+  json_object_object_foreach(root, key, val) {
+    if (!strcmp(key, "__metadata__")) continue;
     int i = 0;
     while (i < nt && strcmp(t[i].name, key)) i++;
     if (i == nt) {
@@ -285,34 +332,6 @@ int ck_load(const char *path, const ck_tensor *t, int nt, const ck_meta *expect,
     fail(err, "%s: the data region is %lld bytes but the tensors cover %lld (truncated or overlapping?)", path,
          (long long)data_size, (long long)covered);
     goto out;
-  }
-  if (!md || !json_object_is_type(md, json_type_object)) {
-    fail(err, "%s: no __metadata__ (not an sqc checkpoint)", path);
-    goto out;
-  }
-  meta = calloc((size_t)json_object_object_length(md) + 1, sizeof *meta);
-  const char *crc_text = NULL;
-  if (!meta) {
-    fail(err, "out of memory");
-    goto out;
-  }
-  json_object_object_foreach(md, mkey, mval) {
-    if (!json_object_is_type(mval, json_type_string)) {
-      fail(err, "%s: metadata '%s' is not a string", path, mkey);
-      goto out;
-    }
-    meta[nmeta++] = (ck_meta){mkey, json_object_get_string(mval)};
-    if (!strcmp(mkey, CRC_KEY)) crc_text = json_object_get_string(mval);
-  }
-  for (int k = 0; k < nexpect; k++) {
-    const char *have = NULL;
-    for (int m = 0; m < nmeta; m++)
-      if (!strcmp(meta[m].key, expect[k].key)) have = meta[m].value;
-    if (!have || strcmp(have, expect[k].value)) {
-      fail(err, "%s: %s is '%s', but this model's is '%s' (a checkpoint of another model?)", path, expect[k].key,
-           have ? have : "(absent)", expect[k].value);
-      goto out;
-    }
   }
   uint32_t crc = header_crc(t, nt, begin, meta, nmeta);
   for (int i = 0; i < nt; i++) crc = data_crc(crc, data + begin[i], numel(&t[i]) * 4);

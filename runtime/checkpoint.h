@@ -20,13 +20,18 @@ typedef struct {
 
 typedef struct { const char *key, *value; } ck_meta;
 
-/* Returns 0 on success; otherwise -1 and a malloc'd message in *err. */
+/* Failures: a file that cannot be read or written, one that is not a valid checkpoint, and a
+ * valid checkpoint of another model. */
+enum { CK_EIO = -1, CK_EFORMAT = -2, CK_EMISMATCH = -3 };
+
+/* Returns 0 on success; otherwise a CK_E* code and a malloc'd message in *err. */
 int ck_save(const char *path, const ck_tensor *t, int nt, const ck_meta *meta, int nmeta, char **err);
 
 /* Loads exactly the tensors in t (each must be in the file with the same dtype and shape; the
  * file may hold no others). Each `expect` entry must be in the metadata with that value
  * (e.g. the model hash); got_values[k] receives the file's value of got_keys[k] (malloc'd; NULL
- * when absent). Nothing is written to t[].data or got_values unless the whole file is valid. */
+ * when absent). Nothing is written to t[].data or got_values unless the whole file is valid.
+ * Returns 0 or a CK_E* code with a malloc'd message in *err. */
 int ck_load(const char *path, const ck_tensor *t, int nt, const ck_meta *expect, int nexpect,
             const char *const *got_keys, char **got_values, int ngot, char **err);
 #endif

@@ -32,7 +32,7 @@ expect bad-batch 1 "invalid value 'abc' for --batch: expected an integer from 1 
 expect zero-batch 1 "invalid value '0' for --batch" -- "$sqc" "$mlp" --batch=0
 expect bad-bits 1 "invalid value '9' for --bits: expected 2..8, or 32 for float" -- "$sqc" "$mlp" --bits 9
 expect bad-norm 1 "invalid value 'l3' for --norm: expected l1 or l2; did you mean 'l1'?" -- "$sqc" "$mlp" --norm l3
-expect bad-emit 1 "invalid value 'irr' for --emit: expected ir; did you mean 'ir'?" -- "$sqc" "$mlp" --emit=irr
+expect bad-emit 1 "invalid value 'irr' for --emit: expected ir or so; did you mean 'ir'?" -- "$sqc" "$mlp" --emit=irr
 expect bad-pass 1 "invalid value 'shape' for --dump-after" -- "$sqc" "$mlp" --dump-after=shape
 expect bad-pass-hint 1 "did you mean 'shapes'?" -- "$sqc" "$mlp" --dump-after=shape
 expect missing-value 1 "option '--batch' needs a value" -- "$sqc" "$mlp" --batch
@@ -99,6 +99,19 @@ sqref=$(dirname "$sqc")/sqref
 grep -q "resumed from" "$tmp/out" && cmp -s "$tmp/full.st" "$tmp/half.st" && pass=$((pass + 1)) ||
   { echo "FAIL sqref-resume: the resumed run differs from the uninterrupted one"; fail=$((fail + 1)); }
 expect sqref-resume-other 1 "cannot resume" -- "$sqref" "$root/examples/cnn.sq" --limit 64 --resume "$tmp/full.st"
+
+# The model library: sqc writes NAME.so and a header that compiles alone; an app links it; the
+# ABI refuses bad input without changing the model (tests/abi_check.c).
+cflags="-std=c17 -Wall -Wextra -Werror ${SQ_TEST_CFLAGS:-}"
+expect so-mlp 0 "" -- "$sqc" "$mlp" --batch 8 -o "$tmp/mlp8.so"
+expect so-cnn 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 8 -o "$tmp/cnn8.so"
+expect so-name 1 "must end in .so" -- "$sqc" "$mlp" --emit=so -o "$tmp/mlp8.dylib"
+expect bad-target 1 "invalid value 'x86' for --target" -- "$sqc" "$mlp" --target=x86 -o "$tmp/x.so"
+expect header-alone 0 "" -- cc $cflags -fsyntax-only -x c "$tmp/mlp8.h"
+expect app-build 0 "" -- cc $cflags -include "$tmp/cnn8.h" "$root/examples/app/app.c" "$tmp/cnn8.so" -o "$tmp/app" -Wl,-rpath,"$tmp"
+expect app-run 0 "a second model loaded from it predicts the same" -- "$tmp/app" "$tmp/cnn8.safetensors"
+expect abi-build 0 "" -- cc $cflags -include "$tmp/mlp8.h" "$root/tests/abi_check.c" "$tmp/mlp8.so" -o "$tmp/abi" -lm -Wl,-rpath,"$tmp"
+expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safetensors"
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

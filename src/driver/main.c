@@ -8,16 +8,20 @@
 #include "../ir/print.h"
 #include "../passes/passes.h"
 #include "compile.h"
+#include "emit_so.h"
 
 #define SQC_VERSION "0.1.0"
 
 typedef struct {
-  const char *input, *output, *emit;
+  const char *input, *output, *emit, *target;
   CompileOptions co;
 } Args;
 
-static const char *const option_names[] = {"-o", "--batch", "--bits", "--norm", "--emit", "--dump-after", "--help", "--version", NULL};
-static const char *const emit_kinds[] = {"ir", NULL};
+static const char *const option_names[] = {"-o", "--batch", "--bits", "--norm", "--emit", "--dump-after", "--target",
+                                           "--help", "--version", NULL};
+static const char *const emit_kinds[] = {"ir", "so", NULL};
+/* Targets this build can produce. "reference" runs the graph with the reference executor. */
+static const char *const targets[] = {"reference", NULL};
 
 static void usage(FILE *f) {
   fputs("usage: sqc MODEL.sq [-o OUT] [options]\n"
@@ -25,12 +29,16 @@ static void usage(FILE *f) {
         "Compiles a .sq network description for sub-8-bit integer training.\n"
         "\n"
         "options:\n"
-        "  -o FILE              write the result to FILE (default: standard output)\n"
+        "  -o FILE              write the result to FILE; NAME.so makes the model library\n"
+        "                       NAME.so and its header NAME.h (default: the IR to standard output)\n"
         "  --batch N            batch size B, fixed at compile time (default 128)\n"
         "  --bits N             default bit width of the GEMMs, 2..8 (overrides quant { bits });\n"
         "                       32 trains in float everywhere, layer overrides included\n"
         "  --norm l1|l2         normalization layers (overrides quant { norm })\n"
-        "  --emit=ir            stop after the graph passes and write the graph IR\n"
+        "  --emit=ir|so         what to write: the graph IR, or the model library\n"
+        "                       (default: so when -o names a .so file, else ir)\n"
+        "  --target=reference   the backend of the library (this build: reference, the\n"
+        "                       reference executor behind the sq.h ABI)\n"
         "  --dump-after=PASS    print the graph IR after PASS (or 'all'):\n"
         "                       shapes, l1norm, quantize, autodiff, groups\n"
         "  --help               show this help\n"
@@ -87,8 +95,11 @@ static int apply_option(Args *a, const char *opt, const char *val) {
     if (k < 0) return bad_value(opt, val, "l1 or l2", norms);
     a->co.norm = k == 0 ? NORM_L1 : NORM_L2;
   } else if (!strcmp(opt, "--emit")) {
-    if (one_of(val, emit_kinds) < 0) return bad_value(opt, val, "ir", emit_kinds);
+    if (one_of(val, emit_kinds) < 0) return bad_value(opt, val, "ir or so", emit_kinds);
     a->emit = val;
+  } else if (!strcmp(opt, "--target")) {
+    if (one_of(val, targets) < 0) return bad_value(opt, val, "reference (the only target of this build)", targets);
+    a->target = val;
   } else if (!strcmp(opt, "--dump-after")) {
     if (strcmp(val, "all") && one_of(val, pipeline_pass_names) < 0)
       return bad_value(opt, val, "a pass name (shapes, l1norm, quantize, autodiff, groups) or all", pipeline_pass_names);
@@ -142,14 +153,24 @@ static int parse_args(Args *a, int argc, char **argv) {
 int main(int argc, char **argv) {
   Args a = {0};
   compile_options_default(&a.co);
-  a.emit = "ir";
   int r = parse_args(&a, argc, argv);
   if (r != 1) return r == 2 ? 0 : 1;
+  size_t olen = a.output ? strlen(a.output) : 0;
+  if (!a.emit) a.emit = olen > 3 && !strcmp(a.output + olen - 3, ".so") ? "so" : "ir";
+  if (!strcmp(a.emit, "so") && !a.output) {
+    fprintf(stderr, "sqc: error: --emit=so needs -o NAME.so\n");
+    return 1;
+  }
   Graph *g = compile_file(a.input, &a.co, stderr);
   if (!g) return 1;
   if (a.co.dump_after && !a.output) { /* the dump is what was asked for */
     ir_free(g);
     return 0;
+  }
+  if (!strcmp(a.emit, "so")) {
+    int ok = emit_reference_library(g, a.output, stderr);
+    ir_free(g);
+    return ok ? 0 : 1;
   }
   char *text = ir_print(g);
   ir_free(g);

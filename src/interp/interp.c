@@ -15,6 +15,7 @@ struct Interp {
   uint64_t seed;
   int64_t step;
   char *err;
+  float **shadow; /* per node: a copy of each tensor an update writes, made before the updates */
 };
 
 static void init_leaf_values(Interp *it, const Node *n) {
@@ -67,6 +68,8 @@ void interp_free(Interp *it) {
   }
   free(it->t);
   free(it->for_output);
+  for (int i = 0; it->shadow && i < it->g->nodes.n; i++) free(it->shadow[i]);
+  free(it->shadow);
   free(it->err);
   free(it);
 }
@@ -117,6 +120,39 @@ static int inputs_finite(Interp *it) {
   return 1;
 }
 
+/* The updates are a transaction: every tensor they write (parameters, optimizer state) is
+ * copied first, and put back when any result is not finite (a learning rate that blows up). */
+static int run_updates(Interp *it, float lr) {
+  const Graph *g = it->g;
+  if (!it->shadow) it->shadow = xcalloc((size_t)g->nodes.n, sizeof(float *));
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *u = ir_node(g, id);
+    if (u->role != ROLE_UPD) continue;
+    for (int i = 0; i < u->nin; i++) {
+      if (i == 1) continue; /* the gradient is read, not written */
+      Tensor *t = &it->t[u->in[i]];
+      if (!it->shadow[u->in[i]]) it->shadow[u->in[i]] = xmalloc(sizeof(float) * (size_t)(t->n ? t->n : 1));
+      memcpy(it->shadow[u->in[i]], t->f, sizeof(float) * (size_t)t->n);
+    }
+  }
+  int ok = run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr);
+  const char *bad = NULL;
+  for (int id = 0; ok && id < g->nodes.n && !bad; id++) {
+    if (!it->shadow[id]) continue;
+    const Tensor *t = &it->t[id];
+    for (int64_t e = 0; e < t->n && !bad; e++)
+      if (!isfinite(t->f[e])) bad = ir_node(g, id)->name;
+  }
+  if (ok && !bad) {
+    it->step++;
+    return 1;
+  }
+  for (int id = 0; id < g->nodes.n; id++)
+    if (it->shadow[id]) memcpy(it->t[id].f, it->shadow[id], sizeof(float) * (size_t)it->t[id].n);
+  if (bad) fail(it, xasprintf("the update of %s is not finite; parameters were not updated", bad));
+  return 0;
+}
+
 int interp_train_step(Interp *it, float lr, float *loss) {
   if (it->g->loss < 0) return fail(it, xstrdup("the graph has no loss"));
   if (!inputs_finite(it)) return 0;
@@ -124,7 +160,5 @@ int interp_train_step(Interp *it, float lr, float *loss) {
   float l = it->t[it->g->loss].f[0];
   if (loss) *loss = l;
   if (!isfinite(l)) return fail(it, xasprintf("the loss is %f; parameters were not updated", (double)l));
-  if (!run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr)) return 0;
-  it->step++;
-  return 1;
+  return run_updates(it, lr);
 }

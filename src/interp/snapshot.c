@@ -81,7 +81,7 @@ int interp_load(Interp *it, const char *path, const char *const *extra_keys, cha
   unsigned long long seed = rc == 0 && values[1] ? strtoull(values[1], &send, 10) : 0;
   if (rc == 0 && (!values[0] || *end || step < 0 || !values[1] || *send)) {
     *err = xasprintf("%s: metadata sqc.step or sqc.seed is missing or not a number", path);
-    rc = -1;
+    rc = CK_EFORMAT;
   }
   if (rc == 0) {
     for (int i = 0; i < nt; i++)

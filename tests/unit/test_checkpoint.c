@@ -144,7 +144,7 @@ START_TEST(broken_files_are_refused_and_change_nothing) {
   Interp *oi = interp_new(other, 1);
   char *theirs = path_in("other.safetensors");
   ck_assert(interp_save(oi, theirs, NULL, 0, &err) == 0);
-  refused(it, g, theirs, "another model's checkpoint", "tensor");
+  refused(it, g, theirs, "another model's checkpoint", "another model");
   /* the good file still loads */
   ck_assert_msg(interp_load(it, good, NULL, NULL, 0, &err) == 0, "%s", err);
   ck_assert_int_eq(interp_step(it), 2);

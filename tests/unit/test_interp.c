@@ -151,6 +151,7 @@ START_TEST(bad_steps_leave_parameters_unchanged) {
   y->i[1] = 10;
   ck_assert(!interp_train_step(it, 0.05f, &loss));
   ck_assert_msg(strstr(interp_error(it), "label 10 of sample 1 is outside 0..9") != NULL, "%s", interp_error(it));
+
   snapshot(it, g, &after);
   /* Running statistics move in any forward pass; parameters and optimizer state must not. */
   ck_assert_int_eq(interp_step(it), 1);
@@ -165,6 +166,31 @@ START_TEST(bad_steps_leave_parameters_unchanged) {
   ck_assert(p == before + n);
   free(before);
   free(after);
+  interp_free(it);
+  ir_free(g);
+}
+END_TEST
+
+/* An update whose result overflows float32 is undone: loss = mse(layernorm(x), t) with targets
+ * of 1000 gives the bias a gradient of about -2000, and lr = 1e37 takes it past 3.4e38. */
+START_TEST(an_overflowing_update_is_undone) {
+  Graph *g = th_compile("model o {\n  input x : f32[B, 4]\n  label t : f32[B, 4]\n  y = layernorm(x)\n"
+                        "  loss = mse(y, t)\n}\ntrain { optimizer = sgd(momentum = 0) }\n", 2, NULL);
+  ck_assert(g != NULL);
+  Interp *it = interp_new(g, 1);
+  Tensor *x = interp_tensor(it, th_node(g, "x")), *t = interp_tensor(it, th_node(g, "t"));
+  for (int64_t i = 0; i < x->n; i++) x->f[i] = (float)i, t->f[i] = 1000;
+  unsigned char *before, *after;
+  size_t n = snapshot(it, g, &before);
+  float loss;
+  ck_assert(!interp_train_step(it, 1e37f, &loss));
+  ck_assert_msg(strstr(interp_error(it), "is not finite; parameters were not updated"), "%s",
+                interp_error(it));
+  snapshot(it, g, &after);
+  ck_assert(memcmp(before, after, n) == 0);
+  ck_assert_int_eq(interp_step(it), 0);
+  ck_assert(interp_train_step(it, 0.01f, &loss)); /* and the model still trains */
+  free(before), free(after);
   interp_free(it);
   ir_free(g);
 }
@@ -271,6 +297,7 @@ int main(void) {
   tcase_add_test(t, optimizer_updates_match_their_formulas);
   tcase_add_test(t, bad_steps_leave_parameters_unchanged);
   tcase_add_test(t, inference_uses_running_statistics);
+  tcase_add_test(t, an_overflowing_update_is_undone);
   tcase_add_test(t, mlp_learns_fashion_mnist_at_4_bits);
   tcase_add_test(t, quantized_linear_is_bit_exact);
   tcase_add_test(t, nan_in_a_quantized_tensor_is_reported);
