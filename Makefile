@@ -19,7 +19,7 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 
 # Debian packages this project needs to build and test.
 DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev dataset-fashion-mnist \
-               python3 python3-numpy
+               python3 python3-numpy gnuplot-nox
 
 # Objects are rebuilt when the flags change (a stamp file named after their hash).
 FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CFLAGS_ALL) $(WARN)' | cksum | cut -d' ' -f1)
@@ -33,7 +33,7 @@ TEST_SRC = $(wildcard tests/unit/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DATA_OBJ = $(BUILD)/tools/data/fashion_mnist.o
 
-all: $(BUILD)/sqc $(BUILD)/sqref $(BUILD)/gradquant $(TEST_BIN)
+all: $(BUILD)/sqc $(BUILD)/sqref $(BUILD)/sqtrain $(BUILD)/gradquant $(TEST_BIN)
 
 $(BUILD)/gen/parser.c: src/front/parser.y
 	@mkdir -p $(@D)
@@ -68,6 +68,10 @@ $(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BUILD)/libsqc.a
 $(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
+SQTRAIN_OBJ = $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/sqtrain/*.c))
+$(BUILD)/sqtrain: $(SQTRAIN_OBJ) $(DATA_OBJ) $(BUILD)/libsqc.a
+	$(CC) $(SAN) -o $@ $^ -lyaml -ldl $(LDLIBS_ALL)
+
 $(BUILD)/gradquant: $(BUILD)/bench/gradquant.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
 
@@ -101,10 +105,11 @@ asan: deps
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  SQ_TEST_CFLAGS="-fsanitize=address,undefined" sh tests/run.sh
 
-# ---- the demo: train examples/mlp.sq with the reference executor ----
+# ---- the demo: compile examples/mlp.sq at 4 bits and train the library on Fashion-MNIST ----
 demo: deps
-	$(MAKE) all
-	$(BUILD)/sqref examples/mlp.sq --epochs 1
+	$(MAKE) $(BUILD)/sqc $(BUILD)/sqtrain
+	$(BUILD)/sqc examples/mlp.sq --bits 4 -o $(BUILD)/mlp.so
+	$(BUILD)/sqtrain $(BUILD)/mlp.so --epochs 1 --csv $(BUILD)/mlp.csv
 
 # ---- measurements (minutes; not part of check) ----
 gradquant: deps

@@ -113,5 +113,40 @@ expect app-run 0 "a second model loaded from it predicts the same" -- "$tmp/app"
 expect abi-build 0 "" -- cc $cflags -include "$tmp/mlp8.h" "$root/tests/abi_check.c" "$tmp/mlp8.so" -o "$tmp/abi" -lm -Wl,-rpath,"$tmp"
 expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safetensors"
 
+# sqtrain: config, CSV, Ctrl-C (a checkpoint, exit 130) and a resume that ends with the same bytes
+# as an uninterrupted run; bad configs and missing data are errors that say so.
+sqtrain=$(dirname "$sqc")/sqtrain
+expect so-mlp32 0 "" -- "$sqc" "$mlp" --batch 32 -o "$tmp/mlp32.so"
+printf 'epochs: 2\nlr: 0.05\nschedule: {type: cosine, min_lr: 0.001}\nlimit: 640\nseed: 3\n' >"$tmp/train.yaml"
+expect sqtrain-full 0 "epoch 2/2" -- "$sqtrain" "$tmp/mlp32.so" --config "$tmp/train.yaml" --csv "$tmp/full.csv" --save "$tmp/t-full.st"
+lines=$(wc -l <"$tmp/full.csv")
+last_lr=$(tail -1 "$tmp/full.csv" | cut -d, -f3)
+[ "$lines" -eq 3 ] && awk "BEGIN{exit !($last_lr < 0.01)}" && pass=$((pass + 1)) ||
+  { echo "FAIL sqtrain-csv: $lines lines, last lr $last_lr (cosine should end near 0.001)"; fail=$((fail + 1)); }
+SQTRAIN_INTERRUPT_AFTER_STEP=27 "$sqtrain" "$tmp/mlp32.so" --config "$tmp/train.yaml" --save "$tmp/t-part.st" >"$tmp/out" 2>&1
+rc=$?
+[ $rc -eq 130 ] && grep -q "interrupted at step 27; checkpoint saved" "$tmp/out" && pass=$((pass + 1)) ||
+  { echo "FAIL sqtrain-interrupt: status $rc"; cat "$tmp/out"; fail=$((fail + 1)); }
+expect sqtrain-resume 0 "resumed from" -- "$sqtrain" "$tmp/mlp32.so" --config "$tmp/train.yaml" --resume "$tmp/t-part.st" --save "$tmp/t-part.st"
+cmp -s "$tmp/t-full.st" "$tmp/t-part.st" && pass=$((pass + 1)) ||
+  { echo "FAIL sqtrain-same-bits: the resumed run's checkpoint differs from the uninterrupted one"; fail=$((fail + 1)); }
+printf 'epochs: 2\nlearning_rate: 0.1\n' >"$tmp/bad.yaml"
+expect sqtrain-bad-key 1 "bad.yaml:2:1: unknown setting 'learning_rate'" -- "$sqtrain" "$tmp/mlp32.so" --config "$tmp/bad.yaml"
+printf 'epochs: [1\n' >"$tmp/broken.yaml"
+expect sqtrain-bad-yaml 1 "broken.yaml:" -- "$sqtrain" "$tmp/mlp32.so" --config "$tmp/broken.yaml"
+printf 'schedule: {type: linear}\n' >"$tmp/sched.yaml"
+expect sqtrain-bad-schedule 1 "schedule must be constant, step or cosine, not 'linear'" -- "$sqtrain" "$tmp/mlp32.so" --config "$tmp/sched.yaml"
+expect sqtrain-no-data 1 "is the Debian package dataset-fashion-mnist installed?" -- "$sqtrain" "$tmp/mlp32.so" --data "$tmp/none"
+mkdir -p "$tmp/corrupt"
+head -c 100 /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz >"$tmp/corrupt/train-images-idx3-ubyte.gz"
+cp /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz "$tmp/corrupt/"
+expect sqtrain-corrupt-data 1 "train-images-idx3-ubyte.gz" -- "$sqtrain" "$tmp/mlp32.so" --data "$tmp/corrupt"
+expect sqtrain-not-a-model 1 "cannot load" -- "$sqtrain" "$tmp/train.yaml"
+expect sqtrain-bad-flag 1 "unknown option '--epoch'; did you mean '--epochs'?" -- "$sqtrain" "$tmp/mlp32.so" --epoch 2
+if command -v gnuplot >/dev/null; then
+  expect sqtrain-plot 0 "curves written to" -- "$sqtrain" "$tmp/mlp32.so" --epochs 1 --limit 320 --csv "$tmp/p.csv" --plot "$tmp/p.png"
+  [ -s "$tmp/p.png" ] && pass=$((pass + 1)) || { echo "FAIL sqtrain-plot: no PNG"; fail=$((fail + 1)); }
+fi
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
