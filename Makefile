@@ -18,7 +18,7 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 
 # Debian packages this project needs to build and test.
-DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev dataset-fashion-mnist \
+DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev llvm-19-dev dataset-fashion-mnist \
                python3 python3-numpy gnuplot-nox
 
 # Objects are rebuilt when the flags change (a stamp file named after their hash).
@@ -26,7 +26,13 @@ FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CFLAGS_ALL) $(WARN)' | cksum | cu
 $(FLAGS_STAMP):
 	@mkdir -p $(@D); rm -f $(BUILD)/.flags-*; touch $@
 
-LIB_SRC  = $(filter-out src/driver/main.c,$(wildcard src/*/*.c)) $(wildcard runtime/*.c)
+LIB_SRC  = $(filter-out src/driver/main.c src/driver/emit_so.c,$(wildcard src/*/*.c)) $(wildcard runtime/*.c)
+# The LLVM backend is part of the compiler only; model libraries never link LLVM.
+LLVM_CONFIG ?= llvm-config-19
+BACKEND_SRC = $(wildcard src/backend/llvm/*.c) src/driver/emit_so.c
+BACKEND_OBJ = $(BACKEND_SRC:%.c=$(BUILD)/%.o)
+LLVM_CFLAGS = $(shell $(LLVM_CONFIG) --includedir 2>/dev/null | sed 's/^/-isystem /')
+LLVM_LIBS = $(shell $(LLVM_CONFIG) --ldflags --libs 2>/dev/null)
 GEN_SRC  = $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.c $(BUILD)/gen/sq_header.c
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:%.c=%.o)
 TEST_SRC = $(wildcard tests/unit/test_*.c)
@@ -62,8 +68,11 @@ $(BUILD)/libsqc.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BUILD)/libsqc.a
-	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)
+$(BACKEND_OBJ): CFLAGS_ALL += $(LLVM_CFLAGS)
+$(BUILD)/src/driver/main.o: CFLAGS_ALL += $(LLVM_CFLAGS)
+
+$(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BACKEND_OBJ) $(BUILD)/libsqc.a
+	$(CC) $(SAN) -o $@ $^ $(LLVM_LIBS) $(LDLIBS_ALL)
 
 $(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)

@@ -32,7 +32,7 @@ expect bad-batch 1 "invalid value 'abc' for --batch: expected an integer from 1 
 expect zero-batch 1 "invalid value '0' for --batch" -- "$sqc" "$mlp" --batch=0
 expect bad-bits 1 "invalid value '9' for --bits: expected 2..8, or 32 for float" -- "$sqc" "$mlp" --bits 9
 expect bad-norm 1 "invalid value 'l3' for --norm: expected l1 or l2; did you mean 'l1'?" -- "$sqc" "$mlp" --norm l3
-expect bad-emit 1 "invalid value 'irr' for --emit: expected ir or so; did you mean 'ir'?" -- "$sqc" "$mlp" --emit=irr
+expect bad-emit 1 "invalid value 'irr' for --emit: expected ir, kir, llvm, asm, obj or so; did you mean 'ir'?" -- "$sqc" "$mlp" --emit=irr
 expect bad-pass 1 "invalid value 'shape' for --dump-after" -- "$sqc" "$mlp" --dump-after=shape
 expect bad-pass-hint 1 "did you mean 'shapes'?" -- "$sqc" "$mlp" --dump-after=shape
 expect missing-value 1 "option '--batch' needs a value" -- "$sqc" "$mlp" --batch
@@ -112,6 +112,31 @@ expect app-build 0 "" -- cc $cflags -include "$tmp/cnn8.h" "$root/examples/app/a
 expect app-run 0 "a second model loaded from it predicts the same" -- "$tmp/app" "$tmp/cnn8.safetensors"
 expect abi-build 0 "" -- cc $cflags -include "$tmp/mlp8.h" "$root/tests/abi_check.c" "$tmp/mlp8.so" -o "$tmp/abi" -lm -Wl,-rpath,"$tmp"
 expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safetensors"
+
+# The LLVM backend: generated kernels (integer and float GEMMs) train bit-identically to the
+# reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
+expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
+for t in "mlp 4 8" "mlp 32 8" "cnn 4 4"; do
+  set -- $t
+  src=$root/examples/$1.sq
+  expect "so-ref-$1-$2" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --target=reference -o "$tmp/r-$1-$2.so"
+  expect "so-host-$1-$2" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" -o "$tmp/h-$1-$2.so"
+  expect "match-host-$1-$2" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$1-$2.so" "$tmp/h-$1-$2.so" "$tmp" 3
+done
+if grep -q avx2 /proc/cpuinfo; then
+  expect so-v3 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v3 -o "$tmp/v3.so"
+  expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4.so" "$tmp/v3.so" "$tmp" 3
+else
+  echo "skip: this CPU has no AVX2, so the x86-64-v3 library cannot run here"
+fi
+expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
+expect emit-llvm 0 "define internal void @sq_kernel_h(" -- "$sqc" "$mlp" --batch 8 --emit=llvm
+expect emit-asm-aarch64 0 "sq_kernel_h" -- "$sqc" "$mlp" --batch 8 --target=aarch64 --emit=asm
+expect emit-obj-aarch64 0 "" -- "$sqc" "$mlp" --batch 8 --target=aarch64 --emit=obj -o "$tmp/a64.o"
+expect obj-is-aarch64 0 "AArch64" -- readelf -h "$tmp/a64.o"
+expect so-aarch64 1 "cannot be linked on this machine" -- "$sqc" "$mlp" --target=aarch64 -o "$tmp/a64.so"
+expect print-targets 0 "x86-64-v3" -- "$sqc" --print-targets
+expect bad-target-hint 1 "did you mean 'znver4'?" -- "$sqc" "$mlp" --target=znver5
 
 # sqtrain: config, CSV, Ctrl-C (a checkpoint, exit 130) and a resume that ends with the same bytes
 # as an uninterrupted run; bad configs and missing data are errors that say so.

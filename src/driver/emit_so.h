@@ -2,9 +2,10 @@
 #ifndef SQ_DRIVER_EMIT_SO_H
 #define SQ_DRIVER_EMIT_SO_H
 #include <stdio.h>
-#include "../ir/graph.h"
+#include "../backend/llvm/llvm_backend.h"
 
-/* The "reference" target: the library carries the graph IR and the reference executor behind
- * the ABI of include/sq/sq.h. Returns 1 on success; 0 after printing why to err. */
-int emit_reference_library(const Graph *g, const char *so_path, FILE *err);
+/* Emits the module's object with the LLVM backend (plan NULL: no generated kernels, the
+ * "reference" target), links it with the runtime into so_path and writes the header beside it.
+ * Returns 1 on success; 0 after printing why to err. */
+int emit_library(const Graph *g, const KernelPlan *plan, const LlvmTarget *t, const char *so_path, FILE *err);
 #endif

@@ -8,6 +8,7 @@
 #include "../ir/print.h"
 #include "../passes/passes.h"
 #include "compile.h"
+#include "../lower/kir.h"
 #include "emit_so.h"
 
 #define SQC_VERSION "0.1.0"
@@ -18,10 +19,8 @@ typedef struct {
 } Args;
 
 static const char *const option_names[] = {"-o", "--batch", "--bits", "--norm", "--emit", "--dump-after", "--target",
-                                           "--help", "--version", NULL};
-static const char *const emit_kinds[] = {"ir", "so", NULL};
-/* Targets this build can produce. "reference" runs the graph with the reference executor. */
-static const char *const targets[] = {"reference", NULL};
+                                           "--print-targets", "--help", "--version", NULL};
+static const char *const emit_kinds[] = {"ir", "kir", "llvm", "asm", "obj", "so", NULL};
 
 static void usage(FILE *f) {
   fputs("usage: sqc MODEL.sq [-o OUT] [options]\n"
@@ -35,10 +34,11 @@ static void usage(FILE *f) {
         "  --bits N             default bit width of the GEMMs, 2..8 (overrides quant { bits });\n"
         "                       32 trains in float everywhere, layer overrides included\n"
         "  --norm l1|l2         normalization layers (overrides quant { norm })\n"
-        "  --emit=ir|so         what to write: the graph IR, or the model library\n"
-        "                       (default: so when -o names a .so file, else ir)\n"
-        "  --target=reference   the backend of the library (this build: reference, the\n"
-        "                       reference executor behind the sq.h ABI)\n"
+        "  --emit=KIND          what to write: ir (graph IR), kir (kernel IR), llvm, asm, obj,\n"
+        "                       so (default: so when -o names a .so file, else ir)\n"
+        "  --target=NAME        host (default), x86-64-v3, x86-64-v4, znver4, aarch64, or\n"
+        "                       reference (no generated kernels); see --print-targets\n"
+        "  --print-targets      list the targets and what this machine supports\n"
         "  --dump-after=PASS    print the graph IR after PASS (or 'all'):\n"
         "                       shapes, l1norm, quantize, autodiff, groups\n"
         "  --help               show this help\n"
@@ -95,10 +95,11 @@ static int apply_option(Args *a, const char *opt, const char *val) {
     if (k < 0) return bad_value(opt, val, "l1 or l2", norms);
     a->co.norm = k == 0 ? NORM_L1 : NORM_L2;
   } else if (!strcmp(opt, "--emit")) {
-    if (one_of(val, emit_kinds) < 0) return bad_value(opt, val, "ir or so", emit_kinds);
+    if (one_of(val, emit_kinds) < 0) return bad_value(opt, val, "ir, kir, llvm, asm, obj or so", emit_kinds);
     a->emit = val;
   } else if (!strcmp(opt, "--target")) {
-    if (one_of(val, targets) < 0) return bad_value(opt, val, "reference (the only target of this build)", targets);
+    if (strcmp(val, "reference") && one_of(val, llvm_target_names) < 0)
+      return bad_value(opt, val, "host, x86-64-v3, x86-64-v4, znver4, aarch64 or reference", llvm_target_names);
     a->target = val;
   } else if (!strcmp(opt, "--dump-after")) {
     if (strcmp(val, "all") && one_of(val, pipeline_pass_names) < 0)
@@ -122,6 +123,7 @@ static int parse_args(Args *a, int argc, char **argv) {
     }
     if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) return usage(stdout), 2;
     if (!strcmp(arg, "--version")) return puts("sqc " SQC_VERSION), 2;
+    if (!strcmp(arg, "--print-targets")) return llvm_print_targets(stdout), 2;
     char opt[64];
     const char *eq = strchr(arg, '='), *val = NULL;
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
@@ -157,8 +159,8 @@ int main(int argc, char **argv) {
   if (r != 1) return r == 2 ? 0 : 1;
   size_t olen = a.output ? strlen(a.output) : 0;
   if (!a.emit) a.emit = olen > 3 && !strcmp(a.output + olen - 3, ".so") ? "so" : "ir";
-  if (!strcmp(a.emit, "so") && !a.output) {
-    fprintf(stderr, "sqc: error: --emit=so needs -o NAME.so\n");
+  if ((!strcmp(a.emit, "so") || !strcmp(a.emit, "obj")) && !a.output) {
+    fprintf(stderr, "sqc: error: --emit=%s needs -o FILE\n", a.emit);
     return 1;
   }
   Graph *g = compile_file(a.input, &a.co, stderr);
@@ -167,8 +169,27 @@ int main(int argc, char **argv) {
     ir_free(g);
     return 0;
   }
-  if (!strcmp(a.emit, "so")) {
-    int ok = emit_reference_library(g, a.output, stderr);
+  if (strcmp(a.emit, "ir")) {
+    int reference = a.target && !strcmp(a.target, "reference");
+    LlvmTarget *t = llvm_target(reference || !a.target ? "host" : a.target);
+    KernelPlan *plan = reference ? NULL : lower_graph(g, t->vec_f32);
+    const char *out = a.output && strcmp(a.output, "-") ? a.output : "/dev/stdout";
+    int ok;
+    if (!strcmp(a.emit, "kir")) {
+      char *text = plan ? kir_print(g, plan) : xstrdup("kernels: none (--target=reference)\n");
+      FILE *f = fopen(out, "w");
+      ok = f && fputs(text, f) >= 0;
+      ok = (f && fclose(f) == 0) && ok;
+      if (!ok) fprintf(stderr, "sqc: error: cannot write '%s'\n", out);
+      free(text);
+    } else if (!strcmp(a.emit, "so")) {
+      ok = emit_library(g, plan, t, a.output, stderr);
+    } else {
+      LlvmEmit what = !strcmp(a.emit, "llvm") ? EMIT_LLVM : !strcmp(a.emit, "asm") ? EMIT_ASM : EMIT_OBJ;
+      ok = llvm_emit(g, plan, t, what, out, stderr);
+    }
+    kir_free(plan);
+    llvm_target_free(t);
     ir_free(g);
     return ok ? 0 : 1;
   }

@@ -9,6 +9,11 @@
 
 typedef struct Interp Interp;
 
+/* A generated kernel: in holds its inputs' data pointers, scales the scales of q8 inputs. */
+typedef void (*InterpKernel)(void *const *in, void *out, const float *scales);
+/* Nodes with a kernel in table[0..n) run it instead of their reference body. */
+void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n);
+
 /* Allocates one tensor per node and initialises parameters and state from the seed. */
 Interp *interp_new(const Graph *g, uint64_t seed);
 void interp_free(Interp *it);

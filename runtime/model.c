@@ -1,7 +1,8 @@
-/* model_reference.c: the C ABI of include/sq/sq.h for the "reference" target: the library
- * carries the compiled graph IR (sq__graph_ir, written by sqc) and runs it with the reference
- * executor. It is the slow, exact twin of the generated-code targets and serves the same ABI,
- * so apps, sqtrain and the tests do not change when a faster target is used. */
+/* model.c: the C ABI of include/sq/sq.h. The generated object of every library carries the
+ * compiled graph IR (sq__graph_ir), the target's name (sq__target) and a kernel table
+ * (sq__kernels, one entry per graph node): nodes with a generated kernel run it, the others
+ * run their reference body. With an empty table (the "reference" target) this is the
+ * reference executor itself, which the generated kernels are tested against. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,7 +13,11 @@
 #include "../src/ir/print.h"
 #include "checkpoint.h"
 
-extern const char sq__graph_ir[]; /* the graph IR text, from the generated part of the library */
+/* from the generated object (src/backend/llvm/module.c) */
+extern const char sq__graph_ir[];
+extern const char sq__target[];
+extern const InterpKernel sq__kernels[];
+extern const int64_t sq__nkernels;
 
 struct sq_model {
   Graph *g;
@@ -55,7 +60,7 @@ const sq_model_info *sq_info(void) {
     info.input_size = x >= 0 ? shape_numel(&ir_node(g, x)->shape) / g->batch : 0;
     info.output_size = g->outputs.n ? shape_numel(&ir_node(g, g->outputs.v[0].node)->shape) / g->batch : 0;
     info.bits = g->quant.bits;
-    info.target = "reference";
+    info.target = sq__target;
     ir_free(g);
     info.name = name;
   }
@@ -82,6 +87,7 @@ sq_status sq_create(sq_model **out, uint64_t seed) {
   m->out = g->outputs.n ? g->outputs.v[0].node : -1;
   m->threads = 1;
   m->it = interp_new(g, seed);
+  interp_set_kernels(m->it, sq__kernels, sq__nkernels);
   *out = m;
   return SQ_OK;
 }

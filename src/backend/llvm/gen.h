@@ -1,0 +1,27 @@
+/* gen.h: what the LLVM backend's files share: the context, common types, counted loops. */
+#ifndef SQ_BACKEND_LLVM_GEN_H
+#define SQ_BACKEND_LLVM_GEN_H
+#include <llvm-c/Core.h>
+#include "llvm_backend.h"
+
+typedef struct {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef i8, i32, i64, f32, ptr, kernel_type;
+} Gen;
+
+typedef struct { LLVMBasicBlockRef head, exit; LLVMValueRef iv; } Loop;
+
+LLVMValueRef gen_i64(Gen *g, int64_t v);
+/* A function void(ptr in, ptr out, ptr scales) with internal linkage; the builder is at its entry. */
+LLVMValueRef gen_kernel_function(Gen *g, const char *name);
+/* A stack slot in the function's entry block (promoted to a register by the optimizer). */
+LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);
+/* for (iv = 0; iv < n; iv++): returns iv with the builder in the body. */
+LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name);
+/* Closes the loop; vec > 1 asks the vectorizer for that width (llvm.loop metadata). */
+void gen_loop_end(Gen *g, Loop *l, int vec);
+
+LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
+#endif

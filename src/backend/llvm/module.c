@@ -1,0 +1,158 @@
+/* module.c: builds the library module (graph IR, target name, kernel table, kernels), checks
+ * it with LLVMVerifyModule, optimises it with LLVMRunPasses and emits it through the target's
+ * TargetMachine. */
+#include <stdlib.h>
+#include <string.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include "../../ir/print.h"
+#include "gen.h"
+
+LLVMValueRef gen_i64(Gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+
+LLVMValueRef gen_kernel_function(Gen *g, const char *name) {
+  LLVMValueRef fn = LLVMAddFunction(g->mod, name, g->kernel_type);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  for (unsigned i = 0; i < 3; i++) { /* the three pointers never alias each other's elements */
+    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
+    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(g->ctx, kind, 0));
+  }
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
+  return fn;
+}
+
+LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name) {
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)));
+  LLVMBuilderRef tmp = LLVMCreateBuilderInContext(g->ctx);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(tmp, first);
+  else LLVMPositionBuilderAtEnd(tmp, entry);
+  LLVMValueRef slot = LLVMBuildAlloca(tmp, t, name);
+  LLVMDisposeBuilder(tmp);
+  return slot;
+}
+
+LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+  l->head = LLVMAppendBasicBlockInContext(g->ctx, fn, name);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->ctx, fn, "body");
+  l->exit = LLVMAppendBasicBlockInContext(g->ctx, fn, "exit");
+  LLVMBuildBr(g->b, l->head);
+  LLVMPositionBuilderAtEnd(g->b, l->head);
+  l->iv = LLVMBuildPhi(g->b, g->i64, name);
+  LLVMValueRef zero = gen_i64(g, 0);
+  LLVMAddIncoming(l->iv, &zero, &pre, 1);
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, l->iv, n, "more"), body, l->exit);
+  LLVMPositionBuilderAtEnd(g->b, body);
+  return l->iv;
+}
+
+/* llvm.loop metadata asking for vectorize.width = vec (a self-referencing node) */
+static void vector_width_hint(Gen *g, LLVMValueRef br, int vec) {
+  LLVMMetadataRef width[2] = {LLVMMDStringInContext2(g->ctx, "llvm.loop.vectorize.width", 25),
+                              LLVMValueAsMetadata(LLVMConstInt(g->i32, (unsigned)vec, 0))};
+  LLVMMetadataRef enable[2] = {LLVMMDStringInContext2(g->ctx, "llvm.loop.vectorize.enable", 26),
+                               LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(g->ctx), 1, 0))};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->ctx, NULL, 0);
+  LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(g->ctx, width, 2), LLVMMDNodeInContext2(g->ctx, enable, 2)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(g->ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(tmp, loop);
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(g->ctx, "llvm.loop", 9), LLVMMetadataAsValue(g->ctx, loop));
+}
+
+void gen_loop_end(Gen *g, Loop *l, int vec) {
+  LLVMValueRef next = LLVMBuildAdd(g->b, l->iv, gen_i64(g, 1), "next");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+  LLVMValueRef br = LLVMBuildBr(g->b, l->head);
+  if (vec > 1) vector_width_hint(g, br, vec);
+  LLVMAddIncoming(l->iv, &next, &latch, 1);
+  LLVMPositionBuilderAtEnd(g->b, l->exit);
+}
+
+static LLVMValueRef const_string(Gen *g, const char *name, const char *text) {
+  LLVMValueRef init = LLVMConstStringInContext(g->ctx, text, (unsigned)strlen(text), 0);
+  LLVMValueRef gv = LLVMAddGlobal(g->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(gv, init);
+  LLVMSetGlobalConstant(gv, 1);
+  return gv;
+}
+
+static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *plan, const LlvmTarget *t) {
+  g->mod = LLVMModuleCreateWithNameInContext(gr->name, g->ctx);
+  LLVMSetTarget(g->mod, t->triple);
+  char *ir = ir_print(gr);
+  const_string(g, "sq__graph_ir", ir);
+  free(ir);
+  char *target = plan ? xasprintf("llvm %s (%s, %s)", t->name, t->cpu, t->isa) : xstrdup("reference");
+  const_string(g, "sq__target", target);
+  free(target);
+  int n = gr->nodes.n;
+  LLVMValueRef *table = xmalloc(sizeof(LLVMValueRef) * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++) table[i] = LLVMConstPointerNull(g->ptr);
+  for (int i = 0; plan && i < plan->gemm.n; i++) {
+    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->gemm.v[i].node)->name);
+    table[plan->gemm.v[i].node] = gen_gemm(g, &plan->gemm.v[i], name);
+    free(name);
+  }
+  LLVMValueRef arr = LLVMConstArray2(g->ptr, table, (uint64_t)n);
+  LLVMValueRef kt = LLVMAddGlobal(g->mod, LLVMTypeOf(arr), "sq__kernels");
+  LLVMSetInitializer(kt, arr);
+  LLVMSetGlobalConstant(kt, 1);
+  LLVMValueRef nk = LLVMAddGlobal(g->mod, g->i64, "sq__nkernels");
+  LLVMSetInitializer(nk, gen_i64(g, n));
+  LLVMSetGlobalConstant(nk, 1);
+  free(table);
+  return g->mod;
+}
+
+int llvm_emit(const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, LlvmEmit what, const char *path, FILE *err) {
+  Gen g = {0};
+  g.ctx = LLVMContextCreate();
+  g.b = LLVMCreateBuilderInContext(g.ctx);
+  g.i8 = LLVMInt8TypeInContext(g.ctx), g.i32 = LLVMInt32TypeInContext(g.ctx), g.i64 = LLVMInt64TypeInContext(g.ctx);
+  g.f32 = LLVMFloatTypeInContext(g.ctx), g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
+  LLVMTypeRef params[3] = {g.ptr, g.ptr, g.ptr};
+  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 3, 0);
+  LLVMModuleRef mod = build_module(&g, gr, plan, t);
+  char *msg = NULL;
+  if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+    char *dump = LLVMPrintModuleToString(mod);
+    fprintf(err, "%s\n", dump);
+    SQ_INTERNAL("the generated LLVM module is invalid: %s", msg);
+  }
+  LLVMDisposeMessage(msg);
+  LLVMTargetRef target;
+  if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
+    fprintf(err, "sqc: error: LLVM has no target for %s: %s\n", t->triple, msg);
+    LLVMDisposeMessage(msg);
+    return 0;
+  }
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, LLVMCodeGenLevelAggressive,
+                                                    LLVMRelocPIC, LLVMCodeModelDefault);
+  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(mod, layout);
+  LLVMDisposeTargetData(layout);
+  LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, opts);
+  LLVMDisposePassBuilderOptions(opts);
+  if (e) SQ_INTERNAL("LLVMRunPasses failed: %s", LLVMGetErrorMessage(e));
+  int ok = 1;
+  if (what == EMIT_LLVM) {
+    if (LLVMPrintModuleToFile(mod, path, &msg)) ok = 0;
+  } else if (LLVMTargetMachineEmitToFile(tm, mod, path, what == EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile, &msg)) {
+    ok = 0;
+  }
+  if (!ok) {
+    fprintf(err, "sqc: error: cannot write '%s': %s\n", path, msg ? msg : "LLVM error");
+    LLVMDisposeMessage(msg);
+  }
+  LLVMDisposeTargetMachine(tm);
+  LLVMDisposeBuilder(g.b);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(g.ctx);
+  return ok;
+}

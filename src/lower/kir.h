@@ -1,0 +1,33 @@
+/* kir.h: the kernel IR, the level of loops: one kernel per graph node that a code generator
+ * compiles, with its loop bounds, element strides and operand types fixed, and the vector width
+ * of its innermost loop chosen for the target. `lower` makes every such decision once; backends
+ * translate kernels and decide nothing. Nodes without a kernel run their reference body. */
+#ifndef SQ_LOWER_KIR_H
+#define SQ_LOWER_KIR_H
+#include "../ir/graph.h"
+
+typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
+
+/* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or
+ * int32), then * (scale_a * scale_b) for integer operands, then + bias[n]. Element (m,k) of A
+ * is at b*a_bs + m*a_sm + k*a_sk; element (k,n) of B at b*b_bs + k*b_sk + n*b_sn. */
+typedef struct {
+  int node;
+  int64_t batch, M, N, K;
+  int64_t a_bs, a_sm, a_sk, b_bs, b_sk, b_sn;
+  KElem a, b;
+  int bias;  /* input 2 is a bias of N floats */
+  int vec;   /* vector width (lanes) of the loop over n */
+} GemmKernel;
+
+typedef struct {
+  VEC(GemmKernel) gemm;
+  int vec_f32; /* the target's f32 lanes per vector register */
+} KernelPlan;
+
+/* Chooses a kernel for every GEMM node (linear, matmul, qlinear, qmatmul, in any role) whose
+ * int32 accumulation provably cannot overflow. vec_f32: lanes of the target's vectors. */
+KernelPlan *lower_graph(const Graph *g, int vec_f32);
+void kir_free(KernelPlan *p);
+char *kir_print(const Graph *g, const KernelPlan *p); /* --emit=kir */
+#endif

@@ -1,0 +1,80 @@
+/* lower.c: graph IR -> kernel IR. GEMM nodes become GemmKernels with the strides of their
+ * operands' row-major layouts (transposes and weight orientation are strides, never copies). */
+#include <stdlib.h>
+#include "../ops/rules.h"
+#include "kir.h"
+
+/* Signedness of a q8 tensor: from the quantize node it comes from (through reshapes). */
+static KElem q8_elem(const Graph *g, int id) {
+  const Node *n = ir_node(g, id);
+  while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
+  return n->kind == NK_OP && n->op == OP_quantize && ir_int(n, "unsigned") ? KE_U8 : KE_I8;
+}
+
+static KElem elem_of(const Graph *g, int id) { return ir_node(g, id)->dtype == DT_Q8 ? q8_elem(g, id) : KE_F32; }
+
+static int max_abs(KElem e) { return e == KE_U8 ? 255 : e == KE_I8 ? 127 : 0; }
+
+static int gemm_of(const Graph *g, const Node *n, int vec, GemmKernel *k) {
+  const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
+  *k = (GemmKernel){.node = n->id, .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .vec = vec};
+  if (n->op == OP_linear || n->op == OP_qlinear) {
+    k->K = a->shape.d[a->shape.rank - 1];
+    k->N = ir_int(n, "out");
+    k->M = shape_numel(&a->shape) / k->K;
+    k->batch = 1;
+    k->a_sm = k->K, k->a_sk = 1, k->b_sk = 1, k->b_sn = k->K;
+    k->bias = 1;
+  } else if (n->op == OP_matmul || n->op == OP_qmatmul) {
+    int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
+    const Shape *as = &a->shape, *bs = &b->shape;
+    k->M = as->d[as->rank - (ta ? 1 : 2)];
+    k->K = as->d[as->rank - (ta ? 2 : 1)];
+    k->N = bs->d[bs->rank - (tb ? 2 : 1)];
+    k->batch = shape_numel(&n->shape) / (k->M * k->N);
+    k->a_sm = ta ? 1 : k->K, k->a_sk = ta ? k->M : 1;
+    k->b_sk = tb ? 1 : k->N, k->b_sn = tb ? k->K : 1;
+    k->a_bs = as->rank > 2 ? k->M * k->K : 0;
+    k->b_bs = bs->rank > 2 ? k->K * k->N : 0;
+  } else {
+    return 0;
+  }
+  if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
+  /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
+  if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
+  return 1;
+}
+
+KernelPlan *lower_graph(const Graph *g, int vec_f32) {
+  KernelPlan *p = xcalloc(1, sizeof *p);
+  p->vec_f32 = vec_f32;
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *n = ir_node(g, id);
+    GemmKernel k;
+    if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
+  }
+  return p;
+}
+
+void kir_free(KernelPlan *p) {
+  if (!p) return;
+  VEC_FREE(p->gemm);
+  free(p);
+}
+
+char *kir_print(const Graph *g, const KernelPlan *p) {
+  static const char *const elem[] = {"f32", "i8", "u8"};
+  StrBuf b = {0};
+  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n, p->vec_f32);
+  for (int i = 0; i < p->gemm.n; i++) {
+    const GemmKernel *k = &p->gemm.v[i];
+    const Node *n = ir_node(g, k->node);
+    sb_printf(&b, "gemm %%%s (%s): batch=%lld M=%lld N=%lld K=%lld A=%s[bs=%lld,m=%lld,k=%lld] "
+                  "B=%s[bs=%lld,k=%lld,n=%lld]%s%s vec=%d\n",
+              n->name, op_info[n->op].name, (long long)k->batch, (long long)k->M, (long long)k->N, (long long)k->K,
+              elem[k->a], (long long)k->a_bs, (long long)k->a_sm, (long long)k->a_sk, elem[k->b], (long long)k->b_bs,
+              (long long)k->b_sk, (long long)k->b_sn, k->a == KE_F32 ? "" : " acc=i32 dequant=scale_a*scale_b",
+              k->bias ? " +bias" : "", k->vec);
+  }
+  return sb_take(&b);
+}
