@@ -184,12 +184,21 @@ int main(int argc, char **argv) {
   Dataset train, test;
   char *err = NULL;
   const char *dir = c.data ? c.data : fmnist_default_dir();
+  int loaded = 0;
   if (!info || info->input_size != 784) {
     fprintf(stderr, "sqtrain: error: %s does not take 28x28 images (784 values per sample)\n", libpath);
-    return 1;
-  }
-  if (!fmnist_load(dir, "train", &train, &err) || !fmnist_load(dir, "t10k", &test, &err)) {
+  } else if (!fmnist_load(dir, "train", &train, &err)) {
     fprintf(stderr, "sqtrain: error: %s\n", err);
+  } else if (!fmnist_load(dir, "t10k", &test, &err)) {
+    fprintf(stderr, "sqtrain: error: %s\n", err);
+    fmnist_free(&train);
+  } else {
+    loaded = 1;
+  }
+  if (!loaded) {
+    free(err);
+    config_free(&c);
+    dlclose(handle);
     return 1;
   }
   float mean, std;
@@ -198,19 +207,26 @@ int main(int argc, char **argv) {
   fmnist_normalize(&test, mean, std);
   sq_model *m = NULL;
   int status = 0;
+  FILE *csv = NULL;
+  int64_t *order = NULL;
+  float *x = NULL;
+  int32_t *y = NULL;
+  int64_t B = info->batch, n = c.limit && c.limit < train.n ? c.limit : train.n, steps = n / B, first_step = 0;
   if (L.create(&m, c.seed) != SQ_OK || L.set_threads(m, c.threads) != SQ_OK) {
     fprintf(stderr, "sqtrain: error: cannot create the model: %s\n", m ? L.last_error(m) : "out of memory");
-    return 1;
+    status = 1;
+    goto done;
   }
-  int64_t B = info->batch, n = c.limit && c.limit < train.n ? c.limit : train.n, steps = n / B, first_step = 0;
   if (steps == 0) {
     fprintf(stderr, "sqtrain: error: %lld images are fewer than one batch of %lld\n", (long long)n, (long long)B);
-    return 1;
+    status = 1;
+    goto done;
   }
   if (c.resume) {
     if (L.load(m, c.resume) != SQ_OK) {
       fprintf(stderr, "sqtrain: error: cannot resume: %s\n", L.last_error(m));
-      return 1;
+      status = 1;
+      goto done;
     }
     first_step = L.step(m);
   }
@@ -222,18 +238,18 @@ int main(int argc, char **argv) {
          info->name, info->bits, info->target, (long long)n, (long long)B, c.epochs, c.lr, (unsigned long long)c.seed,
          c.threads);
   if (c.resume) printf("resumed from %s at step %lld\n", c.resume, (long long)first_step);
-  FILE *csv = NULL;
   if (c.csv && !(csv = fopen(c.csv, c.resume ? "a" : "w"))) {
     fprintf(stderr, "sqtrain: error: cannot write %s: %s\n", c.csv, strerror(errno));
-    return 1;
+    status = 1;
+    goto done;
   }
   if (csv && !c.resume) fprintf(csv, "epoch,step,lr,train_loss,train_accuracy,test_accuracy,seconds,images_per_second\n");
   struct sigaction sa = {0};
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, NULL);
-  int64_t *order = xmalloc(sizeof(int64_t) * (size_t)n);
-  float *x = xmalloc(sizeof(float) * (size_t)(B * 784));
-  int32_t *y = xmalloc(sizeof(int32_t) * (size_t)B);
+  order = xmalloc(sizeof(int64_t) * (size_t)n);
+  x = xmalloc(sizeof(float) * (size_t)(B * 784));
+  y = xmalloc(sizeof(int32_t) * (size_t)B);
   for (int e = (int)(first_step / steps); e < c.epochs && !status; e++) {
     for (int64_t i = 0; i < n; i++) order[i] = i;
     for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates keyed by (seed, epoch): resumable */
@@ -295,13 +311,16 @@ int main(int argc, char **argv) {
     }
   }
   if (csv) fclose(csv);
+  csv = NULL;
   if (!status && c.plot) {
     if (!c.csv) fprintf(stderr, "sqtrain: error: --plot needs --csv (the curves are drawn from the log)\n"), status = 1;
     else if (!plot(c.plot, c.csv)) fprintf(stderr, "sqtrain: error: gnuplot could not draw %s (is gnuplot installed?)\n", c.plot), status = 1;
     else printf("curves written to %s\n", c.plot);
   }
+done:
+  if (csv) fclose(csv);
   free(order), free(x), free(y);
-  L.destroy(m);
+  if (m) L.destroy(m);
   fmnist_free(&train);
   fmnist_free(&test);
   config_free(&c);
