@@ -20,8 +20,22 @@ typedef struct {
   int vec;   /* vector width (lanes) of the loop over n */
 } GemmKernel;
 
+/* Integer convolution (qconv2d and its gradients), NCHW, every tap in the padding skipped:
+ *   fwd: y[n,o,oh,ow] = (sum over c in o's group, kh, kw of x*w) * scale + bias[o]
+ *   dx:  dx[n,c,ih,iw] = (sum over o in c's group, kh, kw with oh*s - p + kh = ih ... of dy*w) * scale
+ *   dw:  dw[o,c,kh,kw] = (sum over n, oh, ow of dy*x) * scale
+ * Integer sums are exact in any order, so each output is one dot product. */
+typedef enum { CONV_FWD, CONV_DX, CONV_DW } ConvKind;
+typedef struct {
+  int node;
+  ConvKind kind;
+  int64_t N, C, H, W, O, Ho, Wo, k, s, p, g;
+  KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
+} ConvKernel;
+
 typedef struct {
   VEC(GemmKernel) gemm;
+  VEC(ConvKernel) conv;
   int vec_f32; /* the target's f32 lanes per vector register */
 } KernelPlan;
 

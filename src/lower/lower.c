@@ -45,13 +45,35 @@ static int gemm_of(const Graph *g, const Node *n, int vec, GemmKernel *k) {
   return 1;
 }
 
+static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
+  ConvKind kind;
+  if (n->op == OP_qconv2d) kind = CONV_FWD;
+  else if (n->op == OP_qconv2d_dx) kind = CONV_DX;
+  else if (n->op == OP_qconv2d_dw) kind = CONV_DW;
+  else return 0;
+  /* the input image's shape: fwd and dw read it as input 0 resp. 1, dx as input 2 */
+  const Shape *x = &ir_in(g, n, kind == CONV_FWD ? 0 : kind == CONV_DX ? 2 : 1)->shape;
+  const Shape *w = kind == CONV_DW ? &n->shape : &ir_in(g, n, 1)->shape;
+  *k = (ConvKernel){.node = n->id, .kind = kind, .N = x->d[0], .C = x->d[1], .H = x->d[2], .W = x->d[3], .O = w->d[0],
+                    .k = ir_int(n, "kernel"), .s = ir_int(n, "stride"), .p = ir_int(n, "padding"), .g = ir_int(n, "groups"),
+                    .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1])};
+  k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
+  k->Wo = (k->W + 2 * k->p - k->k) / k->s + 1;
+  double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
+              : kind == CONV_DX  ? (double)(k->O / k->g * k->k * k->k)
+                                 : (double)(k->N * k->Ho * k->Wo);
+  return k->a != KE_F32 && k->b != KE_F32 && taps * max_abs(k->a) * max_abs(k->b) < 2147483648.0;
+}
+
 KernelPlan *lower_graph(const Graph *g, int vec_f32) {
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = ir_node(g, id);
     GemmKernel k;
+    ConvKernel ck;
     if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
+    if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
   }
   return p;
 }
@@ -59,13 +81,14 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32) {
 void kir_free(KernelPlan *p) {
   if (!p) return;
   VEC_FREE(p->gemm);
+  VEC_FREE(p->conv);
   free(p);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const elem[] = {"f32", "i8", "u8"};
   StrBuf b = {0};
-  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n, p->vec_f32);
+  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n, p->vec_f32);
   for (int i = 0; i < p->gemm.n; i++) {
     const GemmKernel *k = &p->gemm.v[i];
     const Node *n = ir_node(g, k->node);
@@ -75,6 +98,14 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               elem[k->a], (long long)k->a_bs, (long long)k->a_sm, (long long)k->a_sk, elem[k->b], (long long)k->b_bs,
               (long long)k->b_sk, (long long)k->b_sn, k->a == KE_F32 ? "" : " acc=i32 dequant=scale_a*scale_b",
               k->bias ? " +bias" : "", k->vec);
+  }
+  static const char *const kinds[] = {"fwd", "dx", "dw"};
+  for (int i = 0; i < p->conv.n; i++) {
+    const ConvKernel *k = &p->conv.v[i];
+    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=i32\n",
+              ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
+              (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
+              (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b]);
   }
   return sb_take(&b);
 }

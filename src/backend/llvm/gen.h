@@ -24,4 +24,5 @@ LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name);
 void gen_loop_end(Gen *g, Loop *l, int vec);
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
+LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name);
 #endif

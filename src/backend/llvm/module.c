@@ -98,6 +98,11 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
     table[plan->gemm.v[i].node] = gen_gemm(g, &plan->gemm.v[i], name);
     free(name);
   }
+  for (int i = 0; plan && i < plan->conv.n; i++) {
+    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->conv.v[i].node)->name);
+    table[plan->conv.v[i].node] = gen_conv(g, &plan->conv.v[i], name);
+    free(name);
+  }
   LLVMValueRef arr = LLVMConstArray2(g->ptr, table, (uint64_t)n);
   LLVMValueRef kt = LLVMAddGlobal(g->mod, LLVMTypeOf(arr), "sq__kernels");
   LLVMSetInitializer(kt, arr);

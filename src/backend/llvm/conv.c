@@ -1,0 +1,113 @@
+/* conv.c: LLVM code for integer convolutions (ConvKernel), one i32 dot product per output.
+ * Taps in the padding contribute 0: their index is clamped to 0 (a valid address) and the
+ * product is selected away, so the loops have no branches. Dequantization as the reference:
+ * (float)acc * (scale_a * scale_b) + bias (or + 0.0). */
+#include <llvm-c/Core.h>
+#include "gen.h"
+
+typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; } Dot;
+
+static LLVMValueRef c64(Gen *g, int64_t v) { return gen_i64(g, v); }
+static LLVMValueRef add(Gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(g->b, x, y, ""); }
+static LLVMValueRef mul(Gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildMul(g->b, x, y, ""); }
+static LLVMValueRef lin(Gen *g, LLVMValueRef i, int64_t n, LLVMValueRef j) { return add(g, mul(g, i, c64(g, n)), j); }
+static LLVMValueRef land(Gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAnd(g->b, x, y, ""); }
+static LLVMValueRef in_range(Gen *g, LLVMValueRef v, int64_t hi) { /* 0 <= v < hi */
+  return land(g, LLVMBuildICmp(g->b, LLVMIntSGE, v, c64(g, 0), ""), LLVMBuildICmp(g->b, LLVMIntSLT, v, c64(g, hi), ""));
+}
+
+static LLVMValueRef load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef index) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, g->i8, LLVMBuildGEP2(g->b, g->i8, base, &index, 1, ""), "q");
+  return e == KE_U8 ? LLVMBuildZExt(g->b, v, g->i32, "") : LLVMBuildSExt(g->b, v, g->i32, "");
+}
+
+/* acc += valid ? a[ai] * b[bi] : 0, with out-of-range indices replaced by 0 */
+static void accumulate(Dot *d, LLVMValueRef valid, LLVMValueRef ai, LLVMValueRef bi) {
+  Gen *g = d->g;
+  LLVMValueRef zero = c64(g, 0);
+  ai = LLVMBuildSelect(g->b, valid, ai, zero, "");
+  bi = LLVMBuildSelect(g->b, valid, bi, zero, "");
+  LLVMValueRef p = mul(g, load_q(g, d->ea, d->a, ai), load_q(g, d->eb, d->b, bi));
+  p = LLVMBuildSelect(g->b, valid, p, LLVMConstInt(g->i32, 0, 0), "");
+  LLVMBuildStore(g->b, add(g, LLVMBuildLoad2(g->b, g->i32, d->acc, ""), p), d->acc);
+}
+
+static void store_output(Gen *g, LLVMValueRef out, LLVMValueRef index, LLVMValueRef acc, LLVMValueRef scale, LLVMValueRef bias_value) {
+  LLVMValueRef y = LLVMBuildFMul(g->b, LLVMBuildSIToFP(g->b, LLVMBuildLoad2(g->b, g->i32, acc, ""), g->f32, ""), scale, "");
+  y = LLVMBuildFAdd(g->b, y, bias_value ? bias_value : LLVMConstReal(g->f32, 0.0), "");
+  LLVMBuildStore(g->b, y, LLVMBuildGEP2(g->b, g->f32, out, &index, 1, ""));
+}
+
+LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
+  LLVMValueRef fn = gen_kernel_function(g, name);
+  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), scales = LLVMGetParam(fn, 2);
+  LLVMValueRef ptrs[3];
+  for (int i = 0; i < 3; i++) {
+    LLVMValueRef idx = c64(g, i);
+    ptrs[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, in, &idx, 1, ""), "in");
+  }
+  LLVMValueRef s0 = c64(g, 0), s1 = c64(g, 1);
+  LLVMValueRef scale = LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s0, 1, ""), ""),
+                                     LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s1, 1, ""), ""), "scale");
+  Dot d = {g, gen_entry_alloca(g, g->i32, "acc"), ptrs[0], ptrs[1], k->a, k->b};
+  int64_t cpg = k->C / k->g, opg = k->O / k->g;
+  Loop l1, l2, l3, l4, r1, r2, r3;
+  LLVMValueRef zero32 = LLVMConstInt(g->i32, 0, 0);
+  if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = bias */
+    LLVMValueRef nn = gen_loop_begin(g, &l1, c64(g, k->N), "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
+    LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
+    LLVMValueRef oh = gen_loop_begin(g, &l3, c64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l4, c64(g, k->Wo), "ow");
+    LLVMBuildStore(g->b, zero32, d.acc);
+    LLVMValueRef ci = gen_loop_begin(g, &r1, c64(g, cpg), "ci"), kh = gen_loop_begin(g, &r2, c64(g, k->k), "kh");
+    LLVMValueRef kw = gen_loop_begin(g, &r3, c64(g, k->k), "kw");
+    LLVMValueRef ih = add(g, mul(g, oh, c64(g, k->s)), add(g, kh, c64(g, -k->p)));
+    LLVMValueRef iw = add(g, mul(g, ow, c64(g, k->s)), add(g, kw, c64(g, -k->p)));
+    LLVMValueRef valid = land(g, in_range(g, ih, k->H), in_range(g, iw, k->W));
+    LLVMValueRef xi = lin(g, lin(g, lin(g, nn, k->C, add(g, g0, ci)), k->H, ih), k->W, iw);
+    LLVMValueRef wi = lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw);
+    accumulate(&d, valid, xi, wi);
+    gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
+    LLVMValueRef bias = LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, ptrs[2], &o, 1, ""), "bias");
+    store_output(g, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), d.acc, scale, bias);
+    gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+  } else if (k->kind == CONV_DX) { /* a = dy, b = w: gather every output tap that reads x[n,c,ih,iw] */
+    LLVMValueRef nn = gen_loop_begin(g, &l1, c64(g, k->N), "n"), c = gen_loop_begin(g, &l2, c64(g, k->C), "c");
+    LLVMValueRef grp = LLVMBuildSDiv(g->b, c, c64(g, cpg), ""), ci = LLVMBuildSRem(g->b, c, c64(g, cpg), "");
+    LLVMValueRef ih = gen_loop_begin(g, &l3, c64(g, k->H), "ih"), iw = gen_loop_begin(g, &l4, c64(g, k->W), "iw");
+    LLVMBuildStore(g->b, zero32, d.acc);
+    LLVMValueRef oo = gen_loop_begin(g, &r1, c64(g, opg), "oo"), kh = gen_loop_begin(g, &r2, c64(g, k->k), "kh");
+    LLVMValueRef kw = gen_loop_begin(g, &r3, c64(g, k->k), "kw");
+    LLVMValueRef o = add(g, mul(g, grp, c64(g, opg)), oo);
+    LLVMValueRef th = add(g, ih, add(g, c64(g, k->p), LLVMBuildNeg(g->b, kh, ""))), tw = add(g, iw, add(g, c64(g, k->p), LLVMBuildNeg(g->b, kw, "")));
+    LLVMValueRef nonneg = land(g, LLVMBuildICmp(g->b, LLVMIntSGE, th, c64(g, 0), ""), LLVMBuildICmp(g->b, LLVMIntSGE, tw, c64(g, 0), ""));
+    th = LLVMBuildSelect(g->b, nonneg, th, c64(g, 0), ""), tw = LLVMBuildSelect(g->b, nonneg, tw, c64(g, 0), "");
+    LLVMValueRef oh = LLVMBuildSDiv(g->b, th, c64(g, k->s), ""), ow = LLVMBuildSDiv(g->b, tw, c64(g, k->s), "");
+    LLVMValueRef exact = land(g, LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildSRem(g->b, th, c64(g, k->s), ""), c64(g, 0), ""),
+                              LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildSRem(g->b, tw, c64(g, k->s), ""), c64(g, 0), ""));
+    LLVMValueRef valid = land(g, land(g, nonneg, exact), land(g, in_range(g, oh, k->Ho), in_range(g, ow, k->Wo)));
+    LLVMValueRef yi = lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow);
+    LLVMValueRef wi = lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw);
+    accumulate(&d, valid, yi, wi);
+    gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
+    store_output(g, out, lin(g, lin(g, lin(g, nn, k->C, c), k->H, ih), k->W, iw), d.acc, scale, NULL);
+    gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+  } else { /* CONV_DW: a = dy, b = x */
+    LLVMValueRef o = gen_loop_begin(g, &l1, c64(g, k->O), "o"), ci = gen_loop_begin(g, &l2, c64(g, cpg), "ci");
+    LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
+    LLVMValueRef kh = gen_loop_begin(g, &l3, c64(g, k->k), "kh"), kw = gen_loop_begin(g, &l4, c64(g, k->k), "kw");
+    LLVMBuildStore(g->b, zero32, d.acc);
+    LLVMValueRef nn = gen_loop_begin(g, &r1, c64(g, k->N), "n"), oh = gen_loop_begin(g, &r2, c64(g, k->Ho), "oh");
+    LLVMValueRef ow = gen_loop_begin(g, &r3, c64(g, k->Wo), "ow");
+    LLVMValueRef ih = add(g, mul(g, oh, c64(g, k->s)), add(g, kh, c64(g, -k->p)));
+    LLVMValueRef iw = add(g, mul(g, ow, c64(g, k->s)), add(g, kw, c64(g, -k->p)));
+    LLVMValueRef valid = land(g, in_range(g, ih, k->H), in_range(g, iw, k->W));
+    LLVMValueRef yi = lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow);
+    LLVMValueRef xi = lin(g, lin(g, lin(g, nn, k->C, add(g, g0, ci)), k->H, ih), k->W, iw);
+    accumulate(&d, valid, yi, xi);
+    gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
+    store_output(g, out, lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw), d.acc, scale, NULL);
+    gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+  }
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
