@@ -19,7 +19,7 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 
 # Debian packages this project needs to build and test.
 DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev llvm-19-dev dataset-fashion-mnist \
-               python3 python3-numpy gnuplot-nox
+               python3 python3-numpy gnuplot-nox gcc-aarch64-linux-gnu qemu-user
 
 # Objects are rebuilt when the flags change (a stamp file named after their hash).
 FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CFLAGS_ALL) $(WARN)' | cksum | cut -d' ' -f1)

@@ -20,5 +20,7 @@ echo "== diagnostics (tests/errors)"
 sh "$root/tests/errors/run.sh" "$BUILD/sqc" || status=1
 echo "== command line (tests/cli.sh)"
 sh "$root/tests/cli.sh" "$BUILD/sqc" || status=1
+echo "== AArch64 under qemu (tests/cross.sh)"
+sh "$root/tests/cross.sh" "$BUILD/sqc" || status=1
 [ $status -eq 0 ] && echo "all tests passed ($BUILD)" || echo "SOME TESTS FAILED ($BUILD)"
 exit $status

@@ -1,0 +1,32 @@
+#!/bin/sh
+# tests/cross.sh SQC: AArch64 objects from the LLVM backend, cross-linked with
+# gcc-aarch64-linux-gnu against the reference executor and run under qemu-aarch64: the generated
+# kernels must train bit-identically to the reference bodies (tests/cross/kernel_match.c).
+# Skips with a message when the cross tools are absent.
+set -u
+sqc=$1
+root=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  echo "skip: AArch64 tests need gcc-aarch64-linux-gnu and qemu-user (make deps installs them)"
+  exit 0
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+src="src/base/util.c src/base/diag.c src/ir/graph.c src/ir/read.c src/ir/print.c src/interp/interp.c
+     runtime/rng.c runtime/numerics.c runtime/threads.c $(ls "$root"/src/ops/*.c | sed "s|$root/||")"
+for m in "examples/mlp.sq 8" "examples/mlp.sq 8 --bits 32" "tests/models/conv_strided.sq 3"; do
+  set -- $m
+  model=$1 batch=$2; shift 2
+  name=$(basename "$model" .sq)$*
+  if "$sqc" "$root/$model" --batch "$batch" "$@" --target=aarch64 --emit=obj -o "$tmp/model.o" &&
+     (cd "$root" && aarch64-linux-gnu-gcc -std=c17 -O2 -ffp-contract=off -D_POSIX_C_SOURCE=200809L \
+        tests/cross/kernel_match.c $src "$tmp/model.o" -lm -pthread -o "$tmp/match") &&
+     qemu-aarch64 -L /usr/aarch64-linux-gnu "$tmp/match" >"$tmp/out" 2>&1 && grep -q " 3 passed, 0 failed" "$tmp/out"; then
+    pass=$((pass + 1))
+  else
+    echo "FAIL aarch64 $name:"; cat "$tmp/out" 2>/dev/null; fail=$((fail + 1))
+  fi
+done
+echo "aarch64: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
