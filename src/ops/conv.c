@@ -29,14 +29,14 @@ int conv2d_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, shape_make(4, (int64_t[]){q.N, q.O, q.Ho, q.Wo}));
 }
 
-void conv2d_grad(GradCtx *c, const Node *n, int dy) {
+void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode dw_op) {
   if (grad_needed(c, n->in[0])) {
-    Node *dx = GRAD_OP(c, n, OP_conv2d_dx, dy, n->in[1], n->in[0]);
+    Node *dx = GRAD_OP(c, n, dx_op, g, n->in[1], n->in[0]);
     ir_copy_attrs(dx, n);
     grad_accum(c, n->in[0], grad_finish(c, dx));
   }
   if (grad_needed(c, n->in[1])) {
-    Node *dw = GRAD_OP(c, n, OP_conv2d_dw, dy, n->in[0], n->in[1]);
+    Node *dw = GRAD_OP(c, n, dw_op, g, n->in[0], n->in[1]);
     ir_copy_attrs(dw, n);
     grad_accum(c, n->in[1], grad_finish(c, dw));
   }
@@ -46,6 +46,8 @@ void conv2d_grad(GradCtx *c, const Node *n, int dy) {
     grad_accum(c, n->in[2], grad_finish(c, db));
   }
 }
+
+void conv2d_grad(GradCtx *c, const Node *n, int dy) { conv_grads(c, n, dy, dy, OP_conv2d_dx, OP_conv2d_dw); }
 
 int conv2d_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);

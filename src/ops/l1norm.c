@@ -20,36 +20,11 @@ int l1_layernorm_dx_shape(ShapeCtx *c, Node *n) { return layernorm_dx_shape(c, n
 int l1_layernorm_dgamma_shape(ShapeCtx *c, Node *n) { return layernorm_dgamma_shape(c, n); }
 
 /* The gradient graph has the L2 form's structure with the L1 ops in it. */
-static void l1_grad(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, const int64_t *axes, int naxes) {
-  if (grad_needed(c, n->in[0])) {
-    Node *dx = GRAD_OP(c, n, dx_op, dy, n->in[0], n->in[1]);
-    ir_copy_attrs(dx, n);
-    grad_accum(c, n->in[0], grad_finish(c, dx));
-  }
-  if (grad_needed(c, n->in[1])) {
-    Node *dg = GRAD_OP(c, n, dg_op, dy, n->in[0]);
-    ir_copy_attrs(dg, n);
-    grad_accum(c, n->in[1], grad_finish(c, dg));
-  }
-  if (grad_needed(c, n->in[2])) {
-    Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
-    ir_set_list(db, "axes", axes, naxes);
-    grad_accum(c, n->in[2], grad_finish(c, db));
-  }
-}
-
 void l1_batchnorm_grad(GradCtx *c, const Node *n, int dy) {
-  int rank = ir_in(c->g, n, 0)->shape.rank;
-  int64_t axes[SQ_MAX_RANK] = {0};
-  for (int i = 2; i < rank; i++) axes[i - 1] = i;
-  l1_grad(c, n, dy, OP_l1_batchnorm_dx, OP_l1_batchnorm_dgamma, axes, rank - 1);
+  norm_grads(c, n, dy, OP_l1_batchnorm_dx, OP_l1_batchnorm_dgamma, 1);
 }
-
 void l1_layernorm_grad(GradCtx *c, const Node *n, int dy) {
-  int rank = ir_in(c->g, n, 0)->shape.rank;
-  int64_t axes[SQ_MAX_RANK];
-  for (int i = 0; i < rank - 1; i++) axes[i] = i;
-  l1_grad(c, n, dy, OP_l1_layernorm_dx, OP_l1_layernorm_dgamma, axes, rank - 1);
+  norm_grads(c, n, dy, OP_l1_layernorm_dx, OP_l1_layernorm_dgamma, 0);
 }
 
 int l1_batchnorm_ref(RefCtx *c, const Node *n) {

@@ -117,27 +117,30 @@ int matmul_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, s);
 }
 
-static int matmul_node(GradCtx *c, const Node *n, int a, int b, int ta, int tb) {
-  Node *m = GRAD_OP(c, n, OP_matmul, a, b);
+static int matmul_node(GradCtx *c, const Node *n, OpCode op, int a, int b, int ta, int tb) {
+  Node *m = GRAD_OP(c, n, op, a, b);
   ir_set_num(m, "trans_a", ta);
   ir_set_num(m, "trans_b", tb);
+  if (op_attr_index(op, "bits") >= 0) ir_set_num(m, "bits", (double)ir_int(n, "bits"));
   return grad_finish(c, m);
 }
 
 /* With C = op(A) op(B): dA = dC op(B)^T and dB = op(A)^T dC, each written back in the
  * operand's stored orientation; a shared operand's gradient is summed over the batch. */
-void matmul_grad(GradCtx *c, const Node *n, int dy) {
+void matmul_grads(GradCtx *c, const Node *n, int dy, OpCode op) {
   int A = n->in[0], B = n->in[1];
   int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
   if (grad_needed(c, A)) {
-    int g = !ta ? matmul_node(c, n, dy, B, 0, !tb) : matmul_node(c, n, B, dy, tb, 1);
+    int g = !ta ? matmul_node(c, n, op, dy, B, 0, !tb) : matmul_node(c, n, op, B, dy, tb, 1);
     grad_accum(c, A, grad_unbroadcast(c, n, g, A));
   }
   if (grad_needed(c, B)) {
-    int g = !tb ? matmul_node(c, n, A, dy, !ta, 0) : matmul_node(c, n, dy, A, 1, ta);
+    int g = !tb ? matmul_node(c, n, op, A, dy, !ta, 0) : matmul_node(c, n, op, dy, A, 1, ta);
     grad_accum(c, B, grad_unbroadcast(c, n, g, B));
   }
 }
+
+void matmul_grad(GradCtx *c, const Node *n, int dy) { matmul_grads(c, n, dy, OP_matmul); }
 
 int matmul_ref(RefCtx *c, const Node *n) {
   const Tensor *a = REF_IN(c, n, 0), *b = REF_IN(c, n, 1);

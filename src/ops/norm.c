@@ -41,15 +41,18 @@ int batchnorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-static void norm_param_grads(GradCtx *c, const Node *n, int dy, OpCode dgamma_op, int64_t *axes, int naxes) {
+void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel) {
+  int rank = ir_in(c->g, n, 0)->shape.rank, naxes = 0;
+  int64_t axes[SQ_MAX_RANK];
+  for (int i = 0; i < rank; i++) /* beta's gradient sums dy over every axis but the affine one */
+    if (per_channel ? i != 1 : i != rank - 1) axes[naxes++] = i;
   if (grad_needed(c, n->in[0])) {
-    Node *dx = GRAD_OP(c, n, dgamma_op == OP_batchnorm_dgamma ? OP_batchnorm_dx : OP_layernorm_dx, dy,
-                       n->in[0], n->in[1]);
+    Node *dx = GRAD_OP(c, n, dx_op, dy, n->in[0], n->in[1]);
     ir_copy_attrs(dx, n);
     grad_accum(c, n->in[0], grad_finish(c, dx));
   }
   if (grad_needed(c, n->in[1])) {
-    Node *dg = GRAD_OP(c, n, dgamma_op, dy, n->in[0]);
+    Node *dg = GRAD_OP(c, n, dg_op, dy, n->in[0]);
     ir_copy_attrs(dg, n);
     grad_accum(c, n->in[1], grad_finish(c, dg));
   }
@@ -60,12 +63,7 @@ static void norm_param_grads(GradCtx *c, const Node *n, int dy, OpCode dgamma_op
   }
 }
 
-void batchnorm_grad(GradCtx *c, const Node *n, int dy) {
-  int rank = ir_in(c->g, n, 0)->shape.rank;
-  int64_t axes[SQ_MAX_RANK] = {0};
-  for (int i = 2; i < rank; i++) axes[i - 1] = i;
-  norm_param_grads(c, n, dy, OP_batchnorm_dgamma, axes, rank - 1);
-}
+void batchnorm_grad(GradCtx *c, const Node *n, int dy) { norm_grads(c, n, dy, OP_batchnorm_dx, OP_batchnorm_dgamma, 1); }
 
 int batchnorm_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
@@ -145,12 +143,7 @@ int layernorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-void layernorm_grad(GradCtx *c, const Node *n, int dy) {
-  int rank = ir_in(c->g, n, 0)->shape.rank;
-  int64_t axes[SQ_MAX_RANK];
-  for (int i = 0; i < rank - 1; i++) axes[i] = i;
-  norm_param_grads(c, n, dy, OP_layernorm_dgamma, axes, rank - 1);
-}
+void layernorm_grad(GradCtx *c, const Node *n, int dy) { norm_grads(c, n, dy, OP_layernorm_dx, OP_layernorm_dgamma, 0); }
 
 static void row_stats(const float *x, int64_t D, double *mean, double *var) {
   double s = 0, ss = 0;

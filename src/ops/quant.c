@@ -122,28 +122,10 @@ int qlinear_ref(RefCtx *c, const Node *n) {
 /* ---- qmatmul(qa, qb): batched like matmul ---- */
 int qmatmul_shape(ShapeCtx *c, Node *n) { return matmul_shape(c, n); }
 
-static int qmatmul_node(GradCtx *c, const Node *n, int a, int b, int ta, int tb) {
-  Node *m = GRAD_OP(c, n, OP_qmatmul, a, b);
-  ir_set_num(m, "trans_a", ta);
-  ir_set_num(m, "trans_b", tb);
-  ir_set_num(m, "bits", (double)ir_int(n, "bits"));
-  return grad_finish(c, m);
-}
-
 /* As matmul_grad, with the shared ShiftQuant'ed output gradient in place of dy. */
 void qmatmul_grad(GradCtx *c, const Node *n, int dy) {
-  int A = n->in[0], B = n->in[1];
-  int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
-  if (!grad_needed(c, A) && !grad_needed(c, B)) return;
-  int sq = quantized_grad(c, n, dy, n->shape.rank - 1);
-  if (grad_needed(c, A)) {
-    int g = !ta ? qmatmul_node(c, n, sq, B, 0, !tb) : qmatmul_node(c, n, B, sq, tb, 1);
-    grad_accum(c, A, grad_unbroadcast(c, n, g, A));
-  }
-  if (grad_needed(c, B)) {
-    int g = !tb ? qmatmul_node(c, n, A, sq, !ta, 0) : qmatmul_node(c, n, sq, A, 1, ta);
-    grad_accum(c, B, grad_unbroadcast(c, n, g, B));
-  }
+  if (!grad_needed(c, n->in[0]) && !grad_needed(c, n->in[1])) return;
+  matmul_grads(c, n, quantized_grad(c, n, dy, n->shape.rank - 1), OP_qmatmul);
 }
 
 int qmatmul_ref(RefCtx *c, const Node *n) {
@@ -166,23 +148,8 @@ int qconv2d_dx_shape(ShapeCtx *c, Node *n) { return conv2d_dx_shape(c, n); }
 int qconv2d_dw_shape(ShapeCtx *c, Node *n) { return conv2d_dw_shape(c, n); }
 
 void qconv2d_grad(GradCtx *c, const Node *n, int dy) {
-  int need_x = grad_needed(c, n->in[0]), need_w = grad_needed(c, n->in[1]);
-  int sq = need_x || need_w ? quantized_grad(c, n, dy, 1) : -1;
-  if (need_x) {
-    Node *dx = GRAD_OP(c, n, OP_qconv2d_dx, sq, n->in[1], n->in[0]);
-    ir_copy_attrs(dx, n);
-    grad_accum(c, n->in[0], grad_finish(c, dx));
-  }
-  if (need_w) {
-    Node *dw = GRAD_OP(c, n, OP_qconv2d_dw, sq, n->in[0], n->in[1]);
-    ir_copy_attrs(dw, n);
-    grad_accum(c, n->in[1], grad_finish(c, dw));
-  }
-  if (grad_needed(c, n->in[2])) {
-    Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
-    ir_set_list(db, "axes", (int64_t[]){0, 2, 3}, 3);
-    grad_accum(c, n->in[2], grad_finish(c, db));
-  }
+  int sq = grad_needed(c, n->in[0]) || grad_needed(c, n->in[1]) ? quantized_grad(c, n, dy, 1) : -1;
+  conv_grads(c, n, sq, dy, OP_qconv2d_dx, OP_qconv2d_dw);
 }
 
 /* Accumulates into an int64 array, checks the int32 range, dequantizes once per element. */

@@ -50,6 +50,15 @@ int grad_unbroadcast(GradCtx *c, const Node *fwd, int g, int target);
 #define GRAD_OP(c, fwd, op, ...) \
   grad_op(c, fwd, op, (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (int[]){__VA_ARGS__})
 
+/* ---- gradient structures shared by an op and its integer or L1 form ---- */
+/* dA and dB of a (q)matmul from output gradient dy, made with op (matmul or qmatmul). */
+void matmul_grads(GradCtx *c, const Node *n, int dy, OpCode op);
+/* dx, dw of a (q)conv2d from g (dy or its ShiftQuant form) and db from dy. */
+void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode dw_op);
+/* dx, dgamma by the given ops and dbeta = dy summed over every axis but the affine one
+ * (axis 1 per channel for batchnorm, the last axis for layernorm). */
+void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel);
+
 /* ---- reference bodies ---- */
 typedef struct RefCtx {
   const Graph *g;
