@@ -5,6 +5,8 @@ set -u
 BUILD=${BUILD:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 export SQ_SOURCE_ROOT="$root"
+# Check stops a test after 4 s by default; a loaded CI machine under ASan needs more.
+export CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-300}
 status=0
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
