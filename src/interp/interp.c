@@ -27,7 +27,7 @@ void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
 
 static void *data_of(const Tensor *t) { return t->f ? (void *)t->f : t->q ? (void *)t->q : (void *)t->i; }
 
-static void run_kernel(Interp *it, const Node *n) {
+static void run_kernel(Interp *it, const Node *n, float lr) {
   void *in[SQ_MAX_IN];
   float scales[SQ_MAX_IN];
   for (int i = 0; i < n->nin; i++) {
@@ -35,7 +35,7 @@ static void run_kernel(Interp *it, const Node *n) {
     in[i] = data_of(t);
     scales[i] = t->scale;
   }
-  it->kernels[n->id](in, data_of(&it->t[n->id]), scales);
+  it->kernels[n->id](in, data_of(&it->t[n->id]), scales, lr);
 }
 
 static void init_leaf_values(Interp *it, const Node *n) {
@@ -109,7 +109,7 @@ static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int onl
     const Node *n = ir_node(it->g, id);
     if (n->kind != NK_OP || n->role < lo || n->role > hi || (only_outputs && !it->for_output[id])) continue;
     if (id < it->nkernels && it->kernels[id]) {
-      run_kernel(it, n);
+      run_kernel(it, n, lr);
       continue;
     }
     if (!op_info[n->op].ref(&c, n)) {

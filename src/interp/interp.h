@@ -9,8 +9,9 @@
 
 typedef struct Interp Interp;
 
-/* A generated kernel: in holds its inputs' data pointers, scales the scales of q8 inputs. */
-typedef void (*InterpKernel)(void *const *in, void *out, const float *scales);
+/* A generated kernel: in holds its inputs' data pointers, scales the scales of q8 inputs, lr is
+ * the step's learning rate (read by optimizer updates). */
+typedef void (*InterpKernel)(void *const *in, void *out, const float *scales, float lr);
 /* Nodes with a kernel in table[0..n) run it instead of their reference body. */
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n);
 

@@ -33,9 +33,21 @@ typedef struct {
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
 } ConvKernel;
 
+/* Elementwise work over n elements (relu, relu_grad, add, mul, sgd_update); add and mul repeat
+ * their second operand every `inner` elements. sgd_update reads the step's learning rate. */
+typedef struct {
+  int node;
+  OpCode op;
+  int64_t n, inner;
+  float momentum, weight_decay;
+  int nesterov;
+  int vec;
+} EwKernel;
+
 typedef struct {
   VEC(GemmKernel) gemm;
   VEC(ConvKernel) conv;
+  VEC(EwKernel) ew;
   int vec_f32; /* the target's f32 lanes per vector register */
 } KernelPlan;
 

@@ -65,6 +65,23 @@ static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
   return k->a != KE_F32 && k->b != KE_F32 && taps * max_abs(k->a) * max_abs(k->b) < 2147483648.0;
 }
 
+static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
+  switch (n->op) {
+  case OP_relu: case OP_relu_grad: case OP_add: case OP_mul: case OP_sgd_update: break;
+  default: return 0;
+  }
+  const Node *x = ir_in(g, n, 0);
+  *k = (EwKernel){.node = n->id, .op = n->op, .n = shape_numel(&x->shape), .vec = vec};
+  k->inner = k->n;
+  if (n->op == OP_add || n->op == OP_mul) k->inner = shape_numel(&ir_in(g, n, 1)->shape);
+  if (n->op == OP_sgd_update) {
+    k->momentum = (float)ir_num(n, "momentum");
+    k->weight_decay = (float)ir_num(n, "weight_decay");
+    k->nesterov = (int)ir_int(n, "nesterov");
+  }
+  return x->dtype == DT_F32;
+}
+
 KernelPlan *lower_graph(const Graph *g, int vec_f32) {
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
@@ -72,8 +89,10 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32) {
     const Node *n = ir_node(g, id);
     GemmKernel k;
     ConvKernel ck;
+    EwKernel ek;
     if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
     if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
+    if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
   }
   return p;
 }
@@ -82,13 +101,14 @@ void kir_free(KernelPlan *p) {
   if (!p) return;
   VEC_FREE(p->gemm);
   VEC_FREE(p->conv);
+  VEC_FREE(p->ew);
   free(p);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const elem[] = {"f32", "i8", "u8"};
   StrBuf b = {0};
-  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n, p->vec_f32);
+  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n, p->vec_f32);
   for (int i = 0; i < p->gemm.n; i++) {
     const GemmKernel *k = &p->gemm.v[i];
     const Node *n = ir_node(g, k->node);
@@ -106,6 +126,12 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b]);
+  }
+  for (int i = 0; i < p->ew.n; i++) {
+    const EwKernel *k = &p->ew.v[i];
+    sb_printf(&b, "elementwise %%%s (%s): n=%lld", ir_node(g, k->node)->name, op_info[k->op].name, (long long)k->n);
+    if (k->inner != k->n) sb_printf(&b, " second operand repeats every %lld", (long long)k->inner);
+    sb_printf(&b, " vec=%d\n", k->vec);
   }
   return sb_take(&b);
 }

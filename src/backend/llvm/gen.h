@@ -14,7 +14,8 @@ typedef struct {
 typedef struct { LLVMBasicBlockRef head, exit; LLVMValueRef iv; } Loop;
 
 LLVMValueRef gen_i64(Gen *g, int64_t v);
-/* A function void(ptr in, ptr out, ptr scales) with internal linkage; the builder is at its entry. */
+/* A function void(ptr in, ptr out, ptr scales, float lr) with internal linkage; the builder is
+ * at its entry. */
 LLVMValueRef gen_kernel_function(Gen *g, const char *name);
 /* A stack slot in the function's entry block (promoted to a register by the optimizer). */
 LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);
@@ -25,4 +26,5 @@ void gen_loop_end(Gen *g, Loop *l, int vec);
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name);
+LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 #endif

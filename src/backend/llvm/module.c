@@ -16,7 +16,7 @@ LLVMValueRef gen_i64(Gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned 
 LLVMValueRef gen_kernel_function(Gen *g, const char *name) {
   LLVMValueRef fn = LLVMAddFunction(g->mod, name, g->kernel_type);
   LLVMSetLinkage(fn, LLVMInternalLinkage);
-  for (unsigned i = 0; i < 3; i++) { /* the three pointers never alias each other's elements */
+  for (unsigned i = 1; i < 3; i++) { /* out and scales never alias anything else (in's targets may: updates) */
     unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
     LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(g->ctx, kind, 0));
   }
@@ -98,6 +98,11 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
     table[plan->gemm.v[i].node] = gen_gemm(g, &plan->gemm.v[i], name);
     free(name);
   }
+  for (int i = 0; plan && i < plan->ew.n; i++) {
+    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->ew.v[i].node)->name);
+    table[plan->ew.v[i].node] = gen_elementwise(g, &plan->ew.v[i], name);
+    free(name);
+  }
   for (int i = 0; plan && i < plan->conv.n; i++) {
     char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->conv.v[i].node)->name);
     table[plan->conv.v[i].node] = gen_conv(g, &plan->conv.v[i], name);
@@ -120,8 +125,8 @@ int llvm_emit(const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, Llvm
   g.b = LLVMCreateBuilderInContext(g.ctx);
   g.i8 = LLVMInt8TypeInContext(g.ctx), g.i32 = LLVMInt32TypeInContext(g.ctx), g.i64 = LLVMInt64TypeInContext(g.ctx);
   g.f32 = LLVMFloatTypeInContext(g.ctx), g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
-  LLVMTypeRef params[3] = {g.ptr, g.ptr, g.ptr};
-  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 3, 0);
+  LLVMTypeRef params[4] = {g.ptr, g.ptr, g.ptr, g.f32};
+  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 4, 0);
   LLVMModuleRef mod = build_module(&g, gr, plan, t);
   char *msg = NULL;
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
