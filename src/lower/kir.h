@@ -44,10 +44,26 @@ typedef struct {
   int vec;
 } EwKernel;
 
+/* Data movement and reductions over a row-major x of up to SQ_MAX_RANK axes:
+ *   reduce_sum: out[index of the kept axes] += x[e], e in row-major order (the reference's order)
+ *   copy (reshape, flatten): out[e] = x[e]
+ *   maxpool2d / maxpool2d_grad: the first maximum of each window (rows, then columns) */
+typedef enum { RED_SUM, RED_COPY, RED_MAXPOOL, RED_MAXPOOL_GRAD } RedKind;
+typedef struct {
+  int node;
+  RedKind kind;
+  int rank;
+  int64_t dim[SQ_MAX_RANK];
+  int64_t out_stride[SQ_MAX_RANK]; /* RED_SUM: stride of axis i in the output, 0 when reduced */
+  int64_t out_n;
+  int64_t k, s, p, Ho, Wo;         /* maxpool: x is [N, C, H, W] = dim[0..3] */
+} RedKernel;
+
 typedef struct {
   VEC(GemmKernel) gemm;
   VEC(ConvKernel) conv;
   VEC(EwKernel) ew;
+  VEC(RedKernel) red;
   int vec_f32; /* the target's f32 lanes per vector register */
 } KernelPlan;
 

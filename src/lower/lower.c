@@ -82,6 +82,35 @@ static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
   return x->dtype == DT_F32;
 }
 
+static int red_of(const Graph *g, const Node *n, RedKernel *k) {
+  const Node *x = ir_in(g, n, n->op == OP_maxpool2d_grad ? 1 : 0);
+  if (x->dtype != DT_F32) return 0;
+  *k = (RedKernel){.node = n->id, .rank = x->shape.rank, .out_n = shape_numel(&n->shape)};
+  for (int i = 0; i < x->shape.rank; i++) k->dim[i] = x->shape.d[i];
+  switch (n->op) {
+  case OP_reshape: case OP_flatten: k->kind = RED_COPY; return 1;
+  case OP_reduce_sum: {
+    k->kind = RED_SUM;
+    const AttrVal *ax = ir_attr(n, "axes");
+    int64_t stride = 1;
+    for (int i = x->shape.rank - 1; i >= 0; i--) {
+      int reduced = 0;
+      for (int a = 0; a < ax->nlist; a++) reduced |= ax->list[a] == i;
+      k->out_stride[i] = reduced ? 0 : stride;
+      if (!reduced) stride *= x->shape.d[i];
+    }
+    return 1;
+  }
+  case OP_maxpool2d: case OP_maxpool2d_grad:
+    k->kind = n->op == OP_maxpool2d ? RED_MAXPOOL : RED_MAXPOOL_GRAD;
+    k->k = ir_int(n, "kernel"), k->s = ir_int(n, "stride"), k->p = ir_int(n, "padding");
+    k->Ho = (k->dim[2] + 2 * k->p - k->k) / k->s + 1;
+    k->Wo = (k->dim[3] + 2 * k->p - k->k) / k->s + 1;
+    return 1;
+  default: return 0;
+  }
+}
+
 KernelPlan *lower_graph(const Graph *g, int vec_f32) {
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
@@ -90,9 +119,11 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32) {
     GemmKernel k;
     ConvKernel ck;
     EwKernel ek;
+    RedKernel rk;
     if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
     if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
     if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
+    if (n->kind == NK_OP && red_of(g, n, &rk)) VEC_PUSH(p->red, rk);
   }
   return p;
 }
@@ -102,13 +133,14 @@ void kir_free(KernelPlan *p) {
   VEC_FREE(p->gemm);
   VEC_FREE(p->conv);
   VEC_FREE(p->ew);
+  VEC_FREE(p->red);
   free(p);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const elem[] = {"f32", "i8", "u8"};
   StrBuf b = {0};
-  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n, p->vec_f32);
+  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n + p->red.n, p->vec_f32);
   for (int i = 0; i < p->gemm.n; i++) {
     const GemmKernel *k = &p->gemm.v[i];
     const Node *n = ir_node(g, k->node);
@@ -132,6 +164,15 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     sb_printf(&b, "elementwise %%%s (%s): n=%lld", ir_node(g, k->node)->name, op_info[k->op].name, (long long)k->n);
     if (k->inner != k->n) sb_printf(&b, " second operand repeats every %lld", (long long)k->inner);
     sb_printf(&b, " vec=%d\n", k->vec);
+  }
+  static const char *const red[] = {"reduce_sum", "copy", "maxpool", "maxpool_grad"};
+  for (int i = 0; i < p->red.n; i++) {
+    const RedKernel *k = &p->red.v[i];
+    sb_printf(&b, "%s %%%s: x=[", red[k->kind], ir_node(g, k->node)->name);
+    for (int d = 0; d < k->rank; d++) sb_printf(&b, "%s%lld", d ? "," : "", (long long)k->dim[d]);
+    sb_printf(&b, "] out=%lld", (long long)k->out_n);
+    if (k->kind >= RED_MAXPOOL) sb_printf(&b, " k=%lld s=%lld p=%lld", (long long)k->k, (long long)k->s, (long long)k->p);
+    sb_puts(&b, "\n");
   }
   return sb_take(&b);
 }

@@ -103,6 +103,11 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
     table[plan->ew.v[i].node] = gen_elementwise(g, &plan->ew.v[i], name);
     free(name);
   }
+  for (int i = 0; plan && i < plan->red.n; i++) {
+    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->red.v[i].node)->name);
+    table[plan->red.v[i].node] = gen_reduce(g, &plan->red.v[i], name);
+    free(name);
+  }
   for (int i = 0; plan && i < plan->conv.n; i++) {
     char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->conv.v[i].node)->name);
     table[plan->conv.v[i].node] = gen_conv(g, &plan->conv.v[i], name);

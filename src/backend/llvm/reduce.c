@@ -1,0 +1,89 @@
+/* reduce.c: LLVM code for RedKernels: copies (reshape, flatten), reduce_sum in the reference's
+ * row-major accumulation order, and maxpool forward/backward with the reference's tie rule (the
+ * first maximum of a window, rows then columns; taps in the padding never win). */
+#include <llvm-c/Core.h>
+#include "gen.h"
+
+static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->f32, base, &i, 1, ""); }
+static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildLoad2(g->b, g->f32, at(g, base, i), ""); }
+static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(g->b, a, b, ""); }
+static LLVMValueRef mul(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildMul(g->b, a, gen_i64(g, b), ""); }
+
+static void zero(Gen *g, LLVMValueRef out, int64_t n) {
+  Loop l;
+  LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, n), "z");
+  LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), at(g, out, i));
+  gen_loop_end(g, &l, 0);
+}
+
+/* One loop per axis; at the innermost, out[o] += x[e] with e and o built from the indices. */
+static void sum_axes(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, LLVMValueRef o, LLVMValueRef x, LLVMValueRef out) {
+  if (axis == k->rank) {
+    LLVMValueRef p = at(g, out, o);
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), ld(g, x, e), ""), p);
+    return;
+  }
+  Loop l;
+  LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, k->dim[axis]), "ax");
+  sum_axes(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), i), add(g, o, mul(g, i, k->out_stride[axis])), x, out);
+  gen_loop_end(g, &l, 0);
+}
+
+/* The flat index of the window's first maximum (see window_argmax in src/ops/pool.c). */
+static LLVMValueRef argmax(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValueRef plane, LLVMValueRef oh, LLVMValueRef ow,
+                           LLVMValueRef best) {
+  int64_t H = k->dim[2], W = k->dim[3];
+  LLVMBuildStore(g->b, gen_i64(g, -1), best);
+  Loop lh, lw;
+  LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh"), kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
+  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p)));
+  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p)));
+  LLVMValueRef z = gen_i64(g, 0);
+  LLVMValueRef valid = LLVMBuildAnd(g->b,
+      LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, ih, z, ""), LLVMBuildICmp(g->b, LLVMIntSLT, ih, gen_i64(g, H), ""), ""),
+      LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, iw, z, ""), LLVMBuildICmp(g->b, LLVMIntSLT, iw, gen_i64(g, W), ""), ""), "");
+  LLVMValueRef i = LLVMBuildSelect(g->b, valid, add(g, mul(g, add(g, mul(g, plane, H), ih), W), iw), z, "i");
+  LLVMValueRef b = LLVMBuildLoad2(g->b, g->i64, best, "best");
+  LLVMValueRef none = LLVMBuildICmp(g->b, LLVMIntSLT, b, z, "");
+  LLVMValueRef bigger = LLVMBuildFCmp(g->b, LLVMRealOGT, ld(g, x, i), ld(g, x, LLVMBuildSelect(g->b, none, i, b, "")), "");
+  LLVMValueRef take = LLVMBuildAnd(g->b, valid, LLVMBuildOr(g->b, none, bigger, ""), "");
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, take, i, b, ""), best);
+  gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0);
+  return LLVMBuildLoad2(g->b, g->i64, best, "argmax");
+}
+
+LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
+  LLVMValueRef fn = gen_kernel_function(g, name);
+  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1);
+  LLVMValueRef p[2];
+  for (int i = 0; i < 2; i++) {
+    LLVMValueRef idx = gen_i64(g, i);
+    p[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, in, &idx, 1, ""), "in");
+  }
+  Loop l1, l2, l3;
+  if (k->kind == RED_COPY) {
+    LLVMValueRef i = gen_loop_begin(g, &l1, gen_i64(g, k->out_n), "e");
+    LLVMBuildStore(g->b, ld(g, p[0], i), at(g, out, i));
+    gen_loop_end(g, &l1, 16);
+  } else if (k->kind == RED_SUM) {
+    zero(g, out, k->out_n);
+    sum_axes(g, k, 0, gen_i64(g, 0), gen_i64(g, 0), p[0], out);
+  } else {
+    int grad = k->kind == RED_MAXPOOL_GRAD;
+    LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");
+    if (grad) zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
+    LLVMValueRef plane = gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane");
+    LLVMValueRef oh = gen_loop_begin(g, &l2, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l3, gen_i64(g, k->Wo), "ow");
+    LLVMValueRef at_out = add(g, mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo), ow);
+    LLVMValueRef m = argmax(g, k, x, plane, oh, ow, best);
+    if (grad) {
+      LLVMValueRef d = at(g, out, m);
+      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, d, ""), ld(g, p[0], at_out), ""), d);
+    } else {
+      LLVMBuildStore(g->b, ld(g, x, m), at(g, out, at_out));
+    }
+    gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+  }
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
