@@ -19,7 +19,7 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 
 # Debian packages this project needs to build and test.
 DEB_PACKAGES = gcc make flex bison pkg-config check zlib1g-dev libyaml-dev libjson-c-dev llvm-19-dev dataset-fashion-mnist \
-               python3 python3-numpy gnuplot-nox gcc-aarch64-linux-gnu qemu-user
+               python3 python3-numpy gnuplot-nox gcc-aarch64-linux-gnu qemu-user valgrind
 
 # Objects are rebuilt when the flags change (a stamp file named after their hash).
 FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CFLAGS_ALL) $(WARN)' | cksum | cut -d' ' -f1)
@@ -108,6 +108,12 @@ check: deps
 	$(MAKE) all
 	BUILD=$(BUILD) sh tests/run.sh
 	$(MAKE) asan
+	$(MAKE) valgrind
+
+# valgrind cannot run AVX-512 code, so it runs what has none: the unit suites (the reference
+# executor, built for the baseline ISA), sqc itself, and an app on a reference-target library.
+valgrind: all
+	BUILD=$(BUILD) bash tests/valgrind.sh
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
@@ -128,5 +134,5 @@ gradquant: deps
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check asan demo gradquant clean
+.PHONY: all deps check asan valgrind demo gradquant clean
 -include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)
