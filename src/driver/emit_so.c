@@ -43,6 +43,7 @@ static int write_text(const char *path, const char *text, FILE *err) {
 static char *header_text(const Graph *g, const char *guard_base) {
   StrBuf b = {0};
   StrBuf guard = {0};
+  if (*guard_base >= '0' && *guard_base <= '9') sb_putc(&guard, '_'); /* macro names cannot start with a digit */
   for (const char *p = guard_base; *p; p++)
     sb_putc(&guard, (*p >= 'a' && *p <= 'z') ? (char)(*p - 32) : ((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) ? *p : '_');
   char *G = sb_take(&guard);
