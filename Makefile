@@ -124,7 +124,7 @@ asan: deps
 demo: deps
 	$(MAKE) $(BUILD)/sqc $(BUILD)/sqtrain
 	$(BUILD)/sqc examples/mlp.sq --bits 4 -o $(BUILD)/mlp.so
-	$(BUILD)/sqtrain $(BUILD)/mlp.so --epochs 3 --csv $(BUILD)/mlp.csv
+	$(BUILD)/sqtrain $(BUILD)/mlp.so --epochs 3 --threads 2 --csv $(BUILD)/mlp.csv
 
 # ---- measurements (minutes; not part of check) ----
 gradquant: deps

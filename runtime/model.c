@@ -106,7 +106,8 @@ int64_t sq_step(const sq_model *m) { return m ? interp_step(m->it) : 0; }
 sq_status sq_set_threads(sq_model *m, int n) {
   if (!m) return SQ_ERR_ARG;
   if (n < 1 || n > 256) return set_err(m, SQ_ERR_ARG, "sq_set_threads: %d threads (1..256)", n);
-  m->threads = n; /* the reference executor computes on one thread; results never depend on n */
+  m->threads = n; /* generated kernels split their outputs in n fixed parts: the bits never depend on n */
+  interp_set_threads(m->it, n);
   return SQ_OK;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../runtime/rng.h"
+#include "../../runtime/threads.h"
 #include "../ops/rules.h"
 #include "interp.h"
 
@@ -18,7 +19,10 @@ struct Interp {
   float **shadow; /* per node: a copy of each tensor an update writes, made before the updates */
   InterpKernel const *kernels;
   int64_t nkernels;
+  int threads;
 };
+
+void interp_set_threads(Interp *it, int threads) { it->threads = threads > 0 ? threads : 1; }
 
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
   it->kernels = table;
@@ -27,15 +31,28 @@ void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
 
 static void *data_of(const Tensor *t) { return t->f ? (void *)t->f : t->q ? (void *)t->q : (void *)t->i; }
 
-static void run_kernel(Interp *it, const Node *n, float lr) {
+typedef struct {
+  InterpKernel fn;
   void *in[SQ_MAX_IN];
+  void *out;
   float scales[SQ_MAX_IN];
+  float lr;
+  int64_t parts;
+} KernelCall;
+
+static void kernel_part(void *ctx, int64_t part) {
+  KernelCall *k = ctx;
+  k->fn(k->in, k->out, k->scales, k->lr, part, k->parts);
+}
+
+static void run_kernel(Interp *it, const Node *n, float lr) {
+  KernelCall k = {it->kernels[n->id], {0}, data_of(&it->t[n->id]), {0}, lr, it->threads > 1 ? it->threads : 1};
   for (int i = 0; i < n->nin; i++) {
     const Tensor *t = &it->t[n->in[i]];
-    in[i] = data_of(t);
-    scales[i] = t->scale;
+    k.in[i] = data_of(t);
+    k.scales[i] = t->scale;
   }
-  it->kernels[n->id](in, data_of(&it->t[n->id]), scales, lr);
+  rt_parallel(it->threads, k.parts, kernel_part, &k);
 }
 
 static void init_leaf_values(Interp *it, const Node *n) {
@@ -59,6 +76,7 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
   it->seed = seed;
   it->t = xcalloc((size_t)g->nodes.n, sizeof(Tensor));
   it->for_output = xcalloc((size_t)g->nodes.n, 1);
+  it->threads = 1;
   for (int i = 0; i < g->outputs.n; i++) it->for_output[g->outputs.v[i].node] = 1;
   for (int id = g->nodes.n - 1; id >= 0; id--) {
     const Node *n = ir_node(g, id);

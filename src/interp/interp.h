@@ -10,8 +10,11 @@
 typedef struct Interp Interp;
 
 /* A generated kernel: in holds its inputs' data pointers, scales the scales of q8 inputs, lr is
- * the step's learning rate (read by optimizer updates). */
-typedef void (*InterpKernel)(void *const *in, void *out, const float *scales, float lr);
+ * the step's learning rate (read by optimizer updates). It computes part `part` of `nparts`
+ * fixed shares of its outputs; all parts together give the same bits for any nparts. */
+typedef void (*InterpKernel)(void *const *in, void *out, const float *scales, float lr, int64_t part, int64_t nparts);
+/* Threads for generated kernels (results do not depend on it). */
+void interp_set_threads(Interp *it, int threads);
 /* Nodes with a kernel in table[0..n) run it instead of their reference body. */
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n);
 

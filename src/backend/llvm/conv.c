@@ -1,7 +1,7 @@
 /* conv.c: LLVM code for integer convolutions (ConvKernel), one i32 dot product per output.
  * Taps in the padding contribute 0: their index is clamped to 0 (a valid address) and the
  * product is selected away, so the loops have no branches. Dequantization as the reference:
- * (float)acc * (scale_a * scale_b) + bias (or + 0.0). */
+ * (float)acc * (scale_a * scale_b) + bias (or + 0.0). Parts split the outermost loop. */
 #include <llvm-c/Core.h>
 #include "gen.h"
 
@@ -54,7 +54,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   Loop l1, l2, l3, l4, r1, r2, r3;
   LLVMValueRef zero32 = LLVMConstInt(g->i32, 0, 0);
   if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = bias */
-    LLVMValueRef nn = gen_loop_begin(g, &l1, c64(g, k->N), "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
+    LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef oh = gen_loop_begin(g, &l3, c64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l4, c64(g, k->Wo), "ow");
     LLVMBuildStore(g->b, zero32, d.acc);
@@ -71,7 +71,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     store_output(g, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), d.acc, scale, bias);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else if (k->kind == CONV_DX) { /* a = dy, b = w: gather every output tap that reads x[n,c,ih,iw] */
-    LLVMValueRef nn = gen_loop_begin(g, &l1, c64(g, k->N), "n"), c = gen_loop_begin(g, &l2, c64(g, k->C), "c");
+    LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), c = gen_loop_begin(g, &l2, c64(g, k->C), "c");
     LLVMValueRef grp = LLVMBuildSDiv(g->b, c, c64(g, cpg), ""), ci = LLVMBuildSRem(g->b, c, c64(g, cpg), "");
     LLVMValueRef ih = gen_loop_begin(g, &l3, c64(g, k->H), "ih"), iw = gen_loop_begin(g, &l4, c64(g, k->W), "iw");
     LLVMBuildStore(g->b, zero32, d.acc);
@@ -92,7 +92,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     store_output(g, out, lin(g, lin(g, lin(g, nn, k->C, c), k->H, ih), k->W, iw), d.acc, scale, NULL);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else { /* CONV_DW: a = dy, b = x */
-    LLVMValueRef o = gen_loop_begin(g, &l1, c64(g, k->O), "o"), ci = gen_loop_begin(g, &l2, c64(g, cpg), "ci");
+    LLVMValueRef o = gen_loop_part(g, &l1, k->O, "o"), ci = gen_loop_begin(g, &l2, c64(g, cpg), "ci");
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef kh = gen_loop_begin(g, &l3, c64(g, k->k), "kh"), kw = gen_loop_begin(g, &l4, c64(g, k->k), "kw");
     LLVMBuildStore(g->b, zero32, d.acc);

@@ -18,9 +18,10 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
     LLVMValueRef idx = gen_i64(g, i);
     p[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, in, &idx, 1, ""), "in");
   }
-  Loop lo, li;
-  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->n / k->inner), "outer");
-  LLVMValueRef j = gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
+  Loop lo, li; /* parts split the outer loop, or the only loop when the second operand does not repeat */
+  int flat = k->inner == k->n;
+  LLVMValueRef o = flat ? gen_loop_begin(g, &lo, gen_i64(g, 1), "outer") : gen_loop_part(g, &lo, k->n / k->inner, "outer");
+  LLVMValueRef j = flat ? gen_loop_part(g, &li, k->inner, "j") : gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
   LLVMValueRef i = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, k->inner), ""), j, "i");
   LLVMValueRef zero = cf(g, 0);
   switch (k->op) {

@@ -37,7 +37,7 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
   Loop lb, lm, ln, lk;
   LLVMValueRef b = gen_loop_begin(g, &lb, gen_i64(g, k->batch), "b");
   LLVMValueRef abase = LLVMBuildMul(g->b, b, gen_i64(g, k->a_bs), "ab"), bbase = LLVMBuildMul(g->b, b, gen_i64(g, k->b_bs), "bb");
-  LLVMValueRef m = gen_loop_begin(g, &lm, gen_i64(g, k->M), "m");
+  LLVMValueRef m = gen_loop_part(g, &lm, k->M, "m"); /* each part: its own rows of every batch entry */
   LLVMValueRef arow = LLVMBuildAdd(g->b, abase, LLVMBuildMul(g->b, m, gen_i64(g, k->a_sm), ""), "arow");
   LLVMValueRef orow = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, b, gen_i64(g, k->M), ""), m, ""),
                                    gen_i64(g, k->N), "orow");

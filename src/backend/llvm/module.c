@@ -35,7 +35,7 @@ LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name) {
   return slot;
 }
 
-LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) {
+static LLVMValueRef loop_range(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef n, const char *name) {
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
   l->head = LLVMAppendBasicBlockInContext(g->ctx, fn, name);
@@ -44,11 +44,30 @@ LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) {
   LLVMBuildBr(g->b, l->head);
   LLVMPositionBuilderAtEnd(g->b, l->head);
   l->iv = LLVMBuildPhi(g->b, g->i64, name);
-  LLVMValueRef zero = gen_i64(g, 0);
-  LLVMAddIncoming(l->iv, &zero, &pre, 1);
+  LLVMAddIncoming(l->iv, &lo, &pre, 1);
   LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, l->iv, n, "more"), body, l->exit);
   LLVMPositionBuilderAtEnd(g->b, body);
   return l->iv;
+}
+
+LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) { return loop_range(g, l, gen_i64(g, 0), n, name); }
+
+static LLVMValueRef current_fn(Gen *g) { return LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)); }
+
+LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name) {
+  LLVMValueRef part = LLVMGetParam(current_fn(g), 4), nparts = LLVMGetParam(current_fn(g), 5), N = gen_i64(g, n);
+  LLVMValueRef lo = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, part, ""), nparts, "lo");
+  LLVMValueRef hi = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, LLVMBuildAdd(g->b, part, gen_i64(g, 1), ""), ""), nparts, "hi");
+  return loop_range(g, l, lo, hi, name);
+}
+
+void gen_only_part0(Gen *g) {
+  LLVMValueRef fn = current_fn(g);
+  LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "part0"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "other");
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, LLVMGetParam(fn, 4), gen_i64(g, 0), ""), work, skip);
+  LLVMPositionBuilderAtEnd(g->b, skip);
+  LLVMBuildRetVoid(g->b);
+  LLVMPositionBuilderAtEnd(g->b, work);
 }
 
 /* llvm.loop metadata asking for vectorize.width = vec (a self-referencing node) */
@@ -130,8 +149,8 @@ int llvm_emit(const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, Llvm
   g.b = LLVMCreateBuilderInContext(g.ctx);
   g.i8 = LLVMInt8TypeInContext(g.ctx), g.i32 = LLVMInt32TypeInContext(g.ctx), g.i64 = LLVMInt64TypeInContext(g.ctx);
   g.f32 = LLVMFloatTypeInContext(g.ctx), g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
-  LLVMTypeRef params[4] = {g.ptr, g.ptr, g.ptr, g.f32};
-  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 4, 0);
+  LLVMTypeRef params[6] = {g.ptr, g.ptr, g.ptr, g.f32, g.i64, g.i64};
+  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 6, 0);
   LLVMModuleRef mod = build_module(&g, gr, plan, t);
   char *msg = NULL;
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {

@@ -62,17 +62,19 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   }
   Loop l1, l2, l3;
   if (k->kind == RED_COPY) {
-    LLVMValueRef i = gen_loop_begin(g, &l1, gen_i64(g, k->out_n), "e");
+    LLVMValueRef i = gen_loop_part(g, &l1, k->out_n, "e");
     LLVMBuildStore(g->b, ld(g, p[0], i), at(g, out, i));
     gen_loop_end(g, &l1, 16);
   } else if (k->kind == RED_SUM) {
+    gen_only_part0(g); /* every element adds into shared outputs */
     zero(g, out, k->out_n);
     sum_axes(g, k, 0, gen_i64(g, 0), gen_i64(g, 0), p[0], out);
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
     LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");
-    if (grad) zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
-    LLVMValueRef plane = gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane");
+    if (grad) gen_only_part0(g), zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
+    LLVMValueRef plane = grad ? gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane")
+                              : gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
     LLVMValueRef oh = gen_loop_begin(g, &l2, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l3, gen_i64(g, k->Wo), "ow");
     LLVMValueRef at_out = add(g, mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo), ow);
     LLVMValueRef m = argmax(g, k, x, plane, oh, ow, best);
