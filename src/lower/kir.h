@@ -20,11 +20,13 @@ typedef struct {
   int vec;   /* vector width (lanes) of the loop over n */
 } GemmKernel;
 
-/* Integer convolution (qconv2d and its gradients), NCHW, every tap in the padding skipped:
+/* Convolution (conv2d, qconv2d and their gradients), NCHW, every tap in the padding skipped:
  *   fwd: y[n,o,oh,ow] = (sum over c in o's group, kh, kw of x*w) * scale + bias[o]
  *   dx:  dx[n,c,ih,iw] = (sum over o in c's group, kh, kw with oh*s - p + kh = ih ... of dy*w) * scale
  *   dw:  dw[o,c,kh,kw] = (sum over n, oh, ow of dy*x) * scale
- * Integer sums are exact in any order, so each output is one dot product. */
+ * Each output is one dot product. Float ones add in the reference's order (fwd: c, kh, kw
+ * ascending; dx: o ascending, then kh and kw descending, i.e. output rows and columns ascending;
+ * dw: n, oh, ow ascending); integer ones are exact in any order and use the same loops. */
 typedef enum { CONV_FWD, CONV_DX, CONV_DW } ConvKind;
 typedef struct {
   int node;

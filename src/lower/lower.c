@@ -47,9 +47,9 @@ static int gemm_of(const Graph *g, const Node *n, int vec, GemmKernel *k) {
 
 static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
   ConvKind kind;
-  if (n->op == OP_qconv2d) kind = CONV_FWD;
-  else if (n->op == OP_qconv2d_dx) kind = CONV_DX;
-  else if (n->op == OP_qconv2d_dw) kind = CONV_DW;
+  if (n->op == OP_qconv2d || n->op == OP_conv2d) kind = CONV_FWD;
+  else if (n->op == OP_qconv2d_dx || n->op == OP_conv2d_dx) kind = CONV_DX;
+  else if (n->op == OP_qconv2d_dw || n->op == OP_conv2d_dw) kind = CONV_DW;
   else return 0;
   /* the input image's shape: fwd and dw read it as input 0 resp. 1, dx as input 2 */
   const Shape *x = &ir_in(g, n, kind == CONV_FWD ? 0 : kind == CONV_DX ? 2 : 1)->shape;
@@ -62,7 +62,8 @@ static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
   double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
               : kind == CONV_DX  ? (double)(k->O / k->g * k->k * k->k)
                                  : (double)(k->N * k->Ho * k->Wo);
-  return k->a != KE_F32 && k->b != KE_F32 && taps * max_abs(k->a) * max_abs(k->b) < 2147483648.0;
+  if (k->a == KE_F32 || k->b == KE_F32) return k->a == k->b; /* float: no overflow to prove */
+  return taps * max_abs(k->a) * max_abs(k->b) < 2147483648.0;
 }
 
 static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
@@ -154,10 +155,11 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const kinds[] = {"fwd", "dx", "dw"};
   for (int i = 0; i < p->conv.n; i++) {
     const ConvKernel *k = &p->conv.v[i];
-    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=i32\n",
+    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=%s\n",
               ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
-              (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b]);
+              (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
+              k->a == KE_F32 ? "f32" : "i32");
   }
   for (int i = 0; i < p->ew.n; i++) {
     const EwKernel *k = &p->ew.v[i];

@@ -1,11 +1,13 @@
-/* conv.c: LLVM code for integer convolutions (ConvKernel), one i32 dot product per output.
- * Taps in the padding contribute 0: their index is clamped to 0 (a valid address) and the
- * product is selected away, so the loops have no branches. Dequantization as the reference:
- * (float)acc * (scale_a * scale_b) + bias (or + 0.0). Parts split the outermost loop. */
+/* conv.c: LLVM code for convolutions (ConvKernel), one dot product per output, i32 for
+ * integer operands and f32 (in the reference's order, see kir.h) for float ones. Taps in the
+ * padding contribute 0: their index is clamped to 0 (a valid address) and the product is
+ * selected away (+0.0 never changes a float sum that started at +0.0), so the loops have no
+ * branches. Integer outputs dequantize as the reference: (float)acc * (scale_a * scale_b) +
+ * bias (or + 0.0); float ones add the bias. Parts split the outermost loop. */
 #include <llvm-c/Core.h>
 #include "gen.h"
 
-typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; } Dot;
+typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; int flt; } Dot;
 
 static LLVMValueRef c64(Gen *g, int64_t v) { return gen_i64(g, v); }
 static LLVMValueRef add(Gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(g->b, x, y, ""); }
@@ -21,20 +23,34 @@ static LLVMValueRef load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef inde
   return e == KE_U8 ? LLVMBuildZExt(g->b, v, g->i32, "") : LLVMBuildSExt(g->b, v, g->i32, "");
 }
 
+static LLVMValueRef load_f(Gen *g, LLVMValueRef base, LLVMValueRef index) {
+  return LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, base, &index, 1, ""), "f");
+}
+
 /* acc += valid ? a[ai] * b[bi] : 0, with out-of-range indices replaced by 0 */
 static void accumulate(Dot *d, LLVMValueRef valid, LLVMValueRef ai, LLVMValueRef bi) {
   Gen *g = d->g;
   LLVMValueRef zero = c64(g, 0);
   ai = LLVMBuildSelect(g->b, valid, ai, zero, "");
   bi = LLVMBuildSelect(g->b, valid, bi, zero, "");
-  LLVMValueRef p = mul(g, load_q(g, d->ea, d->a, ai), load_q(g, d->eb, d->b, bi));
-  p = LLVMBuildSelect(g->b, valid, p, LLVMConstInt(g->i32, 0, 0), "");
-  LLVMBuildStore(g->b, add(g, LLVMBuildLoad2(g->b, g->i32, d->acc, ""), p), d->acc);
+  LLVMTypeRef t = d->flt ? g->f32 : g->i32;
+  LLVMValueRef p = d->flt ? LLVMBuildFMul(g->b, load_f(g, d->a, ai), load_f(g, d->b, bi), "")
+                          : mul(g, load_q(g, d->ea, d->a, ai), load_q(g, d->eb, d->b, bi));
+  p = LLVMBuildSelect(g->b, valid, p, d->flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0), "");
+  LLVMValueRef cur = LLVMBuildLoad2(g->b, t, d->acc, "");
+  LLVMBuildStore(g->b, d->flt ? LLVMBuildFAdd(g->b, cur, p, "") : add(g, cur, p), d->acc);
 }
 
-static void store_output(Gen *g, LLVMValueRef out, LLVMValueRef index, LLVMValueRef acc, LLVMValueRef scale, LLVMValueRef bias_value) {
-  LLVMValueRef y = LLVMBuildFMul(g->b, LLVMBuildSIToFP(g->b, LLVMBuildLoad2(g->b, g->i32, acc, ""), g->f32, ""), scale, "");
-  y = LLVMBuildFAdd(g->b, y, bias_value ? bias_value : LLVMConstReal(g->f32, 0.0), "");
+static void store_output(Dot *d, LLVMValueRef out, LLVMValueRef index, LLVMValueRef scale, LLVMValueRef bias_value) {
+  Gen *g = d->g;
+  LLVMValueRef y;
+  if (d->flt) {
+    y = LLVMBuildLoad2(g->b, g->f32, d->acc, "");
+    if (bias_value) y = LLVMBuildFAdd(g->b, y, bias_value, "");
+  } else {
+    y = LLVMBuildFMul(g->b, LLVMBuildSIToFP(g->b, LLVMBuildLoad2(g->b, g->i32, d->acc, ""), g->f32, ""), scale, "");
+    y = LLVMBuildFAdd(g->b, y, bias_value ? bias_value : LLVMConstReal(g->f32, 0.0), "");
+  }
   LLVMBuildStore(g->b, y, LLVMBuildGEP2(g->b, g->f32, out, &index, 1, ""));
 }
 
@@ -49,15 +65,16 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   LLVMValueRef s0 = c64(g, 0), s1 = c64(g, 1);
   LLVMValueRef scale = LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s0, 1, ""), ""),
                                      LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s1, 1, ""), ""), "scale");
-  Dot d = {g, gen_entry_alloca(g, g->i32, "acc"), ptrs[0], ptrs[1], k->a, k->b};
+  int flt = k->a == KE_F32;
+  Dot d = {g, gen_entry_alloca(g, flt ? g->f32 : g->i32, "acc"), ptrs[0], ptrs[1], k->a, k->b, flt};
+  LLVMValueRef acc_zero = flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0);
   int64_t cpg = k->C / k->g, opg = k->O / k->g;
   Loop l1, l2, l3, l4, r1, r2, r3;
-  LLVMValueRef zero32 = LLVMConstInt(g->i32, 0, 0);
   if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = bias */
     LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef oh = gen_loop_begin(g, &l3, c64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l4, c64(g, k->Wo), "ow");
-    LLVMBuildStore(g->b, zero32, d.acc);
+    LLVMBuildStore(g->b, acc_zero, d.acc);
     LLVMValueRef ci = gen_loop_begin(g, &r1, c64(g, cpg), "ci"), kh = gen_loop_begin(g, &r2, c64(g, k->k), "kh");
     LLVMValueRef kw = gen_loop_begin(g, &r3, c64(g, k->k), "kw");
     LLVMValueRef ih = add(g, mul(g, oh, c64(g, k->s)), add(g, kh, c64(g, -k->p)));
@@ -68,15 +85,17 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     accumulate(&d, valid, xi, wi);
     gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
     LLVMValueRef bias = LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, ptrs[2], &o, 1, ""), "bias");
-    store_output(g, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), d.acc, scale, bias);
+    store_output(&d, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), scale, bias);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else if (k->kind == CONV_DX) { /* a = dy, b = w: gather every output tap that reads x[n,c,ih,iw] */
     LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), c = gen_loop_begin(g, &l2, c64(g, k->C), "c");
     LLVMValueRef grp = LLVMBuildSDiv(g->b, c, c64(g, cpg), ""), ci = LLVMBuildSRem(g->b, c, c64(g, cpg), "");
     LLVMValueRef ih = gen_loop_begin(g, &l3, c64(g, k->H), "ih"), iw = gen_loop_begin(g, &l4, c64(g, k->W), "iw");
-    LLVMBuildStore(g->b, zero32, d.acc);
-    LLVMValueRef oo = gen_loop_begin(g, &r1, c64(g, opg), "oo"), kh = gen_loop_begin(g, &r2, c64(g, k->k), "kh");
-    LLVMValueRef kw = gen_loop_begin(g, &r3, c64(g, k->k), "kw");
+    LLVMBuildStore(g->b, acc_zero, d.acc);
+    /* kh and kw run downwards, so output rows and columns come in ascending order */
+    LLVMValueRef oo = gen_loop_begin(g, &r1, c64(g, opg), "oo");
+    LLVMValueRef kh = LLVMBuildSub(g->b, c64(g, k->k - 1), gen_loop_begin(g, &r2, c64(g, k->k), "rkh"), "kh");
+    LLVMValueRef kw = LLVMBuildSub(g->b, c64(g, k->k - 1), gen_loop_begin(g, &r3, c64(g, k->k), "rkw"), "kw");
     LLVMValueRef o = add(g, mul(g, grp, c64(g, opg)), oo);
     LLVMValueRef th = add(g, ih, add(g, c64(g, k->p), LLVMBuildNeg(g->b, kh, ""))), tw = add(g, iw, add(g, c64(g, k->p), LLVMBuildNeg(g->b, kw, "")));
     LLVMValueRef nonneg = land(g, LLVMBuildICmp(g->b, LLVMIntSGE, th, c64(g, 0), ""), LLVMBuildICmp(g->b, LLVMIntSGE, tw, c64(g, 0), ""));
@@ -89,13 +108,13 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     LLVMValueRef wi = lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw);
     accumulate(&d, valid, yi, wi);
     gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
-    store_output(g, out, lin(g, lin(g, lin(g, nn, k->C, c), k->H, ih), k->W, iw), d.acc, scale, NULL);
+    store_output(&d, out, lin(g, lin(g, lin(g, nn, k->C, c), k->H, ih), k->W, iw), scale, NULL);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else { /* CONV_DW: a = dy, b = x */
     LLVMValueRef o = gen_loop_part(g, &l1, k->O, "o"), ci = gen_loop_begin(g, &l2, c64(g, cpg), "ci");
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef kh = gen_loop_begin(g, &l3, c64(g, k->k), "kh"), kw = gen_loop_begin(g, &l4, c64(g, k->k), "kw");
-    LLVMBuildStore(g->b, zero32, d.acc);
+    LLVMBuildStore(g->b, acc_zero, d.acc);
     LLVMValueRef nn = gen_loop_begin(g, &r1, c64(g, k->N), "n"), oh = gen_loop_begin(g, &r2, c64(g, k->Ho), "oh");
     LLVMValueRef ow = gen_loop_begin(g, &r3, c64(g, k->Wo), "ow");
     LLVMValueRef ih = add(g, mul(g, oh, c64(g, k->s)), add(g, kh, c64(g, -k->p)));
@@ -105,7 +124,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     LLVMValueRef xi = lin(g, lin(g, lin(g, nn, k->C, add(g, g0, ci)), k->H, ih), k->W, iw);
     accumulate(&d, valid, yi, xi);
     gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
-    store_output(g, out, lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw), d.acc, scale, NULL);
+    store_output(&d, out, lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw), scale, NULL);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   }
   LLVMBuildRetVoid(g->b);
