@@ -1,4 +1,5 @@
-/* interp.c: runs nodes in list order with their reference bodies. Parameters are initialised
+/* interp.c: runs nodes in list order with their reference bodies, or with a generated kernel
+ * where a library set one (split into fixed parts on threads). Parameters are initialised
  * with the counter-based generator keyed by (seed, name of the tensor, element), so the values
  * do not depend on node numbering or on any other tensor. */
 #include <math.h>
