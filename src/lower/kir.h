@@ -49,8 +49,11 @@ typedef struct {
 /* Data movement and reductions over a row-major x of up to SQ_MAX_RANK axes:
  *   reduce_sum: out[index of the kept axes] += x[e], e in row-major order (the reference's order)
  *   copy (reshape, flatten): out[e] = x[e]
- *   maxpool2d / maxpool2d_grad: the first maximum of each window (rows, then columns) */
-typedef enum { RED_SUM, RED_COPY, RED_MAXPOOL, RED_MAXPOOL_GRAD } RedKind;
+ *   maxpool2d / maxpool2d_grad: the first maximum of each window (rows, then columns)
+ *   avgpool2d / _grad: window sums (padding counts in the divisor k*k), global_avgpool / _grad
+ *   transpose: out in row-major order reads x through perm; fill: a constant */
+typedef enum { RED_SUM, RED_COPY, RED_MAXPOOL, RED_MAXPOOL_GRAD, RED_AVGPOOL, RED_AVGPOOL_GRAD, RED_GAP, RED_GAP_GRAD,
+               RED_TRANSPOSE, RED_FILL } RedKind;
 typedef struct {
   int node;
   RedKind kind;
@@ -58,7 +61,9 @@ typedef struct {
   int64_t dim[SQ_MAX_RANK];
   int64_t out_stride[SQ_MAX_RANK]; /* RED_SUM: stride of axis i in the output, 0 when reduced */
   int64_t out_n;
-  int64_t k, s, p, Ho, Wo;         /* maxpool: x is [N, C, H, W] = dim[0..3] */
+  int64_t k, s, p, Ho, Wo;         /* pooling: x is [N, C, H, W] = dim[0..3] */
+  int64_t perm[SQ_MAX_RANK];       /* transpose */
+  float value;                     /* fill */
 } RedKernel;
 
 typedef struct {

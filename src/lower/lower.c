@@ -84,7 +84,13 @@ static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
 }
 
 static int red_of(const Graph *g, const Node *n, RedKernel *k) {
-  const Node *x = ir_in(g, n, n->op == OP_maxpool2d_grad ? 1 : 0);
+  if (n->op == OP_fill) {
+    *k = (RedKernel){.node = n->id, .kind = RED_FILL, .out_n = shape_numel(&n->shape), .value = (float)ir_num(n, "value")};
+    return n->dtype == DT_F32;
+  }
+  if (n->kind != NK_OP || n->nin == 0) return 0;
+  int grad_of_x = n->op == OP_maxpool2d_grad || n->op == OP_avgpool2d_grad || n->op == OP_global_avgpool_grad;
+  const Node *x = ir_in(g, n, grad_of_x ? 1 : 0);
   if (x->dtype != DT_F32) return 0;
   *k = (RedKernel){.node = n->id, .rank = x->shape.rank, .out_n = shape_numel(&n->shape)};
   for (int i = 0; i < x->shape.rank; i++) k->dim[i] = x->shape.d[i];
@@ -102,8 +108,19 @@ static int red_of(const Graph *g, const Node *n, RedKernel *k) {
     }
     return 1;
   }
-  case OP_maxpool2d: case OP_maxpool2d_grad:
-    k->kind = n->op == OP_maxpool2d ? RED_MAXPOOL : RED_MAXPOOL_GRAD;
+  case OP_transpose: {
+    k->kind = RED_TRANSPOSE;
+    const AttrVal *a = ir_attr(n, "perm");
+    for (int i = 0; i < k->rank; i++) k->perm[i] = i;
+    if (a->nlist == 0) k->perm[k->rank - 2] = k->rank - 1, k->perm[k->rank - 1] = k->rank - 2;
+    else for (int i = 0; i < a->nlist; i++) k->perm[i] = a->list[i];
+    return 1;
+  }
+  case OP_global_avgpool: k->kind = RED_GAP; return 1;
+  case OP_global_avgpool_grad: k->kind = RED_GAP_GRAD; return 1;
+  case OP_maxpool2d: case OP_maxpool2d_grad: case OP_avgpool2d: case OP_avgpool2d_grad:
+    k->kind = n->op == OP_maxpool2d ? RED_MAXPOOL : n->op == OP_maxpool2d_grad ? RED_MAXPOOL_GRAD
+            : n->op == OP_avgpool2d ? RED_AVGPOOL : RED_AVGPOOL_GRAD;
     k->k = ir_int(n, "kernel"), k->s = ir_int(n, "stride"), k->p = ir_int(n, "padding");
     k->Ho = (k->dim[2] + 2 * k->p - k->k) / k->s + 1;
     k->Wo = (k->dim[3] + 2 * k->p - k->k) / k->s + 1;
@@ -167,13 +184,14 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->inner != k->n) sb_printf(&b, " second operand repeats every %lld", (long long)k->inner);
     sb_printf(&b, " vec=%d\n", k->vec);
   }
-  static const char *const red[] = {"reduce_sum", "copy", "maxpool", "maxpool_grad"};
+  static const char *const red[] = {"reduce_sum", "copy", "maxpool", "maxpool_grad", "avgpool", "avgpool_grad",
+                                    "global_avgpool", "global_avgpool_grad", "transpose", "fill"};
   for (int i = 0; i < p->red.n; i++) {
     const RedKernel *k = &p->red.v[i];
     sb_printf(&b, "%s %%%s: x=[", red[k->kind], ir_node(g, k->node)->name);
     for (int d = 0; d < k->rank; d++) sb_printf(&b, "%s%lld", d ? "," : "", (long long)k->dim[d]);
     sb_printf(&b, "] out=%lld", (long long)k->out_n);
-    if (k->kind >= RED_MAXPOOL) sb_printf(&b, " k=%lld s=%lld p=%lld", (long long)k->k, (long long)k->s, (long long)k->p);
+    if (k->kind >= RED_MAXPOOL && k->kind <= RED_AVGPOOL_GRAD) sb_printf(&b, " k=%lld s=%lld p=%lld", (long long)k->k, (long long)k->s, (long long)k->p);
     sb_puts(&b, "\n");
   }
   return sb_take(&b);

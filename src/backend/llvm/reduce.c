@@ -29,6 +29,33 @@ static void sum_axes(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, LLVMV
   gen_loop_end(g, &l, 0);
 }
 
+/* transpose: one loop per output axis; the source index walks x's strides in perm order */
+static void transpose_axes(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, LLVMValueRef src, const int64_t *xstride,
+                           LLVMValueRef x, LLVMValueRef out) {
+  if (axis == k->rank) {
+    LLVMBuildStore(g->b, ld(g, x, src), at(g, out, e));
+    return;
+  }
+  Loop l;
+  int64_t n = k->dim[k->perm[axis]];
+  LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, n), "t");
+  transpose_axes(g, k, axis + 1, add(g, mul(g, e, n), i), add(g, src, mul(g, i, xstride[k->perm[axis]])), xstride, x, out);
+  gen_loop_end(g, &l, 0);
+}
+
+/* index of tap (kh, kw) of window (plane, oh, ow), 0 when it falls in the padding; *valid says which */
+static LLVMValueRef tap(Gen *g, const RedKernel *k, LLVMValueRef plane, LLVMValueRef oh, LLVMValueRef ow, LLVMValueRef kh,
+                        LLVMValueRef kw, LLVMValueRef *valid) {
+  int64_t H = k->dim[2], W = k->dim[3];
+  LLVMValueRef z = gen_i64(g, 0);
+  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p)));
+  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p)));
+  *valid = LLVMBuildAnd(g->b,
+      LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, ih, z, ""), LLVMBuildICmp(g->b, LLVMIntSLT, ih, gen_i64(g, H), ""), ""),
+      LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, iw, z, ""), LLVMBuildICmp(g->b, LLVMIntSLT, iw, gen_i64(g, W), ""), ""), "");
+  return LLVMBuildSelect(g->b, *valid, add(g, mul(g, add(g, mul(g, plane, H), ih), W), iw), z, "tap");
+}
+
 /* The flat index of the window's first maximum (see window_argmax in src/ops/pool.c). */
 static LLVMValueRef argmax(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValueRef plane, LLVMValueRef oh, LLVMValueRef ow,
                            LLVMValueRef best) {
@@ -69,6 +96,56 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     gen_only_part0(g); /* every element adds into shared outputs */
     zero(g, out, k->out_n);
     sum_axes(g, k, 0, gen_i64(g, 0), gen_i64(g, 0), p[0], out);
+  } else if (k->kind == RED_FILL) {
+    LLVMValueRef i = gen_loop_part(g, &l1, k->out_n, "e");
+    LLVMBuildStore(g->b, LLVMConstReal(g->f32, (double)k->value), at(g, out, i));
+    gen_loop_end(g, &l1, 16);
+  } else if (k->kind == RED_TRANSPOSE) {
+    gen_only_part0(g);
+    int64_t xstride[SQ_MAX_RANK], st = 1;
+    for (int i = k->rank - 1; i >= 0; i--) xstride[i] = st, st *= k->dim[i];
+    transpose_axes(g, k, 0, gen_i64(g, 0), gen_i64(g, 0), xstride, p[0], out);
+  } else if (k->kind == RED_GAP || k->kind == RED_GAP_GRAD) { /* mean of each H*W plane / its gradient */
+    int64_t hw = k->dim[2] * k->dim[3];
+    LLVMValueRef fhw = LLVMConstReal(g->f32, (double)(float)hw);
+    LLVMValueRef pl = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    if (k->kind == RED_GAP) {
+      LLVMValueRef acc = gen_entry_alloca(g, g->f32, "s");
+      LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), acc);
+      LLVMValueRef i = gen_loop_begin(g, &l2, gen_i64(g, hw), "i");
+      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), ld(g, p[0], add(g, mul(g, pl, hw), i)), ""), acc);
+      gen_loop_end(g, &l2, 0);
+      LLVMBuildStore(g->b, LLVMBuildFDiv(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), fhw, ""), at(g, out, pl));
+    } else {
+      LLVMValueRef i = gen_loop_begin(g, &l2, gen_i64(g, hw), "i");
+      LLVMBuildStore(g->b, LLVMBuildFDiv(g->b, ld(g, p[0], pl), fhw, ""), at(g, out, add(g, mul(g, pl, hw), i)));
+      gen_loop_end(g, &l2, 16);
+    }
+    gen_loop_end(g, &l1, 0);
+  } else if (k->kind == RED_AVGPOOL || k->kind == RED_AVGPOOL_GRAD) {
+    /* every tap counts in the divisor k*k (padding included); padded taps add +0.0 */
+    int grad = k->kind == RED_AVGPOOL_GRAD;
+    LLVMValueRef inv = LLVMConstReal(g->f32, (double)(1.0f / (float)(k->k * k->k))), acc = gen_entry_alloca(g, g->f32, "s");
+    if (grad) gen_only_part0(g), zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
+    LLVMValueRef pl = grad ? gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane")
+                           : gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    LLVMValueRef oh = gen_loop_begin(g, &l2, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l3, gen_i64(g, k->Wo), "ow");
+    LLVMValueRef o = add(g, mul(g, add(g, mul(g, pl, k->Ho), oh), k->Wo), ow);
+    LLVMValueRef gv = grad ? LLVMBuildFMul(g->b, ld(g, p[0], o), inv, "g") : NULL;
+    if (!grad) LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), acc);
+    Loop lh, lw;
+    LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh"), kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
+    LLVMValueRef valid, i = tap(g, k, pl, oh, ow, kh, kw, &valid), zf = LLVMConstReal(g->f32, 0.0);
+    if (grad) {
+      LLVMValueRef d = at(g, out, i);
+      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, d, ""), LLVMBuildSelect(g->b, valid, gv, zf, ""), ""), d);
+    } else {
+      LLVMValueRef v = LLVMBuildSelect(g->b, valid, ld(g, p[0], i), zf, "");
+      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), v, ""), acc);
+    }
+    gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0);
+    if (!grad) LLVMBuildStore(g->b, LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), inv, ""), at(g, out, o));
+    gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
     LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");
