@@ -116,7 +116,7 @@ expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safe
 # The LLVM backend: generated kernels (integer and float GEMMs) train bit-identically to the
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
 expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
-for t in "mlp 4 8" "mlp 32 8" "cnn 4 4" "cnn 32 4" "conv_strided 4 3" "conv_strided 32 3" "residual 32 4" "residual 6 4" "pools 32 3" "pools 4 3"; do
+for t in "mlp 4 8" "mlp 32 8" "cnn 4 4" "cnn 32 4" "conv_strided 4 3" "conv_strided 32 3" "residual 32 4" "residual 6 4" "pools 32 3" "pools 4 3" "regress 32 5"; do
   set -- $t
   src=$root/examples/$1.sq
   [ -f "$src" ] || src=$root/tests/models/$1.sq

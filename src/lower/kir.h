@@ -35,14 +35,16 @@ typedef struct {
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
 } ConvKernel;
 
-/* Elementwise work over n elements (relu, relu_grad, add, mul, sgd_update); add and mul repeat
- * their second operand every `inner` elements. sgd_update reads the step's learning rate. */
+/* Elementwise work over n elements (relu, relu_grad, gelu, gelu_grad, add, mul, mse_grad,
+ * sgd_update, and mse, which sums them); add and mul repeat their second operand every `inner`
+ * elements. sgd_update reads the step's learning rate. */
 typedef struct {
   int node;
   OpCode op;
   int64_t n, inner;
   float momentum, weight_decay;
   int nesterov;
+  double sign; /* mse_grad */
   int vec;
 } EwKernel;
 

@@ -68,11 +68,17 @@ static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
 
 static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
   switch (n->op) {
-  case OP_relu: case OP_relu_grad: case OP_add: case OP_mul: case OP_sgd_update: break;
+  case OP_relu: case OP_relu_grad: case OP_add: case OP_mul: case OP_sgd_update: case OP_gelu: case OP_gelu_grad:
+  case OP_mse: case OP_mse_grad:
+    break;
   default: return 0;
   }
   const Node *x = ir_in(g, n, 0);
-  *k = (EwKernel){.node = n->id, .op = n->op, .n = shape_numel(&x->shape), .vec = vec};
+  int per_input = n->op == OP_sgd_update || n->op == OP_mse; /* their output is not elementwise */
+  *k = (EwKernel){.node = n->id, .op = n->op, .n = shape_numel(per_input ? &x->shape : &n->shape), .vec = vec};
+  if (n->op == OP_mse_grad) k->sign = ir_num(n, "sign");
+  /* scalar loops: libm calls (erf, exp) do not vectorize, and mse's double sum keeps its order */
+  if (n->op == OP_gelu || n->op == OP_gelu_grad || n->op == OP_mse) k->vec = 1;
   k->inner = k->n;
   if (n->op == OP_add || n->op == OP_mul) k->inner = shape_numel(&ir_in(g, n, 1)->shape);
   if (n->op == OP_sgd_update) {

@@ -1,27 +1,49 @@
-/* elementwise.c: LLVM code for EwKernels with the reference's exact float operations:
- * relu keeps NaN (x > 0 or unordered), relu_grad passes dy where x > 0 (ordered), add/mul
- * repeat the second operand, sgd_update is PyTorch's SGD as in src/ops/optim.c (each product
- * and sum rounded to float32 on its own, never fused). */
+/* elementwise.c: LLVM code for EwKernels with the reference's exact operations: relu keeps NaN
+ * (x > 0 or unordered), relu_grad passes dy where x > 0 (ordered), gelu and its gradient in
+ * double through libm's erf and exp as src/ops/elementwise.c, add/mul repeat the second
+ * operand, mse sums in double in index order, sgd_update is PyTorch's SGD as in
+ * src/ops/optim.c (each product and sum rounded on its own, never fused). */
 #include <llvm-c/Core.h>
 #include "gen.h"
 
 static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->f32, base, &i, 1, ""); }
 static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildLoad2(g->b, g->f32, at(g, base, i), ""); }
 static LLVMValueRef cf(Gen *g, float v) { return LLVMConstReal(g->f32, (double)v); }
+static LLVMValueRef cd(Gen *g, double v) { return LLVMConstReal(LLVMDoubleTypeInContext(g->ctx), v); }
+
+/* double f(double) from libm, declared once per module */
+static LLVMValueRef libm(Gen *g, const char *name, LLVMValueRef arg) {
+  LLVMTypeRef d = LLVMDoubleTypeInContext(g->ctx), ft = LLVMFunctionType(d, &d, 1, 0);
+  LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
+  if (!fn) fn = LLVMAddFunction(g->mod, name, ft);
+  return LLVMBuildCall2(g->b, ft, fn, &arg, 1, name);
+}
 
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), lr = LLVMGetParam(fn, 3);
   LLVMValueRef p[3];
-  int nin = k->op == OP_relu ? 1 : k->op == OP_sgd_update ? 3 : 2;
+  int nin = k->op == OP_relu || k->op == OP_gelu ? 1 : k->op == OP_sgd_update || k->op == OP_mse_grad ? 3 : 2;
   for (int i = 0; i < nin; i++) {
     LLVMValueRef idx = gen_i64(g, i);
     p[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, in, &idx, 1, ""), "in");
   }
+  LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
+  LLVMValueRef sum = NULL, kscale = NULL;
+  if (k->op == OP_mse) { /* a sum: all of it in part 0 */
+    gen_only_part0(g);
+    sum = gen_entry_alloca(g, f64, "s");
+    LLVMBuildStore(g->b, cd(g, 0.0), sum);
+  }
+  if (k->op == OP_mse_grad) { /* (float)(sign * 2 / n) * dl */
+    LLVMValueRef dl = LLVMBuildLoad2(g->b, g->f32, p[0], "dl");
+    kscale = LLVMBuildFMul(g->b, cf(g, (float)(k->sign * 2.0 / (double)k->n)), dl, "k");
+  }
   Loop lo, li; /* parts split the outer loop, or the only loop when the second operand does not repeat */
   int flat = k->inner == k->n;
   LLVMValueRef o = flat ? gen_loop_begin(g, &lo, gen_i64(g, 1), "outer") : gen_loop_part(g, &lo, k->n / k->inner, "outer");
-  LLVMValueRef j = flat ? gen_loop_part(g, &li, k->inner, "j") : gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
+  LLVMValueRef j = flat && k->op != OP_mse ? gen_loop_part(g, &li, k->inner, "j")
+                                          : gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
   LLVMValueRef i = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, k->inner), ""), j, "i");
   LLVMValueRef zero = cf(g, 0);
   switch (k->op) {
@@ -50,10 +72,41 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
     LLVMBuildStore(g->b, LLVMBuildFSub(g->b, pv, LLVMBuildFMul(g->b, lr, step, ""), ""), at(g, p[0], i));
     break;
   }
+  case OP_gelu: { /* (float)(0.5 * v * (1 + erf(v / sqrt 2))) */
+    LLVMValueRef v = LLVMBuildFPExt(g->b, ld(g, p[0], i), f64, "v");
+    LLVMValueRef e = libm(g, "erf", LLVMBuildFMul(g->b, v, cd(g, 0.70710678118654752), ""));
+    LLVMValueRef y = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, cd(g, 0.5), v, ""), LLVMBuildFAdd(g->b, cd(g, 1.0), e, ""), "");
+    LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, y, g->f32, ""), at(g, out, i));
+    break;
+  }
+  case OP_gelu_grad: { /* (float)(dy * (cdf + v * pdf)) */
+    LLVMValueRef dy = LLVMBuildFPExt(g->b, ld(g, p[0], i), f64, ""), v = LLVMBuildFPExt(g->b, ld(g, p[1], i), f64, "v");
+    LLVMValueRef e = libm(g, "erf", LLVMBuildFMul(g->b, v, cd(g, 0.70710678118654752), ""));
+    LLVMValueRef cdf = LLVMBuildFMul(g->b, cd(g, 0.5), LLVMBuildFAdd(g->b, cd(g, 1.0), e, ""), "cdf");
+    LLVMValueRef ex = libm(g, "exp", LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, cd(g, -0.5), v, ""), v, ""));
+    LLVMValueRef pdf = LLVMBuildFMul(g->b, ex, cd(g, 0.3989422804014327), "pdf");
+    LLVMValueRef dx = LLVMBuildFMul(g->b, dy, LLVMBuildFAdd(g->b, cdf, LLVMBuildFMul(g->b, v, pdf, ""), ""), "");
+    LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, dx, g->f32, ""), at(g, out, i));
+    break;
+  }
+  case OP_mse: { /* s += ((double)a - b) * ((double)a - b) */
+    LLVMValueRef d = LLVMBuildFSub(g->b, LLVMBuildFPExt(g->b, ld(g, p[0], i), f64, ""), LLVMBuildFPExt(g->b, ld(g, p[1], i), f64, ""), "");
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), LLVMBuildFMul(g->b, d, d, ""), ""), sum);
+    break;
+  }
+  case OP_mse_grad: { /* k * (a - b) */
+    LLVMValueRef d = LLVMBuildFSub(g->b, ld(g, p[1], i), ld(g, p[2], i), "");
+    LLVMBuildStore(g->b, LLVMBuildFMul(g->b, kscale, d, ""), at(g, out, i));
+    break;
+  }
   default: SQ_INTERNAL("no elementwise code for %s", op_info[k->op].name);
   }
   gen_loop_end(g, &li, k->vec);
   gen_loop_end(g, &lo, 0);
+  if (k->op == OP_mse) {
+    LLVMValueRef mean = LLVMBuildFDiv(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), cd(g, (double)k->n), "");
+    LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, mean, g->f32, ""), out);
+  }
   LLVMBuildRetVoid(g->b);
   return fn;
 }
