@@ -37,7 +37,8 @@ typedef struct {
 
 /* Elementwise work over n elements (relu, relu_grad, gelu, gelu_grad, add, mul, mse_grad,
  * sgd_update, and mse, which sums them); add and mul repeat their second operand every `inner`
- * elements. sgd_update reads the step's learning rate. */
+ * elements; softmax and softmax_grad work on rows of `inner` elements. sgd_update reads the
+ * step's learning rate. */
 typedef struct {
   int node;
   OpCode op;

@@ -69,7 +69,7 @@ static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
 static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
   switch (n->op) {
   case OP_relu: case OP_relu_grad: case OP_add: case OP_mul: case OP_sgd_update: case OP_gelu: case OP_gelu_grad:
-  case OP_mse: case OP_mse_grad:
+  case OP_mse: case OP_mse_grad: case OP_softmax: case OP_softmax_grad:
     break;
   default: return 0;
   }
@@ -78,9 +78,11 @@ static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
   *k = (EwKernel){.node = n->id, .op = n->op, .n = shape_numel(per_input ? &x->shape : &n->shape), .vec = vec};
   if (n->op == OP_mse_grad) k->sign = ir_num(n, "sign");
   /* scalar loops: libm calls (erf, exp) do not vectorize, and mse's double sum keeps its order */
-  if (n->op == OP_gelu || n->op == OP_gelu_grad || n->op == OP_mse) k->vec = 1;
+  if (n->op == OP_gelu || n->op == OP_gelu_grad || n->op == OP_mse || n->op == OP_softmax || n->op == OP_softmax_grad)
+    k->vec = 1;
   k->inner = k->n;
   if (n->op == OP_add || n->op == OP_mul) k->inner = shape_numel(&ir_in(g, n, 1)->shape);
+  if (n->op == OP_softmax || n->op == OP_softmax_grad) k->inner = n->shape.d[n->shape.rank - 1]; /* rows */
   if (n->op == OP_sgd_update) {
     k->momentum = (float)ir_num(n, "momentum");
     k->weight_decay = (float)ir_num(n, "weight_decay");
@@ -187,7 +189,8 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
   for (int i = 0; i < p->ew.n; i++) {
     const EwKernel *k = &p->ew.v[i];
     sb_printf(&b, "elementwise %%%s (%s): n=%lld", ir_node(g, k->node)->name, op_info[k->op].name, (long long)k->n);
-    if (k->inner != k->n) sb_printf(&b, " second operand repeats every %lld", (long long)k->inner);
+    if (k->op == OP_softmax || k->op == OP_softmax_grad) sb_printf(&b, " rows of %lld", (long long)k->inner);
+    else if (k->inner != k->n) sb_printf(&b, " second operand repeats every %lld", (long long)k->inner);
     sb_printf(&b, " vec=%d\n", k->vec);
   }
   static const char *const red[] = {"reduce_sum", "copy", "maxpool", "maxpool_grad", "avgpool", "avgpool_grad",

@@ -19,14 +19,60 @@ static LLVMValueRef libm(Gen *g, const char *name, LLVMValueRef arg) {
   return LLVMBuildCall2(g->b, ft, fn, &arg, 1, name);
 }
 
+/* softmax over rows of D (as softmax_row in src/ops/loss.c): the float max, a double sum of
+ * exp(x - max), then each exp / sum; softmax_grad(dy, y): y * (dy - sum(dy * y)) in double.
+ * Parts split the rows. */
+static void softmax_rows(Gen *g, const EwKernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef out) {
+  LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
+  int64_t D = k->inner;
+  LLVMValueRef mx = gen_entry_alloca(g, g->f32, "mx"), sum = gen_entry_alloca(g, f64, "s");
+  Loop lr, lj;
+  LLVMValueRef r = gen_loop_part(g, &lr, k->n / D, "row"), base = LLVMBuildMul(g->b, r, gen_i64(g, D), "base");
+  LLVMBuildStore(g->b, cd(g, 0.0), sum);
+  if (k->op == OP_softmax) {
+    LLVMBuildStore(g->b, ld(g, a, base), mx);
+    LLVMValueRef j = gen_loop_begin(g, &lj, gen_i64(g, D), "j"), x = ld(g, a, LLVMBuildAdd(g->b, base, j, ""));
+    LLVMValueRef m = LLVMBuildLoad2(g->b, g->f32, mx, "");
+    LLVMBuildStore(g->b, LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, x, m, ""), x, m, ""), mx);
+    gen_loop_end(g, &lj, 0);
+    LLVMValueRef md = LLVMBuildFPExt(g->b, LLVMBuildLoad2(g->b, g->f32, mx, ""), f64, "md");
+    for (int pass = 0; pass < 2; pass++) {
+      j = gen_loop_begin(g, &lj, gen_i64(g, D), "j");
+      LLVMValueRef i = LLVMBuildAdd(g->b, base, j, "");
+      LLVMValueRef e = libm(g, "exp", LLVMBuildFSub(g->b, LLVMBuildFPExt(g->b, ld(g, a, i), f64, ""), md, ""));
+      if (pass == 0) LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), e, ""), sum);
+      else LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, LLVMBuildFDiv(g->b, e, LLVMBuildLoad2(g->b, f64, sum, ""), ""), g->f32, ""), at(g, out, i));
+      gen_loop_end(g, &lj, 0);
+    }
+  } else { /* a = dy, b = y */
+    for (int pass = 0; pass < 2; pass++) {
+      LLVMValueRef j = gen_loop_begin(g, &lj, gen_i64(g, D), "j"), i = LLVMBuildAdd(g->b, base, j, "");
+      LLVMValueRef dy = LLVMBuildFPExt(g->b, ld(g, a, i), f64, ""), y = LLVMBuildFPExt(g->b, ld(g, b, i), f64, "");
+      if (pass == 0) {
+        LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), LLVMBuildFMul(g->b, dy, y, ""), ""), sum);
+      } else {
+        LLVMValueRef d = LLVMBuildFMul(g->b, y, LLVMBuildFSub(g->b, dy, LLVMBuildLoad2(g->b, f64, sum, ""), ""), "");
+        LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, d, g->f32, ""), at(g, out, i));
+      }
+      gen_loop_end(g, &lj, 0);
+    }
+  }
+  gen_loop_end(g, &lr, 0);
+}
+
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), lr = LLVMGetParam(fn, 3);
   LLVMValueRef p[3];
-  int nin = k->op == OP_relu || k->op == OP_gelu ? 1 : k->op == OP_sgd_update || k->op == OP_mse_grad ? 3 : 2;
+  int nin = k->op == OP_relu || k->op == OP_gelu || k->op == OP_softmax ? 1 : k->op == OP_sgd_update || k->op == OP_mse_grad ? 3 : 2;
   for (int i = 0; i < nin; i++) {
     LLVMValueRef idx = gen_i64(g, i);
     p[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, in, &idx, 1, ""), "in");
+  }
+  if (k->op == OP_softmax || k->op == OP_softmax_grad) {
+    softmax_rows(g, k, p[0], k->op == OP_softmax_grad ? p[1] : NULL, out);
+    LLVMBuildRetVoid(g->b);
+    return fn;
   }
   LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
   LLVMValueRef sum = NULL, kscale = NULL;
