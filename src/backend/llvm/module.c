@@ -112,26 +112,18 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
   int n = gr->nodes.n;
   LLVMValueRef *table = xmalloc(sizeof(LLVMValueRef) * (size_t)(n ? n : 1));
   for (int i = 0; i < n; i++) table[i] = LLVMConstPointerNull(g->ptr);
-  for (int i = 0; plan && i < plan->gemm.n; i++) {
-    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->gemm.v[i].node)->name);
-    table[plan->gemm.v[i].node] = gen_gemm(g, &plan->gemm.v[i], name);
-    free(name);
+  /* every kernel of the plan, named after its node, in its node's slot of the table */
+#define EMIT_KERNELS(list, gen) \
+  for (int i = 0; plan && i < plan->list.n; i++) { \
+    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->list.v[i].node)->name); \
+    table[plan->list.v[i].node] = gen(g, &plan->list.v[i], name); \
+    free(name); \
   }
-  for (int i = 0; plan && i < plan->ew.n; i++) {
-    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->ew.v[i].node)->name);
-    table[plan->ew.v[i].node] = gen_elementwise(g, &plan->ew.v[i], name);
-    free(name);
-  }
-  for (int i = 0; plan && i < plan->red.n; i++) {
-    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->red.v[i].node)->name);
-    table[plan->red.v[i].node] = gen_reduce(g, &plan->red.v[i], name);
-    free(name);
-  }
-  for (int i = 0; plan && i < plan->conv.n; i++) {
-    char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->conv.v[i].node)->name);
-    table[plan->conv.v[i].node] = gen_conv(g, &plan->conv.v[i], name);
-    free(name);
-  }
+  EMIT_KERNELS(gemm, gen_gemm)
+  EMIT_KERNELS(ew, gen_elementwise)
+  EMIT_KERNELS(red, gen_reduce)
+  EMIT_KERNELS(conv, gen_conv)
+#undef EMIT_KERNELS
   LLVMValueRef arr = LLVMConstArray2(g->ptr, table, (uint64_t)n);
   LLVMValueRef kt = LLVMAddGlobal(g->mod, LLVMTypeOf(arr), "sq__kernels");
   LLVMSetInitializer(kt, arr);
