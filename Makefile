@@ -2,6 +2,7 @@
 # make demo | make check | make asan | make deps | make all
 .SUFFIXES:
 MAKEFLAGS += --no-builtin-rules
+.DEFAULT_GOAL := all
 
 BUILD    ?= build
 CC       ?= cc

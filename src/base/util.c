@@ -22,6 +22,11 @@ static void *check_alloc(void *p, size_t n) {
 }
 void *xmalloc(size_t n) { return check_alloc(malloc(n ? n : 1), n); }
 void *xcalloc(size_t n, size_t size) { return check_alloc(calloc(n ? n : 1, size ? size : 1), n * size); }
+void *xaligned_alloc(size_t align, size_t size) {
+  size = (size + align - 1) / align * align; /* aligned_alloc wants a multiple of the alignment */
+  void *p = check_alloc(aligned_alloc(align, size ? size : align), size);
+  return memset(p, 0, size ? size : align);
+}
 void *xrealloc(void *p, size_t n) { return check_alloc(realloc(p, n ? n : 1), n); }
 char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
 char *xstrndup(const char *s, size_t n) {

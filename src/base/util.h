@@ -22,6 +22,8 @@ SQ_NORETURN void sq_internal_error(const char *file, int line, const char *fmt, 
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
+/* size bytes aligned to align (a power of two), zeroed; free with free() */
+void *xaligned_alloc(size_t align, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);

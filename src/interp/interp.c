@@ -20,6 +20,7 @@ struct Interp {
   float **shadow; /* per node: a copy of each tensor an update writes, made before the updates */
   InterpKernel const *kernels;
   int64_t nkernels;
+  void *scratch; /* the largest scratch space any kernel asks for */
   int threads;
 };
 
@@ -28,32 +29,44 @@ void interp_set_threads(Interp *it, int threads) { it->threads = threads > 0 ? t
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
   it->kernels = table;
   it->nkernels = n;
+  int64_t bytes = 64;
+  for (int64_t i = 0; i < n; i++) bytes = table[i].scratch > bytes ? table[i].scratch : bytes;
+  free(it->scratch);
+  it->scratch = xaligned_alloc(64, (size_t)bytes);
 }
 
 static void *data_of(const Tensor *t) { return t->f ? (void *)t->f : t->q ? (void *)t->q : (void *)t->i; }
 
 typedef struct {
-  InterpKernel fn;
-  void *in[SQ_MAX_IN];
-  void *out;
-  float scales[SQ_MAX_IN];
-  float lr;
-  int64_t parts;
+  InterpKernelFn fn;
+  KernelArgs args;
+  int64_t phase, parts;
 } KernelCall;
 
 static void kernel_part(void *ctx, int64_t part) {
   KernelCall *k = ctx;
-  k->fn(k->in, k->out, k->scales, k->lr, part, k->parts);
+  k->fn(&k->args, k->phase, part, k->parts);
 }
 
-static void run_kernel(Interp *it, const Node *n, float lr) {
-  KernelCall k = {it->kernels[n->id], {0}, data_of(&it->t[n->id]), {0}, lr, it->threads > 1 ? it->threads : 1};
+/* Runs a node's kernel; 0 when it reported input its op rejects. */
+static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
+  const InterpKernel *kn = &it->kernels[n->id];
+  Tensor *out = &it->t[n->id];
+  void *in[SQ_MAX_IN] = {0};
+  float scales[SQ_MAX_IN] = {0};
   for (int i = 0; i < n->nin; i++) {
     const Tensor *t = &it->t[n->in[i]];
-    k.in[i] = data_of(t);
-    k.scales[i] = t->scale;
+    in[i] = data_of(t);
+    scales[i] = t->scale;
   }
-  rt_parallel(it->threads, k.parts, kernel_part, &k);
+  KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
+                  0, it->threads};
+  for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(it->threads, k.parts, kernel_part, &k);
+  if (n->dtype == DT_Q8) {
+    out->scale = k.args.out_scale;
+    out->q_unsigned = k.args.out_unsigned;
+  }
+  return !k.args.failed;
 }
 
 static void init_leaf_values(Interp *it, const Node *n) {
@@ -110,6 +123,7 @@ void interp_free(Interp *it) {
   for (int i = 0; it->shadow && i < it->g->nodes.n; i++) free(it->shadow[i]);
   free(it->shadow);
   free(it->err);
+  free(it->scratch);
   free(it);
 }
 
@@ -127,10 +141,8 @@ static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int onl
   for (int id = 0; id < it->g->nodes.n; id++) {
     const Node *n = ir_node(it->g, id);
     if (n->kind != NK_OP || n->role < lo || n->role > hi || (only_outputs && !it->for_output[id])) continue;
-    if (id < it->nkernels && it->kernels[id]) {
-      run_kernel(it, n, lr);
-      continue;
-    }
+    if (id < it->nkernels && it->kernels[id].fn && run_kernel(it, &c, n)) continue;
+    /* no kernel, or one that rejected its input: the reference body runs (and says why) */
     if (!op_info[n->op].ref(&c, n)) {
       free(it->err);
       it->err = c.err;

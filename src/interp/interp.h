@@ -9,13 +9,32 @@
 
 typedef struct Interp Interp;
 
-/* A generated kernel: in holds its inputs' data pointers, scales the scales of q8 inputs, lr is
- * the step's learning rate (read by optimizer updates). It computes part `part` of `nparts`
- * fixed shares of its outputs; all parts together give the same bits for any nparts. */
-typedef void (*InterpKernel)(void *const *in, void *out, const float *scales, float lr, int64_t part, int64_t nparts);
+/* The arguments of a generated kernel (the layout is also built by src/backend/llvm/module.c). */
+typedef struct {
+  void *const *in;     /* the inputs' data */
+  const float *scales; /* the inputs' scales (q8 inputs) */
+  void *out;           /* the output's data */
+  void *scratch;       /* the kernel's scratch space, kept from one phase to the next */
+  uint64_t seed;       /* the random streams' key */
+  int64_t step;        /* the training step (random streams, Adam's bias correction) */
+  float lr;            /* the step's learning rate (optimizer updates) */
+  int32_t training;    /* 1 in a training step, 0 in inference */
+  int32_t failed;      /* set by a part that meets input its op rejects (a label out of range...) */
+  float out_scale;     /* written by kernels with a q8 output */
+  int32_t out_unsigned;
+} KernelArgs;
+/* Phase `phase` of a kernel, part `part` of `nparts` fixed shares of that phase's work; all
+ * parts of all phases, phase after phase, give the same bits for any nparts. */
+typedef void (*InterpKernelFn)(KernelArgs *a, int64_t phase, int64_t part, int64_t nparts);
+typedef struct {
+  InterpKernelFn fn; /* NULL: the node runs its reference body */
+  int64_t phases;    /* run one after the other, each split in parts on threads */
+  int64_t scratch;   /* bytes of scratch space */
+} InterpKernel;
 /* Threads for generated kernels (results do not depend on it). */
 void interp_set_threads(Interp *it, int threads);
-/* Nodes with a kernel in table[0..n) run it instead of their reference body. */
+/* Nodes with a kernel in table[0..n) run it instead of their reference body. A kernel that
+ * reports a failure is followed by its node's reference body, which says what was wrong. */
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n);
 
 /* Allocates one tensor per node and initialises parameters and state from the seed. */

@@ -56,7 +56,7 @@ static void store_output(Dot *d, LLVMValueRef out, LLVMValueRef index, LLVMValue
 
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
-  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), scales = LLVMGetParam(fn, 2);
+  LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT), scales = gen_arg(g, KA_SCALES);
   LLVMValueRef ptrs[3];
   for (int i = 0; i < 3; i++) {
     LLVMValueRef idx = c64(g, i);

@@ -6,18 +6,8 @@
 #include <llvm-c/Core.h>
 #include "gen.h"
 
-static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->f32, base, &i, 1, ""); }
-static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildLoad2(g->b, g->f32, at(g, base, i), ""); }
-static LLVMValueRef cf(Gen *g, float v) { return LLVMConstReal(g->f32, (double)v); }
-static LLVMValueRef cd(Gen *g, double v) { return LLVMConstReal(LLVMDoubleTypeInContext(g->ctx), v); }
-
-/* double f(double) from libm, declared once per module */
-static LLVMValueRef libm(Gen *g, const char *name, LLVMValueRef arg) {
-  LLVMTypeRef d = LLVMDoubleTypeInContext(g->ctx), ft = LLVMFunctionType(d, &d, 1, 0);
-  LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
-  if (!fn) fn = LLVMAddFunction(g->mod, name, ft);
-  return LLVMBuildCall2(g->b, ft, fn, &arg, 1, name);
-}
+static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return gen_at(g, g->f32, base, i); }
+static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return gen_load(g, g->f32, base, i); }
 
 /* softmax over rows of D (as softmax_row in src/ops/loss.c): the float max, a double sum of
  * exp(x - max), then each exp / sum; softmax_grad(dy, y): y * (dy - sum(dy * y)) in double.
@@ -28,7 +18,7 @@ static void softmax_rows(Gen *g, const EwKernel *k, LLVMValueRef a, LLVMValueRef
   LLVMValueRef mx = gen_entry_alloca(g, g->f32, "mx"), sum = gen_entry_alloca(g, f64, "s");
   Loop lr, lj;
   LLVMValueRef r = gen_loop_part(g, &lr, k->n / D, "row"), base = LLVMBuildMul(g->b, r, gen_i64(g, D), "base");
-  LLVMBuildStore(g->b, cd(g, 0.0), sum);
+  LLVMBuildStore(g->b, gen_f64c(g, 0.0), sum);
   if (k->op == OP_softmax) {
     LLVMBuildStore(g->b, ld(g, a, base), mx);
     LLVMValueRef j = gen_loop_begin(g, &lj, gen_i64(g, D), "j"), x = ld(g, a, LLVMBuildAdd(g->b, base, j, ""));
@@ -39,7 +29,7 @@ static void softmax_rows(Gen *g, const EwKernel *k, LLVMValueRef a, LLVMValueRef
     for (int pass = 0; pass < 2; pass++) {
       j = gen_loop_begin(g, &lj, gen_i64(g, D), "j");
       LLVMValueRef i = LLVMBuildAdd(g->b, base, j, "");
-      LLVMValueRef e = libm(g, "exp", LLVMBuildFSub(g->b, LLVMBuildFPExt(g->b, ld(g, a, i), f64, ""), md, ""));
+      LLVMValueRef e = gen_libm(g, "exp", LLVMBuildFSub(g->b, LLVMBuildFPExt(g->b, ld(g, a, i), f64, ""), md, ""));
       if (pass == 0) LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), e, ""), sum);
       else LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, LLVMBuildFDiv(g->b, e, LLVMBuildLoad2(g->b, f64, sum, ""), ""), g->f32, ""), at(g, out, i));
       gen_loop_end(g, &lj, 0);
@@ -62,7 +52,7 @@ static void softmax_rows(Gen *g, const EwKernel *k, LLVMValueRef a, LLVMValueRef
 
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
-  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), lr = LLVMGetParam(fn, 3);
+  LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT), lr = gen_arg(g, KA_LR);
   LLVMValueRef p[3];
   int nin = k->op == OP_relu || k->op == OP_gelu || k->op == OP_softmax ? 1 : k->op == OP_sgd_update || k->op == OP_mse_grad ? 3 : 2;
   for (int i = 0; i < nin; i++) {
@@ -79,11 +69,11 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   if (k->op == OP_mse) { /* a sum: all of it in part 0 */
     gen_only_part0(g);
     sum = gen_entry_alloca(g, f64, "s");
-    LLVMBuildStore(g->b, cd(g, 0.0), sum);
+    LLVMBuildStore(g->b, gen_f64c(g, 0.0), sum);
   }
   if (k->op == OP_mse_grad) { /* (float)(sign * 2 / n) * dl */
     LLVMValueRef dl = LLVMBuildLoad2(g->b, g->f32, p[0], "dl");
-    kscale = LLVMBuildFMul(g->b, cf(g, (float)(k->sign * 2.0 / (double)k->n)), dl, "k");
+    kscale = LLVMBuildFMul(g->b, gen_f32c(g, (float)(k->sign * 2.0 / (double)k->n)), dl, "k");
   }
   Loop lo, li; /* parts split the outer loop, or the only loop when the second operand does not repeat */
   int flat = k->inner == k->n;
@@ -91,7 +81,7 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef j = flat && k->op != OP_mse ? gen_loop_part(g, &li, k->inner, "j")
                                           : gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
   LLVMValueRef i = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, k->inner), ""), j, "i");
-  LLVMValueRef zero = cf(g, 0);
+  LLVMValueRef zero = gen_f32c(g, 0);
   switch (k->op) {
   case OP_relu: {
     LLVMValueRef x = ld(g, p[0], i);
@@ -111,26 +101,26 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   }
   case OP_sgd_update: { /* d = g + wd*p; buf = mom*buf + d; p -= lr * (nesterov ? d + mom*buf : buf) */
     LLVMValueRef pv = ld(g, p[0], i), gv = ld(g, p[1], i), bv = ld(g, p[2], i);
-    LLVMValueRef d = LLVMBuildFAdd(g->b, gv, LLVMBuildFMul(g->b, cf(g, k->weight_decay), pv, ""), "d");
-    LLVMValueRef buf = LLVMBuildFAdd(g->b, LLVMBuildFMul(g->b, cf(g, k->momentum), bv, ""), d, "buf");
+    LLVMValueRef d = LLVMBuildFAdd(g->b, gv, LLVMBuildFMul(g->b, gen_f32c(g, k->weight_decay), pv, ""), "d");
+    LLVMValueRef buf = LLVMBuildFAdd(g->b, LLVMBuildFMul(g->b, gen_f32c(g, k->momentum), bv, ""), d, "buf");
     LLVMBuildStore(g->b, buf, at(g, p[2], i));
-    LLVMValueRef step = k->nesterov ? LLVMBuildFAdd(g->b, d, LLVMBuildFMul(g->b, cf(g, k->momentum), buf, ""), "") : buf;
+    LLVMValueRef step = k->nesterov ? LLVMBuildFAdd(g->b, d, LLVMBuildFMul(g->b, gen_f32c(g, k->momentum), buf, ""), "") : buf;
     LLVMBuildStore(g->b, LLVMBuildFSub(g->b, pv, LLVMBuildFMul(g->b, lr, step, ""), ""), at(g, p[0], i));
     break;
   }
   case OP_gelu: { /* (float)(0.5 * v * (1 + erf(v / sqrt 2))) */
     LLVMValueRef v = LLVMBuildFPExt(g->b, ld(g, p[0], i), f64, "v");
-    LLVMValueRef e = libm(g, "erf", LLVMBuildFMul(g->b, v, cd(g, 0.70710678118654752), ""));
-    LLVMValueRef y = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, cd(g, 0.5), v, ""), LLVMBuildFAdd(g->b, cd(g, 1.0), e, ""), "");
+    LLVMValueRef e = gen_libm(g, "erf", LLVMBuildFMul(g->b, v, gen_f64c(g, 0.70710678118654752), ""));
+    LLVMValueRef y = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, gen_f64c(g, 0.5), v, ""), LLVMBuildFAdd(g->b, gen_f64c(g, 1.0), e, ""), "");
     LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, y, g->f32, ""), at(g, out, i));
     break;
   }
   case OP_gelu_grad: { /* (float)(dy * (cdf + v * pdf)) */
     LLVMValueRef dy = LLVMBuildFPExt(g->b, ld(g, p[0], i), f64, ""), v = LLVMBuildFPExt(g->b, ld(g, p[1], i), f64, "v");
-    LLVMValueRef e = libm(g, "erf", LLVMBuildFMul(g->b, v, cd(g, 0.70710678118654752), ""));
-    LLVMValueRef cdf = LLVMBuildFMul(g->b, cd(g, 0.5), LLVMBuildFAdd(g->b, cd(g, 1.0), e, ""), "cdf");
-    LLVMValueRef ex = libm(g, "exp", LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, cd(g, -0.5), v, ""), v, ""));
-    LLVMValueRef pdf = LLVMBuildFMul(g->b, ex, cd(g, 0.3989422804014327), "pdf");
+    LLVMValueRef e = gen_libm(g, "erf", LLVMBuildFMul(g->b, v, gen_f64c(g, 0.70710678118654752), ""));
+    LLVMValueRef cdf = LLVMBuildFMul(g->b, gen_f64c(g, 0.5), LLVMBuildFAdd(g->b, gen_f64c(g, 1.0), e, ""), "cdf");
+    LLVMValueRef ex = gen_libm(g, "exp", LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, gen_f64c(g, -0.5), v, ""), v, ""));
+    LLVMValueRef pdf = LLVMBuildFMul(g->b, ex, gen_f64c(g, 0.3989422804014327), "pdf");
     LLVMValueRef dx = LLVMBuildFMul(g->b, dy, LLVMBuildFAdd(g->b, cdf, LLVMBuildFMul(g->b, v, pdf, ""), ""), "");
     LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, dx, g->f32, ""), at(g, out, i));
     break;
@@ -150,7 +140,7 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   gen_loop_end(g, &li, k->vec);
   gen_loop_end(g, &lo, 0);
   if (k->op == OP_mse) {
-    LLVMValueRef mean = LLVMBuildFDiv(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), cd(g, (double)k->n), "");
+    LLVMValueRef mean = LLVMBuildFDiv(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), gen_f64c(g, (double)k->n), "");
     LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, mean, g->f32, ""), out);
   }
   LLVMBuildRetVoid(g->b);

@@ -23,7 +23,7 @@ static LLVMValueRef mad(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) 
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
-  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1), scales = LLVMGetParam(fn, 2);
+  LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT), scales = gen_arg(g, KA_SCALES);
   LLVMValueRef A = LLVMBuildLoad2(g->b, g->ptr, elem_ptr(g, g->ptr, in, gen_i64(g, 0)), "A");
   LLVMValueRef B = LLVMBuildLoad2(g->b, g->ptr, elem_ptr(g, g->ptr, in, gen_i64(g, 1)), "B");
   LLVMValueRef bias = k->bias ? LLVMBuildLoad2(g->b, g->ptr, elem_ptr(g, g->ptr, in, gen_i64(g, 2)), "bias") : NULL;

@@ -8,16 +8,47 @@ typedef struct {
   LLVMContextRef ctx;
   LLVMModuleRef mod;
   LLVMBuilderRef b;
-  LLVMTypeRef i8, i32, i64, f32, ptr, kernel_type;
+  LLVMTypeRef i8, i32, i64, f32, f64, ptr, kernel_type, args_type;
+  int64_t phases, scratch; /* of the kernel being generated: its entry in the kernel table */
 } Gen;
 
 typedef struct { LLVMBasicBlockRef head, exit; LLVMValueRef iv; } Loop;
 
-LLVMValueRef gen_i64(Gen *g, int64_t v);
-/* A function void(ptr in, ptr out, ptr scales, float lr, i64 part, i64 nparts) with internal
- * linkage; the builder is at its entry. The runtime calls it once per part (in parallel); each
- * call computes a fixed share of the outputs, so the bits never depend on nparts. */
+/* ---- the kernel calling convention (args.c) ---- */
+/* The fields of KernelArgs (src/interp/interp.h), in its order. */
+typedef enum { KA_IN, KA_SCALES, KA_OUT, KA_SCRATCH, KA_SEED, KA_STEP, KA_LR, KA_TRAINING, KA_FAILED, KA_OUT_SCALE,
+               KA_OUT_UNSIGNED, KA_COUNT } KernelArg;
+void gen_args_init(Gen *g); /* the types: args_type, kernel_type */
+/* A function void(KernelArgs *a, i64 phase, i64 part, i64 nparts) with internal linkage; the
+ * builder is at its entry. The runtime calls each phase once per part (in parallel), phase
+ * after phase; each call computes a fixed share of the phase's work, so the bits never depend
+ * on nparts. */
 LLVMValueRef gen_kernel_function(Gen *g, const char *name);
+LLVMValueRef gen_arg(Gen *g, KernelArg a);      /* the field's value */
+LLVMValueRef gen_arg_addr(Gen *g, KernelArg a); /* its address */
+LLVMValueRef gen_input(Gen *g, int i);          /* in[i] */
+LLVMValueRef gen_input_scale(Gen *g, int i);    /* scales[i] */
+LLVMValueRef gen_part(Gen *g);
+LLVMValueRef gen_nparts(Gen *g);
+/* if (cond) a->failed = 1: the runtime then runs the node's reference body, which explains */
+void gen_fail_if(Gen *g, LLVMValueRef cond);
+/* A body in phases: gen_phases switches on the phase and leaves the builder in phase 0;
+ * gen_next_phase returns from the current one and moves to the next. The last phase ends
+ * with the caller's LLVMBuildRetVoid. */
+enum { GEN_MAX_PHASES = 4 };
+typedef struct { LLVMBasicBlockRef block[GEN_MAX_PHASES]; int n, current; } Phases;
+void gen_phases(Gen *g, Phases *p, int n);
+void gen_next_phase(Gen *g, Phases *p);
+
+/* ---- values ---- */
+LLVMValueRef gen_i64(Gen *g, int64_t v);
+LLVMValueRef gen_f32c(Gen *g, float v);
+LLVMValueRef gen_f64c(Gen *g, double v);
+LLVMValueRef gen_at(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i);   /* &base[i] */
+LLVMValueRef gen_load(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i); /* base[i] */
+void gen_store(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i);       /* base[i] = v */
+LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */
+
 /* A stack slot in the function's entry block (promoted to a register by the optimizer). */
 LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);
 /* for (iv = 0; iv < n; iv++): returns iv with the builder in the body. */

@@ -2,7 +2,8 @@
  * LLVM C API (never printed IR run through llc), verifies it, optimises it with LLVMRunPasses,
  * and emits assembly or an object file with the target's TargetMachine. The module also holds
  * the graph IR text (sq__graph_ir), the target name (sq__target) and the kernel table
- * (sq__kernels: one function pointer per graph node, NULL where the reference body runs). */
+ * (sq__kernels: per graph node a kernel, its phases and scratch bytes; NULL where the
+ * reference body runs). */
 #ifndef SQ_BACKEND_LLVM_H
 #define SQ_BACKEND_LLVM_H
 #include <stdio.h>

@@ -11,19 +11,6 @@
 #include "../../ir/print.h"
 #include "gen.h"
 
-LLVMValueRef gen_i64(Gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
-
-LLVMValueRef gen_kernel_function(Gen *g, const char *name) {
-  LLVMValueRef fn = LLVMAddFunction(g->mod, name, g->kernel_type);
-  LLVMSetLinkage(fn, LLVMInternalLinkage);
-  for (unsigned i = 1; i < 3; i++) { /* out and scales never alias anything else (in's targets may: updates) */
-    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
-    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(g->ctx, kind, 0));
-  }
-  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
-  return fn;
-}
-
 LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name) {
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)));
   LLVMBuilderRef tmp = LLVMCreateBuilderInContext(g->ctx);
@@ -55,7 +42,7 @@ LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) {
 static LLVMValueRef current_fn(Gen *g) { return LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)); }
 
 LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name) {
-  LLVMValueRef part = LLVMGetParam(current_fn(g), 4), nparts = LLVMGetParam(current_fn(g), 5), N = gen_i64(g, n);
+  LLVMValueRef part = gen_part(g), nparts = gen_nparts(g), N = gen_i64(g, n);
   LLVMValueRef lo = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, part, ""), nparts, "lo");
   LLVMValueRef hi = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, LLVMBuildAdd(g->b, part, gen_i64(g, 1), ""), ""), nparts, "hi");
   return loop_range(g, l, lo, hi, name);
@@ -64,7 +51,7 @@ LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name) {
 void gen_only_part0(Gen *g) {
   LLVMValueRef fn = current_fn(g);
   LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "part0"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "other");
-  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, LLVMGetParam(fn, 4), gen_i64(g, 0), ""), work, skip);
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, gen_part(g), gen_i64(g, 0), ""), work, skip);
   LLVMPositionBuilderAtEnd(g->b, skip);
   LLVMBuildRetVoid(g->b);
   LLVMPositionBuilderAtEnd(g->b, work);
@@ -110,13 +97,19 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
   const_string(g, "sq__target", target);
   free(target);
   int n = gr->nodes.n;
+  LLVMTypeRef entry_fields[3] = {g->ptr, g->i64, g->i64}; /* InterpKernel: fn, phases, scratch */
+  LLVMTypeRef entry_type = LLVMStructTypeInContext(g->ctx, entry_fields, 3, 0);
   LLVMValueRef *table = xmalloc(sizeof(LLVMValueRef) * (size_t)(n ? n : 1));
-  for (int i = 0; i < n; i++) table[i] = LLVMConstPointerNull(g->ptr);
+  LLVMValueRef none[3] = {LLVMConstPointerNull(g->ptr), gen_i64(g, 0), gen_i64(g, 0)};
+  for (int i = 0; i < n; i++) table[i] = LLVMConstNamedStruct(entry_type, none, 3);
   /* every kernel of the plan, named after its node, in its node's slot of the table */
 #define EMIT_KERNELS(list, gen) \
   for (int i = 0; plan && i < plan->list.n; i++) { \
     char *name = xasprintf("sq_kernel_%s", ir_node(gr, plan->list.v[i].node)->name); \
-    table[plan->list.v[i].node] = gen(g, &plan->list.v[i], name); \
+    g->phases = 1, g->scratch = 0; \
+    LLVMValueRef fields[3] = {gen(g, &plan->list.v[i], name), NULL, NULL}; \
+    fields[1] = gen_i64(g, g->phases), fields[2] = gen_i64(g, g->scratch); \
+    table[plan->list.v[i].node] = LLVMConstNamedStruct(entry_type, fields, 3); \
     free(name); \
   }
   EMIT_KERNELS(gemm, gen_gemm)
@@ -124,7 +117,7 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
   EMIT_KERNELS(red, gen_reduce)
   EMIT_KERNELS(conv, gen_conv)
 #undef EMIT_KERNELS
-  LLVMValueRef arr = LLVMConstArray2(g->ptr, table, (uint64_t)n);
+  LLVMValueRef arr = LLVMConstArray2(entry_type, table, (uint64_t)n);
   LLVMValueRef kt = LLVMAddGlobal(g->mod, LLVMTypeOf(arr), "sq__kernels");
   LLVMSetInitializer(kt, arr);
   LLVMSetGlobalConstant(kt, 1);
@@ -141,8 +134,8 @@ int llvm_emit(const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, Llvm
   g.b = LLVMCreateBuilderInContext(g.ctx);
   g.i8 = LLVMInt8TypeInContext(g.ctx), g.i32 = LLVMInt32TypeInContext(g.ctx), g.i64 = LLVMInt64TypeInContext(g.ctx);
   g.f32 = LLVMFloatTypeInContext(g.ctx), g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
-  LLVMTypeRef params[6] = {g.ptr, g.ptr, g.ptr, g.f32, g.i64, g.i64};
-  g.kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), params, 6, 0);
+  g.f64 = LLVMDoubleTypeInContext(g.ctx);
+  gen_args_init(&g);
   LLVMModuleRef mod = build_module(&g, gr, plan, t);
   char *msg = NULL;
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {

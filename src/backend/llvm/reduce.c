@@ -4,8 +4,8 @@
 #include <llvm-c/Core.h>
 #include "gen.h"
 
-static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildGEP2(g->b, g->f32, base, &i, 1, ""); }
-static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildLoad2(g->b, g->f32, at(g, base, i), ""); }
+static LLVMValueRef at(Gen *g, LLVMValueRef base, LLVMValueRef i) { return gen_at(g, g->f32, base, i); }
+static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return gen_load(g, g->f32, base, i); }
 static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(g->b, a, b, ""); }
 static LLVMValueRef mul(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildMul(g->b, a, gen_i64(g, b), ""); }
 
@@ -81,7 +81,7 @@ static LLVMValueRef argmax(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValue
 
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
-  LLVMValueRef in = LLVMGetParam(fn, 0), out = LLVMGetParam(fn, 1);
+  LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT);
   LLVMValueRef p[2];
   for (int i = 0; i < 2; i++) {
     LLVMValueRef idx = gen_i64(g, i);

@@ -1,0 +1,96 @@
+/* args.c: the kernel calling convention as LLVM sees it: void k(KernelArgs *a, i64 phase,
+ * i64 part, i64 nparts), with KernelArgs laid out as in src/interp/interp.h (the same natural
+ * alignment on every target we build for), and the phases a kernel's body is split into. */
+#include "gen.h"
+
+void gen_args_init(Gen *g) {
+  LLVMTypeRef fields[KA_COUNT] = {
+      [KA_IN] = g->ptr,    [KA_SCALES] = g->ptr, [KA_OUT] = g->ptr,       [KA_SCRATCH] = g->ptr,
+      [KA_SEED] = g->i64,  [KA_STEP] = g->i64,   [KA_LR] = g->f32,        [KA_TRAINING] = g->i32,
+      [KA_FAILED] = g->i32, [KA_OUT_SCALE] = g->f32, [KA_OUT_UNSIGNED] = g->i32};
+  g->args_type = LLVMStructTypeInContext(g->ctx, fields, KA_COUNT, 0);
+  LLVMTypeRef params[4] = {g->ptr, g->i64, g->i64, g->i64};
+  g->kernel_type = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), params, 4, 0);
+}
+
+static LLVMValueRef current_fn(Gen *g) { return LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)); }
+
+LLVMValueRef gen_kernel_function(Gen *g, const char *name) {
+  LLVMValueRef fn = LLVMAddFunction(g->mod, name, g->kernel_type);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
+  return fn;
+}
+
+LLVMValueRef gen_arg_addr(Gen *g, KernelArg a) {
+  return LLVMBuildStructGEP2(g->b, g->args_type, LLVMGetParam(current_fn(g), 0), (unsigned)a, "");
+}
+
+LLVMValueRef gen_arg(Gen *g, KernelArg a) {
+  return LLVMBuildLoad2(g->b, LLVMStructGetTypeAtIndex(g->args_type, (unsigned)a), gen_arg_addr(g, a), "");
+}
+
+LLVMValueRef gen_part(Gen *g) { return LLVMGetParam(current_fn(g), 2); }
+LLVMValueRef gen_nparts(Gen *g) { return LLVMGetParam(current_fn(g), 3); }
+
+/* in[i] and scales[i] */
+LLVMValueRef gen_input(Gen *g, int i) {
+  LLVMValueRef idx = gen_i64(g, i);
+  return LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, gen_arg(g, KA_IN), &idx, 1, ""), "in");
+}
+
+LLVMValueRef gen_input_scale(Gen *g, int i) {
+  LLVMValueRef idx = gen_i64(g, i);
+  return LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, gen_arg(g, KA_SCALES), &idx, 1, ""), "scale");
+}
+
+/* Several parts may report at once: a relaxed atomic store, so that is not a race. */
+void gen_fail_if(Gen *g, LLVMValueRef cond) {
+  LLVMValueRef fn = current_fn(g);
+  LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(g->ctx, fn, "reject"), ok = LLVMAppendBasicBlockInContext(g->ctx, fn, "ok");
+  LLVMBuildCondBr(g->b, cond, bad, ok);
+  LLVMPositionBuilderAtEnd(g->b, bad);
+  LLVMValueRef st = LLVMBuildStore(g->b, LLVMConstInt(g->i32, 1, 0), gen_arg_addr(g, KA_FAILED));
+  LLVMSetOrdering(st, LLVMAtomicOrderingMonotonic);
+  LLVMBuildBr(g->b, ok);
+  LLVMPositionBuilderAtEnd(g->b, ok);
+}
+
+void gen_phases(Gen *g, Phases *p, int n) {
+  SQ_ASSERT(n >= 1 && n <= GEN_MAX_PHASES);
+  LLVMValueRef fn = current_fn(g);
+  p->n = n;
+  p->current = 0;
+  g->phases = n;
+  LLVMBasicBlockRef none = LLVMAppendBasicBlockInContext(g->ctx, fn, "no_phase");
+  for (int i = 0; i < n; i++) p->block[i] = LLVMAppendBasicBlockInContext(g->ctx, fn, "phase");
+  LLVMValueRef sw = LLVMBuildSwitch(g->b, LLVMGetParam(fn, 1), none, (unsigned)n);
+  for (int i = 0; i < n; i++) LLVMAddCase(sw, gen_i64(g, i), p->block[i]);
+  LLVMPositionBuilderAtEnd(g->b, none);
+  LLVMBuildRetVoid(g->b);
+  LLVMPositionBuilderAtEnd(g->b, p->block[0]);
+}
+
+void gen_next_phase(Gen *g, Phases *p) {
+  LLVMBuildRetVoid(g->b);
+  SQ_ASSERT(++p->current < p->n);
+  LLVMPositionBuilderAtEnd(g->b, p->block[p->current]);
+}
+
+/* ---- values ---- */
+LLVMValueRef gen_i64(Gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+LLVMValueRef gen_f32c(Gen *g, float v) { return LLVMConstReal(g->f32, (double)v); }
+LLVMValueRef gen_f64c(Gen *g, double v) { return LLVMConstReal(g->f64, v); }
+LLVMValueRef gen_at(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i) { return LLVMBuildGEP2(g->b, t, base, &i, 1, ""); }
+LLVMValueRef gen_load(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildLoad2(g->b, t, gen_at(g, t, base, i), "");
+}
+void gen_store(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i) {
+  LLVMBuildStore(g->b, v, gen_at(g, LLVMTypeOf(v), base, i));
+}
+LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg) {
+  LLVMTypeRef ft = LLVMFunctionType(g->f64, &g->f64, 1, 0);
+  LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
+  if (!fn) fn = LLVMAddFunction(g->mod, name, ft);
+  return LLVMBuildCall2(g->b, ft, fn, &arg, 1, name);
+}
