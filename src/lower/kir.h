@@ -69,11 +69,37 @@ typedef struct {
   float value;                     /* fill */
 } RedKernel;
 
+/* Ops over the [outer, channels, inner] view of their main tensor, with a reduction per
+ * channel (or over all of it) before their elementwise work, in the reference's order of
+ * operations (numerics.c for quantize, shiftquant and the L1 norms):
+ *   quantize: absmax over fixed blocks of `block` elements, then the scale, then q (3 phases)
+ *   shiftquant: per-channel ranges, then groups and scale, then stochastic rounding (3 phases)
+ *   l1_/batchnorm, l1_/layernorm and their _dx: one channel (row) per unit of work; the
+ *   _dgamma of a layernorm sums across rows: row statistics first, then columns (2 phases)
+ *   cross_entropy (one sum over rows) and its gradient (rows), embedding (positions) and its
+ *   gradient (columns of the table, positions in order), dropout and its gradient (elements),
+ *   adam_update (elements). */
+typedef struct {
+  int node;
+  OpCode op;
+  int64_t outer, channels, inner;
+  int64_t block, blocks;  /* quantize */
+  int bits, groups, is_unsigned;
+  int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
+  int64_t vocab;          /* embedding */
+  uint64_t stream;        /* shiftquant, dropout */
+  double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */
+  float p;                /* dropout */
+  float beta1, beta2, weight_decay; /* adam_update (eps above) */
+  int64_t scratch;        /* bytes kept between phases */
+} ChanKernel;
+
 typedef struct {
   VEC(GemmKernel) gemm;
   VEC(ConvKernel) conv;
   VEC(EwKernel) ew;
   VEC(RedKernel) red;
+  VEC(ChanKernel) chan;
   int vec_f32; /* the target's f32 lanes per vector register */
 } KernelPlan;
 

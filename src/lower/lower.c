@@ -137,6 +137,75 @@ static int red_of(const Graph *g, const Node *n, RedKernel *k) {
   }
 }
 
+enum { QUANT_BLOCK = 4096 }; /* absmax blocks: a max is exact, so any fixed blocking gives the same bits */
+
+/* [outer, channels, inner] of x for a norm: per channel (axis 1) or per row (last axis) */
+static void norm_view(const Shape *x, int per_row, ChanKernel *k) {
+  int64_t n = shape_numel(x);
+  if (per_row) {
+    k->outer = 1, k->inner = x->d[x->rank - 1], k->channels = n / k->inner;
+  } else {
+    k->outer = x->d[0], k->channels = x->d[1], k->inner = n / (x->d[0] * x->d[1]);
+  }
+  k->per_inner = per_row;
+}
+
+static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
+  *k = (ChanKernel){.node = n->id, .op = n->op, .outer = 1, .channels = 1};
+  const Node *x0 = n->nin ? ir_in(g, n, 0) : NULL;
+  switch (n->op) {
+  case OP_quantize:
+    k->inner = shape_numel(&x0->shape);
+    k->bits = (int)ir_int(n, "bits"), k->is_unsigned = (int)ir_int(n, "unsigned");
+    k->block = QUANT_BLOCK, k->blocks = (k->inner + QUANT_BLOCK - 1) / QUANT_BLOCK;
+    k->scratch = 4 * (1 + k->blocks); /* inv, then each block's max */
+    return 1;
+  case OP_shiftquant: {
+    int axis = (int)ir_int(n, "axis");
+    k->channels = x0->shape.d[axis];
+    for (int i = 0; i < axis; i++) k->outer *= x0->shape.d[i];
+    k->inner = shape_numel(&x0->shape) / (k->outer * k->channels);
+    k->bits = (int)ir_int(n, "bits"), k->groups = (int)ir_int(n, "groups"), k->stream = (uint64_t)ir_int(n, "stream");
+    k->scratch = 4 * (1 + 2 * k->channels); /* inv, ranges, groups */
+    return k->groups >= 1;
+  }
+  case OP_l1_batchnorm: case OP_batchnorm: case OP_l1_layernorm: case OP_layernorm:
+    norm_view(&x0->shape, n->op == OP_l1_layernorm || n->op == OP_layernorm, k);
+    k->eps = ir_num(n, "eps");
+    if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum");
+    return 1;
+  case OP_l1_batchnorm_dx: case OP_l1_batchnorm_dgamma: case OP_batchnorm_dx: case OP_batchnorm_dgamma:
+  case OP_l1_layernorm_dx: case OP_l1_layernorm_dgamma: case OP_layernorm_dx: case OP_layernorm_dgamma: {
+    int per_row = n->op == OP_l1_layernorm_dx || n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dx ||
+                  n->op == OP_layernorm_dgamma;
+    norm_view(&ir_in(g, n, 1)->shape, per_row, k);
+    k->eps = ir_num(n, "eps");
+    if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, divisor */
+    return 1;
+  }
+  case OP_cross_entropy: case OP_cross_entropy_grad: {
+    const Shape *z = &ir_in(g, n, n->op == OP_cross_entropy ? 0 : 1)->shape;
+    k->channels = z->d[0], k->inner = z->d[1];
+    return 1;
+  }
+  case OP_embedding: case OP_embedding_grad: {
+    const Shape *ids = &ir_in(g, n, n->op == OP_embedding ? 0 : 1)->shape;
+    k->channels = shape_numel(ids), k->inner = n->shape.d[n->shape.rank - 1];
+    k->vocab = ir_int(n, "vocab");
+    return 1;
+  }
+  case OP_dropout: case OP_dropout_grad:
+    k->inner = shape_numel(&n->shape), k->p = (float)ir_num(n, "p"), k->stream = (uint64_t)ir_int(n, "stream");
+    return 1;
+  case OP_adam_update:
+    k->inner = shape_numel(&x0->shape);
+    k->beta1 = (float)ir_num(n, "beta1"), k->beta2 = (float)ir_num(n, "beta2");
+    k->eps = (float)ir_num(n, "eps"), k->weight_decay = (float)ir_num(n, "weight_decay");
+    return 1;
+  default: return 0;
+  }
+}
+
 KernelPlan *lower_graph(const Graph *g, int vec_f32) {
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
@@ -146,6 +215,8 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32) {
     ConvKernel ck;
     EwKernel ek;
     RedKernel rk;
+    ChanKernel hk;
+    if (n->kind == NK_OP && chan_of(g, n, &hk)) VEC_PUSH(p->chan, hk);
     if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
     if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
     if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
@@ -160,13 +231,14 @@ void kir_free(KernelPlan *p) {
   VEC_FREE(p->conv);
   VEC_FREE(p->ew);
   VEC_FREE(p->red);
+  VEC_FREE(p->chan);
   free(p);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const elem[] = {"f32", "i8", "u8"};
   StrBuf b = {0};
-  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n + p->red.n, p->vec_f32);
+  sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n + p->red.n + p->chan.n, p->vec_f32);
   for (int i = 0; i < p->gemm.n; i++) {
     const GemmKernel *k = &p->gemm.v[i];
     const Node *n = ir_node(g, k->node);
@@ -201,6 +273,14 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     for (int d = 0; d < k->rank; d++) sb_printf(&b, "%s%lld", d ? "," : "", (long long)k->dim[d]);
     sb_printf(&b, "] out=%lld", (long long)k->out_n);
     if (k->kind >= RED_MAXPOOL && k->kind <= RED_AVGPOOL_GRAD) sb_printf(&b, " k=%lld s=%lld p=%lld", (long long)k->k, (long long)k->s, (long long)k->p);
+    sb_puts(&b, "\n");
+  }
+  for (int i = 0; i < p->chan.n; i++) {
+    const ChanKernel *k = &p->chan.v[i];
+    sb_printf(&b, "channels %%%s (%s): [outer=%lld, channels=%lld, inner=%lld]", ir_node(g, k->node)->name,
+              op_info[k->op].name, (long long)k->outer, (long long)k->channels, (long long)k->inner);
+    if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
+    if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);
     sb_puts(&b, "\n");
   }
   return sb_take(&b);

@@ -1,6 +1,8 @@
 /* args.c: the kernel calling convention as LLVM sees it: void k(KernelArgs *a, i64 phase,
  * i64 part, i64 nparts), with KernelArgs laid out as in src/interp/interp.h (the same natural
  * alignment on every target we build for), and the phases a kernel's body is split into. */
+#include <math.h>
+#include <string.h>
 #include "gen.h"
 
 void gen_args_init(Gen *g) {
@@ -94,3 +96,36 @@ LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg) {
   if (!fn) fn = LLVMAddFunction(g->mod, name, ft);
   return LLVMBuildCall2(g->b, ft, fn, &arg, 1, name);
 }
+
+LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e) {
+  LLVMTypeRef params[2] = {g->f32, g->i32}, ft = LLVMFunctionType(g->f32, params, 2, 0);
+  LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "ldexpf");
+  if (!fn) fn = LLVMAddFunction(g->mod, "ldexpf", ft);
+  LLVMValueRef args[2] = {x, LLVMConstInt(g->i32, (unsigned long long)(int64_t)e, 1)};
+  return LLVMBuildCall2(g->b, ft, fn, args, 2, "");
+}
+
+LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  SQ_ASSERT(id != 0);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->mod, id, &t, 1);
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, id, &t, 1), fn, &x, 1, "");
+}
+
+LLVMValueRef gen_finite(Gen *g, LLVMValueRef x) {
+  LLVMValueRef a = gen_intrinsic(g, "llvm.fabs", x);
+  return LLVMBuildFCmp(g->b, LLVMRealOLT, a, LLVMConstReal(LLVMTypeOf(x), INFINITY), "finite");
+}
+
+LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m) {
+  return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, a, m, ""), a, m, "");
+}
+
+LLVMValueRef gen_var(Gen *g, LLVMValueRef init, const char *name) {
+  LLVMValueRef v = gen_entry_alloca(g, LLVMTypeOf(init), name);
+  LLVMBuildStore(g->b, init, v);
+  return v;
+}
+
+LLVMValueRef gen_get(Gen *g, LLVMValueRef var) { return LLVMBuildLoad2(g->b, LLVMGetAllocatedType(var), var, ""); }

@@ -48,6 +48,17 @@ LLVMValueRef gen_at(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i);  
 LLVMValueRef gen_load(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i); /* base[i] */
 void gen_store(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i);       /* base[i] = v */
 LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */
+LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                           /* libm's ldexpf(x, e) */
+LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */
+LLVMValueRef gen_finite(Gen *g, LLVMValueRef x);                                  /* i1: x is neither NaN nor Inf */
+LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m);                    /* a > m ? a : m, as the C code */
+/* A scalar accumulator in a stack slot (promoted to a register by the optimizer). */
+LLVMValueRef gen_var(Gen *g, LLVMValueRef init, const char *name);
+LLVMValueRef gen_get(Gen *g, LLVMValueRef var);
+
+/* ---- random numbers (rng.c): rng_uniform(seed, stream, step, index) of runtime/rng.h ---- */
+LLVMValueRef gen_rng_key(Gen *g, uint64_t stream);                 /* the index-independent part */
+LLVMValueRef gen_rng_uniform(Gen *g, LLVMValueRef key, LLVMValueRef index);
 
 /* A stack slot in the function's entry block (promoted to a register by the optimizer). */
 LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);
@@ -64,4 +75,8 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name);
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
+LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
+LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name);
+LLVMValueRef gen_rows(Gen *g, const ChanKernel *k, const char *name);
+LLVMValueRef gen_chan(Gen *g, const ChanKernel *k, const char *name); /* one of the three, by op */
 #endif

@@ -116,6 +116,7 @@ static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *pla
   EMIT_KERNELS(ew, gen_elementwise)
   EMIT_KERNELS(red, gen_reduce)
   EMIT_KERNELS(conv, gen_conv)
+  EMIT_KERNELS(chan, gen_chan)
 #undef EMIT_KERNELS
   LLVMValueRef arr = LLVMConstArray2(entry_type, table, (uint64_t)n);
   LLVMValueRef kt = LLVMAddGlobal(g->mod, LLVMTypeOf(arr), "sq__kernels");

@@ -1,0 +1,142 @@
+/* quant.c: quantize and shiftquant as runtime/numerics.c defines them (nm_quantize,
+ * nm_shiftquant), in three phases: the ranges (parts over blocks or channels), the scale and
+ * the groups (part 0), then the rounding (parts over elements or rows). Non-finite input or a
+ * range float32 cannot scale sets the failure flag (the reference body then says which). */
+#include "gen.h"
+
+static LLVMValueRef scratch_f32(Gen *g, int64_t i) {
+  return gen_at(g, g->f32, gen_arg(g, KA_SCRATCH), gen_i64(g, i));
+}
+
+/* max |x[i]| over i in [lo, lo + n); fails on a NaN or Inf */
+static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef n, int64_t stride_outer, int64_t outer) {
+  LLVMValueRef m = gen_var(g, gen_f32c(g, 0), "m"), bad = gen_var(g, LLVMConstInt(LLVMInt1TypeInContext(g->ctx), 0, 0), "bad");
+  Loop lo_, li;
+  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
+  LLVMValueRef base = LLVMBuildAdd(g->b, lo, LLVMBuildMul(g->b, o, gen_i64(g, stride_outer), ""), "");
+  LLVMValueRef i = gen_loop_begin(g, &li, n, "i");
+  LLVMValueRef v = gen_load(g, g->f32, x, LLVMBuildAdd(g->b, base, i, ""));
+  LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, bad), LLVMBuildNot(g->b, gen_finite(g, v), ""), ""), bad);
+  LLVMBuildStore(g->b, gen_fmax(g, gen_intrinsic(g, "llvm.fabs", v), gen_get(g, m)), m);
+  gen_loop_end(g, &li, 0);
+  gen_loop_end(g, &lo_, 0);
+  gen_fail_if(g, gen_get(g, bad));
+  return gen_get(g, m);
+}
+
+static LLVMValueRef clamp(Gen *g, LLVMValueRef v, float lo, float hi) {
+  LLVMValueRef l = gen_f32c(g, lo), h = gen_f32c(g, hi);
+  LLVMValueRef up = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, h, ""), h, v, "");
+  return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOLT, v, l, ""), l, up, "");
+}
+
+static void set_output_scale(Gen *g, LLVMValueRef scale, int is_unsigned) {
+  LLVMBuildStore(g->b, scale, gen_arg_addr(g, KA_OUT_SCALE));
+  LLVMBuildStore(g->b, LLVMConstInt(g->i32, (unsigned)is_unsigned, 0), gen_arg_addr(g, KA_OUT_UNSIGNED));
+}
+
+static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
+  int64_t n = k->inner;
+  float Q = (float)(k->is_unsigned ? (1 << k->bits) - 1 : (1 << (k->bits - 1)) - 1);
+  Phases ph;
+  gen_phases(g, &ph, 3);
+  Loop l;
+  LLVMValueRef b = gen_loop_part(g, &l, k->blocks, "block"), lo = LLVMBuildMul(g->b, b, gen_i64(g, k->block), "lo");
+  LLVMValueRef rest = LLVMBuildSub(g->b, gen_i64(g, n), lo, "");
+  LLVMValueRef len = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, rest, gen_i64(g, k->block), ""), rest, gen_i64(g, k->block), "");
+  LLVMValueRef m = absmax(g, x, lo, len, 0, 1);
+  LLVMBuildStore(g->b, m, gen_at(g, g->f32, scratch_f32(g, 1), b));
+  gen_loop_end(g, &l, 0);
+
+  gen_next_phase(g, &ph); /* the scale: s = max / Q (1 when max = 0), inv = Q / max */
+  gen_only_part0(g);
+  LLVMValueRef mv = gen_var(g, gen_f32c(g, 0), "max");
+  b = gen_loop_begin(g, &l, gen_i64(g, k->blocks), "block");
+  LLVMBuildStore(g->b, gen_fmax(g, gen_load(g, g->f32, scratch_f32(g, 1), b), gen_get(g, mv)), mv);
+  gen_loop_end(g, &l, 0);
+  m = gen_get(g, mv);
+  LLVMValueRef zero = LLVMBuildFCmp(g->b, LLVMRealOEQ, m, gen_f32c(g, 0), "zero");
+  LLVMValueRef inv = LLVMBuildFDiv(g->b, gen_f32c(g, Q), m, "inv"), s = LLVMBuildFDiv(g->b, m, gen_f32c(g, Q), "s");
+  LLVMValueRef unscalable = LLVMBuildOr(g->b, LLVMBuildNot(g->b, gen_finite(g, inv), ""),
+                                        LLVMBuildFCmp(g->b, LLVMRealOEQ, s, gen_f32c(g, 0), ""), "");
+  gen_fail_if(g, LLVMBuildAnd(g->b, LLVMBuildNot(g->b, zero, ""), unscalable, ""));
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 0), inv, ""), scratch_f32(g, 0));
+  set_output_scale(g, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), s, ""), k->is_unsigned);
+
+  gen_next_phase(g, &ph); /* q = clamp(round(x * inv)): C's round, half away from zero */
+  inv = LLVMBuildLoad2(g->b, g->f32, scratch_f32(g, 0), "inv");
+  LLVMValueRef i = gen_loop_part(g, &l, n, "e");
+  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, gen_load(g, g->f32, x, i), inv, ""));
+  r = clamp(g, r, k->is_unsigned ? 0 : -Q, Q);
+  gen_store(g, k->is_unsigned ? LLVMBuildFPToUI(g->b, r, g->i8, "") : LLVMBuildFPToSI(g->b, r, g->i8, ""), q, i);
+  gen_loop_end(g, &l, 0);
+}
+
+static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
+  int64_t C = k->channels, inner = k->inner, G = k->groups;
+  float qmax = (float)((1 << (k->bits - 1)) - 1);
+  Phases ph;
+  gen_phases(g, &ph, 3);
+  Loop l;
+  LLVMValueRef c = gen_loop_part(g, &l, C, "c"); /* r_c = max |x[., c, .]| */
+  LLVMValueRef m = absmax(g, x, LLVMBuildMul(g->b, c, gen_i64(g, inner), ""), gen_i64(g, inner), C * inner, k->outer);
+  LLVMBuildStore(g->b, m, gen_at(g, g->f32, scratch_f32(g, 1), c));
+  gen_loop_end(g, &l, 0);
+
+  gen_next_phase(g, &ph); /* R = max r_c; groups by exact ldexp thresholds; s = ldexp(R / Qmax, -(G-1)) */
+  gen_only_part0(g);
+  LLVMValueRef Rv = gen_var(g, gen_f32c(g, 0), "R");
+  c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
+  LLVMBuildStore(g->b, gen_fmax(g, gen_load(g, g->f32, scratch_f32(g, 1), c), gen_get(g, Rv)), Rv);
+  gen_loop_end(g, &l, 0);
+  LLVMValueRef R = gen_get(g, Rv), zero = LLVMBuildFCmp(g->b, LLVMRealOEQ, R, gen_f32c(g, 0), "zero");
+  LLVMValueRef inv = LLVMBuildFDiv(g->b, gen_f32c(g, qmax), R, "inv");
+  LLVMValueRef smin = gen_ldexpf(g, LLVMBuildFDiv(g->b, R, gen_f32c(g, qmax), "s0"), -(int)(G - 1));
+  LLVMValueRef bad = LLVMBuildOr(g->b, LLVMBuildNot(g->b, gen_finite(g, inv), ""),
+                                 LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOEQ, smin, gen_f32c(g, 0), ""),
+                                             LLVMBuildNot(g->b, gen_finite(g, gen_ldexpf(g, inv, (int)(G - 1))), ""), ""), "");
+  gen_fail_if(g, LLVMBuildAnd(g->b, LLVMBuildNot(g->b, zero, ""), bad, ""));
+  LLVMValueRef th[8];
+  for (int64_t j = 0; j + 1 < G; j++) th[j] = gen_ldexpf(g, R, -(int)(j + 1));
+  LLVMValueRef groups = scratch_f32(g, 1 + C); /* i32 per channel */
+  c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
+  LLVMValueRef r = gen_load(g, g->f32, scratch_f32(g, 1), c), grp = LLVMConstInt(g->i32, (unsigned)(G - 1), 0);
+  for (int64_t j = G - 2; j >= 0; j--) /* the smallest j with r > R * 2^-(j+1) */
+    grp = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, r, th[j], ""), LLVMConstInt(g->i32, (unsigned)j, 0), grp, "");
+  gen_store(g, LLVMBuildSelect(g->b, zero, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), grp, ""), groups, c);
+  gen_loop_end(g, &l, 0);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 0), inv, ""), scratch_f32(g, 0));
+  set_output_scale(g, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), smin, ""), 0);
+
+  gen_next_phase(g, &ph); /* q~ = clamp(SR(x * inv * 2^g)) * 2^(G-1-g), rows of inner elements */
+  inv = LLVMBuildLoad2(g->b, g->f32, scratch_f32(g, 0), "inv");
+  LLVMValueRef key = gen_rng_key(g, k->stream);
+  groups = scratch_f32(g, 1 + C);
+  Loop li;
+  LLVMValueRef row = gen_loop_part(g, &l, k->outer * C, "row");
+  LLVMValueRef gi = gen_load(g, g->i32, groups, LLVMBuildSRem(g->b, row, gen_i64(g, C), ""));
+  /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and 2^(G-1-g) as an int */
+  LLVMValueRef pow2 = LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, LLVMBuildAdd(g->b, gi, LLVMConstInt(g->i32, 127, 0), ""),
+                                                          LLVMConstInt(g->i32, 23, 0), ""), g->f32, "pow2");
+  LLVMValueRef mult = LLVMBuildShl(g->b, LLVMConstInt(g->i32, 1, 0), LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, ""), "");
+  LLVMValueRef j = gen_loop_begin(g, &li, gen_i64(g, inner), "j");
+  LLVMValueRef e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, inner), ""), j, "e");
+  LLVMValueRef v = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, gen_load(g, g->f32, x, e), inv, ""), pow2, "v");
+  LLVMValueRef u = gen_rng_uniform(g, key, e), f = gen_intrinsic(g, "llvm.floor", v);
+  LLVMValueRef up = LLVMBuildFCmp(g->b, LLVMRealOLT, u, LLVMBuildFSub(g->b, v, f, ""), "");
+  LLVMValueRef sr = LLVMBuildFAdd(g->b, f, LLVMBuildSelect(g->b, up, gen_f32c(g, 1), gen_f32c(g, 0), ""), "sr");
+  LLVMValueRef qi = LLVMBuildFPToSI(g->b, clamp(g, sr, -qmax, qmax), g->i32, "");
+  gen_store(g, LLVMBuildTrunc(g->b, LLVMBuildMul(g->b, qi, mult, ""), g->i8, ""), q, e);
+  gen_loop_end(g, &li, 0);
+  gen_loop_end(g, &l, 0);
+}
+
+LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name) {
+  LLVMValueRef fn = gen_kernel_function(g, name);
+  LLVMValueRef x = gen_input(g, 0), q = gen_arg(g, KA_OUT);
+  g->scratch = k->scratch;
+  if (k->op == OP_quantize) quantize(g, k, x, q);
+  else shiftquant(g, k, x, q);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
