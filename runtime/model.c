@@ -138,14 +138,47 @@ static void end_forward_state(sq_model *m, float **copy, int restore) {
   free(copy);
 }
 
+/* x holds n input values as floats; an i32 input (ids for an embedding) takes them as
+ * integers, which they must be exactly. Elements past n are zero. */
+static sq_status write_input(sq_model *m, Tensor *tx, const float *x, int64_t n, const char *fn) {
+  if (tx->f) {
+    memcpy(tx->f, x, sizeof(float) * (size_t)n);
+    memset(tx->f + n, 0, sizeof(float) * (size_t)(tx->n - n));
+    return SQ_OK;
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return set_err(m, SQ_ERR_NUMERIC, "%s: input %lld is not finite; parameters were not updated", fn, (long long)i);
+    else if (!(x[i] == floorf(x[i]) && fabsf(x[i]) <= 16777216.0f))
+      return set_err(m, SQ_ERR_ARG, "%s: input %lld is %g, but this model's input holds integer ids", fn, (long long)i,
+                     (double)x[i]);
+  for (int64_t i = 0; i < tx->n; i++) tx->i[i] = i < n ? (int32_t)x[i] : 0;
+  return SQ_OK;
+}
+
+/* y holds one int32 label per sample: class indices, or the targets of a float label with one
+ * value per sample (converted to float). */
+static sq_status write_labels(sq_model *m, Tensor *ty, const int32_t *y) {
+  if (ty->i) {
+    memcpy(ty->i, y, sizeof(int32_t) * (size_t)ty->n);
+    return SQ_OK;
+  }
+  if (ty->n != m->g->batch)
+    return set_err(m, SQ_ERR_UNSUPPORTED, "sq_train_step: the label holds %lld floats per sample; this ABI passes one "
+                                          "value per sample", (long long)(ty->n / m->g->batch));
+  for (int64_t i = 0; i < ty->n; i++) ty->f[i] = (float)y[i];
+  return SQ_OK;
+}
+
 sq_status sq_train_step(sq_model *m, const float *x, const int32_t *y, float lr, sq_step_stats *st) {
   if (!m) return SQ_ERR_ARG;
   if (!x || !y) return set_err(m, SQ_ERR_ARG, "sq_train_step: x and y must not be NULL");
   if (!(lr >= 0) || !isfinite(lr)) return set_err(m, SQ_ERR_ARG, "sq_train_step: learning rate %g", (double)lr);
   if (m->x < 0 || m->y < 0) return set_err(m, SQ_ERR_UNSUPPORTED, "this model has no input or no label");
   Tensor *tx = interp_tensor(m->it, m->x), *ty = interp_tensor(m->it, m->y);
-  memcpy(tx->f, x, sizeof(float) * (size_t)tx->n);
-  if (ty->i) memcpy(ty->i, y, sizeof(int32_t) * (size_t)ty->n);
+  sq_status wst = write_input(m, tx, x, tx->n, "sq_train_step");
+  if (wst == SQ_OK) wst = write_labels(m, ty, y);
+  if (wst != SQ_OK) return wst;
   float **saved = save_forward_state(m);
   if (!saved) return set_err(m, SQ_ERR_NOMEM, "sq_train_step: out of memory");
   float loss;
@@ -182,8 +215,8 @@ sq_status sq_infer(sq_model *m, const float *x, int64_t n, float *logits) {
   int64_t B = m->g->batch, in = tx->n / B, outn = z->n / B;
   for (int64_t s = 0; s < n; s += B) {
     int64_t k = n - s < B ? n - s : B;
-    memset(tx->f, 0, sizeof(float) * (size_t)tx->n);
-    memcpy(tx->f, x + s * in, sizeof(float) * (size_t)(k * in));
+    sq_status wst = write_input(m, tx, x + s * in, k * in, "sq_infer");
+    if (wst != SQ_OK) return wst;
     if (!interp_forward(m->it, 0)) return set_err(m, SQ_ERR_NUMERIC, "%s", interp_error(m->it));
     memcpy(logits + s * outn, z->f, sizeof(float) * (size_t)(k * outn));
   }

@@ -116,17 +116,25 @@ expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safe
 # The LLVM backend: generated kernels (integer and float GEMMs) train bit-identically to the
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
 expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
-for t in "mlp 4 8" "mlp 32 8" "cnn 4 4" "cnn 32 4" "conv_strided 4 3" "conv_strided 32 3" "residual 32 4" "residual 6 4" "pools 32 3" "pools 4 3" "regress 32 5"; do
+# Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats).
+for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
+         "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
+         "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20"; do
   set -- $t
   src=$root/examples/$1.sq
   [ -f "$src" ] || src=$root/tests/models/$1.sq
-  expect "so-ref-$1-$2" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --target=reference -o "$tmp/r-$1-$2.so"
-  expect "so-host-$1-$2" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" -o "$tmp/h-$1-$2.so"
-  expect "match-host-$1-$2" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$1-$2.so" "$tmp/h-$1-$2.so" "$tmp" 3
+  id=$1-$2-$4
+  expect "so-ref-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" --target=reference -o "$tmp/r-$id.so"
+  expect "so-host-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" -o "$tmp/h-$id.so"
+  expect "match-host-$id" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$id.so" "$tmp/h-$id.so" "$tmp" 3 "$5"
 done
+# ids outside the vocabulary: the generated kernel rejects them and the step fails with the
+# reference's message (once for the reference library, once per thread count for the other)
+bad=$("$tmp/match" "$tmp/r-embed-4-l1.so" "$tmp/h-embed-4-l1.so" "$tmp" 1 21 2>&1 | grep -c "id 20 at position 2 is outside the vocabulary 0..19")
+[ "$bad" -eq 4 ] && pass=$((pass + 1)) || { echo "FAIL embed-bad-id: the message came $bad times, not 4"; fail=$((fail + 1)); }
 if grep -q avx2 /proc/cpuinfo; then
   expect so-v3 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v3 -o "$tmp/v3.so"
-  expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4.so" "$tmp/v3.so" "$tmp" 3
+  expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/v3.so" "$tmp" 3
 else
   echo "skip: this CPU has no AVX2, so the x86-64-v3 library cannot run here"
 fi

@@ -1,6 +1,7 @@
-/* target_match.c A.so B.so DIR STEPS: trains two libraries of the same model (e.g. a generated
+/* target_match.c A.so B.so DIR STEPS [IDS]: trains two libraries of the same model (e.g. a generated
  * target and the reference) from the same seed on the same synthetic batches, with 1, 2 and 4
- * threads for B, and checks their checkpoints are byte-identical and so are their predictions. */
+ * threads for B, and checks their checkpoints are byte-identical and so are their predictions.
+ * With IDS, the inputs are whole numbers in [0, IDS) (a model whose input is embedding ids). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,8 @@ static int open_lib(const char *path, Lib *l) {
 }
 
 /* Trains, saves to path, and returns the predictions on the last batch. */
+static long ids; /* inputs are ids in [0, ids) when > 0 */
+
 static float *run(const Lib *l, int threads, int steps, const char *path) {
   const sq_model_info *in = l->info();
   int64_t B = in->batch, I = in->input_size, O = in->output_size;
@@ -44,7 +47,7 @@ static float *run(const Lib *l, int threads, int steps, const char *path) {
   for (int step = 0; step < steps; step++) {
     for (int64_t i = 0; i < B * I; i++) { /* xorshift: the same inputs for every library */
       s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-      x[i] = (float)(s % 2001) / 1000.0f - 1.0f;
+      x[i] = ids ? (float)(s % (uint64_t)ids) : (float)(s % 2001) / 1000.0f - 1.0f;
     }
     for (int64_t r = 0; r < B; r++) y[r] = (int32_t)((r + step) % O);
     if (l->train_step(m, x, y, 0.05f, NULL) != SQ_OK) {
@@ -73,6 +76,7 @@ int main(int argc, char **argv) {
   Lib a, b;
   if (!open_lib(argv[1], &a) || !open_lib(argv[2], &b)) return 2;
   int steps = atoi(argv[4]), passed = 0, failed = 0;
+  ids = argc > 5 ? atol(argv[5]) : 0;
   char pa[4096], pb[4096];
   snprintf(pa, sizeof pa, "%s/match-a.safetensors", argv[3]);
   float *za = run(&a, 1, steps, pa);

@@ -90,7 +90,8 @@ typedef struct {
   uint64_t stream;        /* shiftquant, dropout */
   double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */
   float p;                /* dropout */
-  float beta1, beta2, weight_decay; /* adam_update (eps above) */
+  double beta1, beta2;    /* adam_update (eps above), as written: its bias corrections use the doubles */
+  float weight_decay;
   int64_t scratch;        /* bytes kept between phases */
 } ChanKernel;
 

@@ -199,7 +199,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     return 1;
   case OP_adam_update:
     k->inner = shape_numel(&x0->shape);
-    k->beta1 = (float)ir_num(n, "beta1"), k->beta2 = (float)ir_num(n, "beta2");
+    k->beta1 = ir_num(n, "beta1"), k->beta2 = ir_num(n, "beta2");
     k->eps = (float)ir_num(n, "eps"), k->weight_decay = (float)ir_num(n, "weight_decay");
     return 1;
   default: return 0;

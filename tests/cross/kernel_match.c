@@ -47,7 +47,7 @@ int main(void) {
   Graph *g = ir_read(sq__graph_ir, &err);
   if (!g) return printf("FAIL: %s\n", err), 1;
   int generated = 0;
-  for (int64_t i = 0; i < sq__nkernels; i++) generated += sq__kernels[i] != NULL;
+  for (int64_t i = 0; i < sq__nkernels; i++) generated += sq__kernels[i].fn != NULL;
   Interp *ref = interp_new(g, 5), *gen = interp_new(g, 5);
   interp_set_kernels(gen, sq__kernels, sq__nkernels);
   interp_set_threads(gen, 3); /* uneven parts: the bits must not change */

@@ -115,7 +115,7 @@ static void adam(Gen *g, const ChanKernel *k) {
   LLVMValueRef pw = LLVMGetNamedFunction(g->mod, "pow");
   if (!pw) pw = LLVMAddFunction(g->mod, "pow", ft);
   LLVMValueRef c[2];
-  double beta[2] = {(double)k->beta1, (double)k->beta2};
+  double beta[2] = {k->beta1, k->beta2};
   for (int i = 0; i < 2; i++) {
     LLVMValueRef args[2] = {gen_f64c(g, beta[i]), t};
     LLVMValueRef bt = LLVMBuildCall2(B, ft, pw, args, 2, "");
@@ -125,9 +125,9 @@ static void adam(Gen *g, const ChanKernel *k) {
   LLVMValueRef i = gen_loop_part(g, &l, k->inner, "e");
   LLVMValueRef pv = ld(g, p, i), gv = ld(g, gr, i);
   pv = LLVMBuildFSub(B, pv, LLVMBuildFMul(B, LLVMBuildFMul(B, lr, gen_f32c(g, k->weight_decay), ""), pv, ""), "");
-  LLVMValueRef mv = LLVMBuildFAdd(B, LLVMBuildFMul(B, gen_f32c(g, k->beta1), ld(g, m, i), ""),
+  LLVMValueRef mv = LLVMBuildFAdd(B, LLVMBuildFMul(B, gen_f32c(g, (float)k->beta1), ld(g, m, i), ""),
                                   LLVMBuildFMul(B, gen_f32c(g, (float)(1 - beta[0])), gv, ""), "m");
-  LLVMValueRef vv = LLVMBuildFAdd(B, LLVMBuildFMul(B, gen_f32c(g, k->beta2), ld(g, v, i), ""),
+  LLVMValueRef vv = LLVMBuildFAdd(B, LLVMBuildFMul(B, gen_f32c(g, (float)k->beta2), ld(g, v, i), ""),
                                   LLVMBuildFMul(B, LLVMBuildFMul(B, gen_f32c(g, (float)(1 - beta[1])), gv, ""), gv, ""), "v");
   gen_store(g, mv, m, i);
   gen_store(g, vv, v, i);
