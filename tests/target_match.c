@@ -52,6 +52,8 @@ static float *run(const Lib *l, int threads, int steps, const char *path) {
     for (int64_t r = 0; r < B; r++) y[r] = (int32_t)((r + step) % O);
     if (l->train_step(m, x, y, 0.05f, NULL) != SQ_OK) {
       fprintf(stderr, "step %d: %s\n", step, l->last_error(m));
+      l->destroy(m);
+      free(x), free(y), free(z);
       return NULL;
     }
   }
