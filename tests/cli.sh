@@ -141,6 +141,12 @@ if grep -q avx2 /proc/cpuinfo; then
 else
   echo "skip: this CPU has no AVX2, so the x86-64-v3 library cannot run here"
 fi
+if grep -q avx512_vnni /proc/cpuinfo; then
+  expect so-v4 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v4 -o "$tmp/v4.so"
+  expect match-v4 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/v4.so" "$tmp" 3
+else
+  echo "skip: this CPU has no AVX-512 VNNI, so the x86-64-v4 library cannot run here"
+fi
 expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
 expect emit-llvm 0 "define internal void @sq_kernel_h(" -- "$sqc" "$mlp" --batch 8 --emit=llvm
 expect emit-asm-aarch64 0 "sq_kernel_h" -- "$sqc" "$mlp" --batch 8 --target=aarch64 --emit=asm
