@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
   if (strcmp(a.emit, "ir")) {
     int reference = a.target && !strcmp(a.target, "reference");
     LlvmTarget *t = llvm_target(reference || !a.target ? "host" : a.target);
-    KernelPlan *plan = reference ? NULL : lower_graph(g, t->vec_f32);
+    KernelPlan *plan = reference ? NULL : lower_graph(g, t->vec_f32, t->dot);
     const char *out = a.output && strcmp(a.output, "-") ? a.output : "/dev/stdout";
     int ok;
     if (!strcmp(a.emit, "kir")) {

@@ -8,6 +8,10 @@
 
 typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
 
+/* The target's 4-byte integer dot product: none (scalar loops), AVX-512 VNNI vpdpbusd (u8 x s8
+ * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes). */
+typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT } DotIsa;
+
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or
  * int32), then * (scale_a * scale_b) for integer operands, then + bias[n]. Element (m,k) of A
  * is at b*a_bs + m*a_sm + k*a_sk; element (k,n) of B at b*b_bs + k*b_sk + n*b_sn. */
@@ -18,6 +22,17 @@ typedef struct {
   KElem a, b;
   int bias;  /* input 2 is a bias of N floats */
   int vec;   /* vector width (lanes) of the loop over n */
+  /* Integer GEMMs on a dot-product ISA: both operands are packed (phase 0) into scratch, the
+   * broadcast side U as rows of kp bytes, the vector side S as blocks of `lanes` columns of
+   * 4-byte k groups; then (phase 1) each part takes row blocks of mr rows and walks the columns
+   * nr vectors at a time with mr*nr accumulators. swap: U is B transposed (C is computed
+   * transposed), because vpdpbusd wants the unsigned operand in U. bias_u: U is signed, so +128
+   * makes it unsigned and 128 * (column sums of S) is subtracted; int32 wraps, and the exact
+   * result fits, so this is exact. */
+  DotIsa dot;
+  int lanes, mr, nr, swap, bias_u;
+  int64_t kp, mp, np;  /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
+  int64_t scratch;     /* bytes: packed U, packed S and the corrections, per batch entry */
 } GemmKernel;
 
 /* Convolution (conv2d, qconv2d and their gradients), NCHW, every tap in the padding skipped:
@@ -102,11 +117,12 @@ typedef struct {
   VEC(RedKernel) red;
   VEC(ChanKernel) chan;
   int vec_f32; /* the target's f32 lanes per vector register */
+  DotIsa dot;
 } KernelPlan;
 
 /* Chooses a kernel for every GEMM node (linear, matmul, qlinear, qmatmul, in any role) whose
  * int32 accumulation provably cannot overflow. vec_f32: lanes of the target's vectors. */
-KernelPlan *lower_graph(const Graph *g, int vec_f32);
+KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot);
 void kir_free(KernelPlan *p);
 char *kir_print(const Graph *g, const KernelPlan *p); /* --emit=kir */
 #endif

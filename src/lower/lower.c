@@ -15,7 +15,39 @@ static KElem elem_of(const Graph *g, int id) { return ir_node(g, id)->dtype == D
 
 static int max_abs(KElem e) { return e == KE_U8 ? 255 : e == KE_I8 ? 127 : 0; }
 
-static int gemm_of(const Graph *g, const Node *n, int vec, GemmKernel *k) {
+/* The largest value a u8 tensor holds: 2^bits - 1 of the quantize node it comes from. */
+static int u8_max(const Graph *g, int id) {
+  const Node *n = ir_node(g, id);
+  while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
+  return n->kind == NK_OP && n->op == OP_quantize ? (1 << ir_int(n, "bits")) - 1 : 255;
+}
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+/* Tiles of the dot-product kernels: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers),
+ * sdot 4 rows x 4 q registers (16 of 32); narrower outputs take fewer vectors. */
+static void choose_dot(const Graph *g, const Node *n, GemmKernel *k, DotIsa dot) {
+  if (dot == DOT_NONE || k->a == KE_F32) return;
+  if (dot == DOT_VNNI) { /* U must be unsigned or biased, S signed */
+    if (k->a == KE_U8 && k->b == KE_U8) return;
+    k->swap = k->b == KE_U8;
+    k->bias_u = k->a == KE_I8 && k->b == KE_I8;
+    k->lanes = 16, k->mr = 6, k->nr = 4;
+  } else { /* sdot: both signed; an unsigned operand must fit in int8 */
+    if ((k->a == KE_U8 && u8_max(g, n->in[0]) > 127) || (k->b == KE_U8 && u8_max(g, n->in[1]) > 127)) return;
+    k->lanes = 4, k->mr = 4, k->nr = 4;
+  }
+  int64_t rows = k->swap ? k->N : k->M, cols = k->swap ? k->M : k->N;
+  while (k->nr > 1 && (k->nr - 1) * k->lanes >= cols) k->nr--;
+  if (k->mr > rows) k->mr = (int)rows;
+  k->dot = dot;
+  k->kp = round_up(k->K, 4);
+  k->mp = round_up(rows, k->mr);
+  k->np = round_up(cols, (int64_t)k->lanes * k->nr);
+  k->scratch = k->batch * (k->mp * k->kp + k->np * k->kp + 4 * k->np);
+}
+
+static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, GemmKernel *k) {
   const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
   *k = (GemmKernel){.node = n->id, .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .vec = vec};
   if (n->op == OP_linear || n->op == OP_qlinear) {
@@ -42,6 +74,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, GemmKernel *k) {
   if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
+  choose_dot(g, n, k, dot);
   return 1;
 }
 
@@ -206,9 +239,10 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   }
 }
 
-KernelPlan *lower_graph(const Graph *g, int vec_f32) {
+KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot) {
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
+  p->dot = dot;
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = ir_node(g, id);
     GemmKernel k;
@@ -217,7 +251,7 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32) {
     RedKernel rk;
     ChanKernel hk;
     if (n->kind == NK_OP && chan_of(g, n, &hk)) VEC_PUSH(p->chan, hk);
-    if (n->kind == NK_OP && gemm_of(g, n, vec_f32, &k)) VEC_PUSH(p->gemm, k);
+    if (n->kind == NK_OP && gemm_of(g, n, vec_f32, dot, &k)) VEC_PUSH(p->gemm, k);
     if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
     if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
     if (n->kind == NK_OP && red_of(g, n, &rk)) VEC_PUSH(p->red, rk);
@@ -248,6 +282,10 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               elem[k->a], (long long)k->a_bs, (long long)k->a_sm, (long long)k->a_sk, elem[k->b], (long long)k->b_bs,
               (long long)k->b_sk, (long long)k->b_sn, k->a == KE_F32 ? "" : " acc=i32 dequant=scale_a*scale_b",
               k->bias ? " +bias" : "", k->vec);
+    if (k->dot)
+      sb_printf(&b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n",
+                k->dot == DOT_VNNI ? "vpdpbusd" : "sdot", k->lanes, k->mr, k->nr, k->swap ? " swap" : "",
+                k->bias_u ? " bias_u=128" : "", (long long)k->kp, (long long)k->mp, (long long)k->np, (long long)k->scratch);
   }
   static const char *const kinds[] = {"fwd", "dx", "dw"};
   for (int i = 0; i < p->conv.n; i++) {

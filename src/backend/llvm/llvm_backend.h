@@ -15,6 +15,7 @@ typedef struct {
   const char *triple, *cpu, *features;
   const char *isa;      /* for people: "AVX2", "AVX-512 VNNI", "NEON + dotprod" */
   int vec_f32;          /* f32 lanes per vector register */
+  DotIsa dot;           /* its int8 dot-product instruction */
   int links_here;       /* libraries for it can be linked and run on this machine */
 } LlvmTarget;
 
