@@ -12,6 +12,20 @@ typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
  * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes). */
 typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT } DotIsa;
 
+/* Integer GEMMs (and convolutions viewed as GEMMs: C[M x N] = A[M x K] * B[K x N]) on a
+ * dot-product ISA. Both operands are packed (phase 0) into scratch: the broadcast side U as rows
+ * of kp bytes, the vector side S as blocks of `lanes` columns of 4-byte k groups; then
+ * (phase 1) each part takes blocks of mr rows and walks the columns nr vectors at a time with
+ * mr*nr accumulators. swap: U is B transposed (C is computed transposed), because vpdpbusd
+ * wants the unsigned operand in U. bias_u: U is signed, so +128 makes it unsigned and 128 times
+ * the column sums of S is subtracted; int32 wraps and the exact result fits, so this is exact. */
+typedef struct {
+  DotIsa dot;           /* DOT_NONE: the scalar loops */
+  int lanes, mr, nr, swap, bias_u;
+  int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
+  int64_t scratch;      /* bytes: packed U, packed S and the corrections, per batch entry */
+} DotPlan;
+
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or
  * int32), then * (scale_a * scale_b) for integer operands, then + bias[n]. Element (m,k) of A
  * is at b*a_bs + m*a_sm + k*a_sk; element (k,n) of B at b*b_bs + k*b_sk + n*b_sn. */
@@ -22,17 +36,7 @@ typedef struct {
   KElem a, b;
   int bias;  /* input 2 is a bias of N floats */
   int vec;   /* vector width (lanes) of the loop over n */
-  /* Integer GEMMs on a dot-product ISA: both operands are packed (phase 0) into scratch, the
-   * broadcast side U as rows of kp bytes, the vector side S as blocks of `lanes` columns of
-   * 4-byte k groups; then (phase 1) each part takes row blocks of mr rows and walks the columns
-   * nr vectors at a time with mr*nr accumulators. swap: U is B transposed (C is computed
-   * transposed), because vpdpbusd wants the unsigned operand in U. bias_u: U is signed, so +128
-   * makes it unsigned and 128 * (column sums of S) is subtracted; int32 wraps, and the exact
-   * result fits, so this is exact. */
-  DotIsa dot;
-  int lanes, mr, nr, swap, bias_u;
-  int64_t kp, mp, np;  /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
-  int64_t scratch;     /* bytes: packed U, packed S and the corrections, per batch entry */
+  DotPlan dp;
 } GemmKernel;
 
 /* Convolution (conv2d, qconv2d and their gradients), NCHW, every tap in the padding skipped:
@@ -48,6 +52,10 @@ typedef struct {
   ConvKind kind;
   int64_t N, C, H, W, O, Ho, Wo, k, s, p, g;
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
+  /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x C*k*k] patches of x times w transposed;
+   * dx: [N*H*W x O*k*k] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x */
+  int64_t gm, gn, gk;
+  DotPlan dp;
 } ConvKernel;
 
 /* Elementwise work over n elements (relu, relu_grad, gelu, gelu_grad, add, mul, mse_grad,

@@ -25,27 +25,32 @@ static int u8_max(const Graph *g, int id) {
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 /* Tiles of the dot-product kernels: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers),
- * sdot 4 rows x 4 q registers (16 of 32); narrower outputs take fewer vectors. */
-static void choose_dot(const Graph *g, const Node *n, GemmKernel *k, DotIsa dot) {
-  if (dot == DOT_NONE || k->a == KE_F32) return;
+ * sdot 4 rows x 4 q registers (16 of 32); narrower outputs take fewer vectors. a and b are the
+ * elements of the M x K and K x N operands, amax and bmax their largest values. */
+static DotPlan choose_dot(DotIsa dot, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
+  DotPlan d = {DOT_NONE};
+  if (dot == DOT_NONE || a == KE_F32) return d;
   if (dot == DOT_VNNI) { /* U must be unsigned or biased, S signed */
-    if (k->a == KE_U8 && k->b == KE_U8) return;
-    k->swap = k->b == KE_U8;
-    k->bias_u = k->a == KE_I8 && k->b == KE_I8;
-    k->lanes = 16, k->mr = 6, k->nr = 4;
+    if (a == KE_U8 && b == KE_U8) return d;
+    d.swap = b == KE_U8;
+    d.bias_u = a == KE_I8 && b == KE_I8;
+    d.lanes = 16, d.mr = 6, d.nr = 4;
   } else { /* sdot: both signed; an unsigned operand must fit in int8 */
-    if ((k->a == KE_U8 && u8_max(g, n->in[0]) > 127) || (k->b == KE_U8 && u8_max(g, n->in[1]) > 127)) return;
-    k->lanes = 4, k->mr = 4, k->nr = 4;
+    if ((a == KE_U8 && amax > 127) || (b == KE_U8 && bmax > 127)) return d;
+    d.lanes = 4, d.mr = 4, d.nr = 4;
   }
-  int64_t rows = k->swap ? k->N : k->M, cols = k->swap ? k->M : k->N;
-  while (k->nr > 1 && (k->nr - 1) * k->lanes >= cols) k->nr--;
-  if (k->mr > rows) k->mr = (int)rows;
-  k->dot = dot;
-  k->kp = round_up(k->K, 4);
-  k->mp = round_up(rows, k->mr);
-  k->np = round_up(cols, (int64_t)k->lanes * k->nr);
-  k->scratch = k->batch * (k->mp * k->kp + k->np * k->kp + 4 * k->np);
+  int64_t rows = d.swap ? N : M, cols = d.swap ? M : N;
+  while (d.nr > 1 && (d.nr - 1) * d.lanes >= cols) d.nr--;
+  if (d.mr > rows) d.mr = (int)rows;
+  d.dot = dot;
+  d.kp = round_up(K, 4);
+  d.mp = round_up(rows, d.mr);
+  d.np = round_up(cols, (int64_t)d.lanes * d.nr);
+  d.scratch = batch * (d.mp * d.kp + d.np * d.kp + 4 * d.np);
+  return d;
 }
+
+static int max_of(const Graph *g, int id, KElem e) { return e == KE_U8 ? u8_max(g, id) : 127; }
 
 static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, GemmKernel *k) {
   const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
@@ -74,11 +79,11 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, GemmKerne
   if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
-  choose_dot(g, n, k, dot);
+  k->dp = choose_dot(dot, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), k->batch, k->M, k->N, k->K);
   return 1;
 }
 
-static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
+static int conv_of(const Graph *g, const Node *n, DotIsa dot, ConvKernel *k) {
   ConvKind kind;
   if (n->op == OP_qconv2d || n->op == OP_conv2d) kind = CONV_FWD;
   else if (n->op == OP_qconv2d_dx || n->op == OP_conv2d_dx) kind = CONV_DX;
@@ -96,7 +101,15 @@ static int conv_of(const Graph *g, const Node *n, ConvKernel *k) {
               : kind == CONV_DX  ? (double)(k->O / k->g * k->k * k->k)
                                  : (double)(k->N * k->Ho * k->Wo);
   if (k->a == KE_F32 || k->b == KE_F32) return k->a == k->b; /* float: no overflow to prove */
-  return taps * max_abs(k->a) * max_abs(k->b) < 2147483648.0;
+  if (taps * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
+  int64_t kk = k->k * k->k;
+  if (kind == CONV_FWD) k->gm = k->N * k->Ho * k->Wo, k->gn = k->O, k->gk = k->C * kk;
+  else if (kind == CONV_DX) k->gm = k->N * k->H * k->W, k->gn = k->C, k->gk = k->O * kk;
+  else k->gm = k->O, k->gn = k->C * kk, k->gk = k->N * k->Ho * k->Wo;
+  /* the GEMM's A (input 0) is patches of x (fwd), of dy (dx) or dy itself (dw); B (input 1) is
+   * w or patches of x */
+  if (k->g == 1) k->dp = choose_dot(dot, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
+  return 1;
 }
 
 static int ew_of(const Graph *g, const Node *n, int vec, EwKernel *k) {
@@ -252,7 +265,7 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot) {
     ChanKernel hk;
     if (n->kind == NK_OP && chan_of(g, n, &hk)) VEC_PUSH(p->chan, hk);
     if (n->kind == NK_OP && gemm_of(g, n, vec_f32, dot, &k)) VEC_PUSH(p->gemm, k);
-    if (n->kind == NK_OP && conv_of(g, n, &ck)) VEC_PUSH(p->conv, ck);
+    if (n->kind == NK_OP && conv_of(g, n, dot, &ck)) VEC_PUSH(p->conv, ck);
     if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
     if (n->kind == NK_OP && red_of(g, n, &rk)) VEC_PUSH(p->red, rk);
   }
@@ -269,6 +282,13 @@ void kir_free(KernelPlan *p) {
   free(p);
 }
 
+static void print_dot(StrBuf *b, const DotPlan *d) {
+  if (!d->dot) return;
+  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n", d->dot == DOT_VNNI ? "vpdpbusd" : "sdot",
+            d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", (long long)d->kp, (long long)d->mp,
+            (long long)d->np, (long long)d->scratch);
+}
+
 char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const elem[] = {"f32", "i8", "u8"};
   StrBuf b = {0};
@@ -282,10 +302,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               elem[k->a], (long long)k->a_bs, (long long)k->a_sm, (long long)k->a_sk, elem[k->b], (long long)k->b_bs,
               (long long)k->b_sk, (long long)k->b_sn, k->a == KE_F32 ? "" : " acc=i32 dequant=scale_a*scale_b",
               k->bias ? " +bias" : "", k->vec);
-    if (k->dot)
-      sb_printf(&b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n",
-                k->dot == DOT_VNNI ? "vpdpbusd" : "sdot", k->lanes, k->mr, k->nr, k->swap ? " swap" : "",
-                k->bias_u ? " bias_u=128" : "", (long long)k->kp, (long long)k->mp, (long long)k->np, (long long)k->scratch);
+    print_dot(&b, &k->dp);
   }
   static const char *const kinds[] = {"fwd", "dx", "dw"};
   for (int i = 0; i < p->conv.n; i++) {
@@ -295,6 +312,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
               k->a == KE_F32 ? "f32" : "i32");
+    print_dot(&b, &k->dp);
   }
   for (int i = 0; i < p->ew.n; i++) {
     const EwKernel *k = &p->ew.v[i];

@@ -55,6 +55,7 @@ static void store_output(Dot *d, LLVMValueRef out, LLVMValueRef index, LLVMValue
 }
 
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
+  if (k->dp.dot) return gen_conv_dot(g, k, name);
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT), scales = gen_arg(g, KA_SCALES);
   LLVMValueRef ptrs[3];

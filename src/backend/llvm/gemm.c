@@ -22,7 +22,7 @@ static LLVMValueRef mad(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) 
 }
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
-  if (k->dot) return gen_gemm_dot(g, k, name);
+  if (k->dp.dot) return gen_gemm_dot(g, k, name);
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT), scales = gen_arg(g, KA_SCALES);
   LLVMValueRef A = LLVMBuildLoad2(g->b, g->ptr, elem_ptr(g, g->ptr, in, gen_i64(g, 0)), "A");

@@ -1,4 +1,4 @@
-/* gemm_dot.c: integer GEMMs on the target's 4-byte dot-product instruction, emitted
+/* gemm_dot.c: integer GEMMs and convolutions on the target's 4-byte dot-product instruction, emitted
  * explicitly (LLVM does not form vpdpbusd or sdot from loops). Phase 0 packs both operands into
  * scratch: the broadcast side U as rows of kp bytes (+128 when it is signed and the ISA wants it
  * unsigned), the vector side S as blocks of `lanes` columns holding 4 consecutive k of a column
@@ -15,37 +15,121 @@ static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBui
 static LLVMValueRef mul(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildMul(B, a, gen_i64(g, b), ""); }
 static LLVMValueRef lt(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildICmp(B, LLVMIntSLT, a, gen_i64(g, b), ""); }
 
-typedef struct {
+/* C[b] = A[b] (M x K) * B[b] (K x N): how to read an operand element and where C goes */
+typedef struct Dot Dot;
+struct Dot {
   Gen *g;
-  const GemmKernel *k;
+  const DotPlan *p;
+  int64_t batch, M, N, K;
+  /* A(i, kk) (which = 0) or B(kk, i) (which = 1) of entry bt as i32, for indices in range;
+   * *valid, when set, says whether the element exists (a patch tap in the padding does not) */
+  LLVMValueRef (*elem)(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid);
+  LLVMValueRef (*out_index)(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j); /* of C(i, j) */
+  const GemmKernel *gk; /* the kernel: one of the two */
+  const ConvKernel *ck;
   LLVMValueRef A, Bm, packU, packS, corr; /* packU/packS/corr: this batch entry's */
   int64_t rows, cols;                     /* of the computed product (transposed when swap) */
-} Dot;
+};
 
-/* element (m, k) of U and (k, n) of S as i32, for valid indices of batch entry bt */
-static LLVMValueRef operand(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, LLVMValueRef kk) {
-  Gen *g = d->g;
-  const GemmKernel *k = d->k;
-  int from_a = u_side != k->swap; /* U is A unless swapped; S is B unless swapped */
-  LLVMValueRef idx = from_a ? add(g, add(g, mul(g, bt, k->a_bs), mul(g, r, k->a_sm)), mul(g, kk, k->a_sk))
-                            : add(g, add(g, mul(g, bt, k->b_bs), mul(g, kk, k->b_sk)), mul(g, r, k->b_sn));
-  KElem e = from_a ? k->a : k->b;
-  LLVMValueRef v = gen_load(g, g->i8, from_a ? d->A : d->Bm, idx);
+static LLVMValueRef load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx) {
+  LLVMValueRef v = gen_load(g, g->i8, base, idx);
   return e == KE_U8 ? LLVMBuildZExt(B, v, g->i32, "") : LLVMBuildSExt(B, v, g->i32, "");
 }
 
-/* operand or 0 outside [0, rows) x [0, K) */
+/* ---- a GemmKernel: strided operands ---- */
+static LLVMValueRef gemm_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid) {
+  Gen *g = d->g;
+  const GemmKernel *k = d->gk;
+  *valid = NULL;
+  if (which == 0) return load_q(g, k->a, d->A, add(g, add(g, mul(g, bt, k->a_bs), mul(g, i, k->a_sm)), mul(g, kk, k->a_sk)));
+  return load_q(g, k->b, d->Bm, add(g, add(g, mul(g, bt, k->b_bs), mul(g, kk, k->b_sk)), mul(g, i, k->b_sn)));
+}
+static LLVMValueRef gemm_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j) {
+  Gen *g = d->g;
+  return add(g, mul(g, bt, d->M * d->N), add(g, mul(g, i, d->N), j));
+}
+
+/* ---- a ConvKernel (one group): patches read the padding as zeros ---- */
+static LLVMValueRef in_range(Gen *g, LLVMValueRef v, int64_t n) {
+  return LLVMBuildAnd(B, LLVMBuildICmp(B, LLVMIntSGE, v, gen_i64(g, 0), ""), lt(g, v, n), "");
+}
+static LLVMValueRef and_(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAnd(B, a, b, ""); }
+static LLVMValueRef div_(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildSDiv(B, a, gen_i64(g, b), ""); }
+static LLVMValueRef rem_(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildSRem(B, a, gen_i64(g, b), ""); }
+
+/* x[n, c, oh*s - p + kh, ow*s - p + kw] for output pixel q = (n, oh, ow) and tap t = (c, kh, kw) */
+static LLVMValueRef x_patch(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef q, LLVMValueRef t, LLVMValueRef *valid) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef n = div_(g, q, k->Ho * k->Wo), oh = rem_(g, div_(g, q, k->Wo), k->Ho), ow = rem_(g, q, k->Wo);
+  LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
+  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p)));
+  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p)));
+  *valid = and_(g, in_range(g, ih, k->H), in_range(g, iw, k->W));
+  LLVMValueRef idx = add(g, mul(g, add(g, mul(g, add(g, mul(g, n, k->C), c), k->H), ih), k->W), iw);
+  return load_q(g, e, x, LLVMBuildSelect(B, *valid, idx, gen_i64(g, 0), ""));
+}
+
+static LLVMValueRef conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  (void)bt;
+  *valid = NULL;
+  int64_t taps = k->k * k->k;
+  switch (k->kind) {
+  case CONV_FWD: /* A = patches of x: (pixel i, tap kk); B = w: (tap kk, o = i) */
+    if (which == 0) return x_patch(d, k->a, d->A, i, kk, valid);
+    return load_q(g, k->b, d->Bm, add(g, mul(g, i, k->C * taps), kk));
+  case CONV_DX: { /* A = patches of dy: (input pixel i, kk = (o, kh, kw)); B = w: (kk, c = i) */
+    if (which == 1) {
+      LLVMValueRef o = div_(g, kk, taps), t = rem_(g, kk, taps);
+      return load_q(g, k->b, d->Bm, add(g, mul(g, add(g, mul(g, o, k->C), i), taps), t));
+    }
+    LLVMValueRef n = div_(g, i, k->H * k->W), ih = rem_(g, div_(g, i, k->W), k->H), iw = rem_(g, i, k->W);
+    LLVMValueRef o = div_(g, kk, taps), kh = rem_(g, div_(g, kk, k->k), k->k), kw = rem_(g, kk, k->k);
+    LLVMValueRef th = add(g, ih, LLVMBuildSub(B, gen_i64(g, k->p), kh, "")), tw = add(g, iw, LLVMBuildSub(B, gen_i64(g, k->p), kw, ""));
+    LLVMValueRef ge0 = and_(g, LLVMBuildICmp(B, LLVMIntSGE, th, gen_i64(g, 0), ""), LLVMBuildICmp(B, LLVMIntSGE, tw, gen_i64(g, 0), ""));
+    LLVMValueRef on_stride = and_(g, LLVMBuildICmp(B, LLVMIntEQ, rem_(g, th, k->s), gen_i64(g, 0), ""),
+                                  LLVMBuildICmp(B, LLVMIntEQ, rem_(g, tw, k->s), gen_i64(g, 0), ""));
+    LLVMValueRef oh = div_(g, th, k->s), ow = div_(g, tw, k->s);
+    *valid = and_(g, and_(g, ge0, on_stride), and_(g, lt(g, oh, k->Ho), lt(g, ow, k->Wo)));
+    LLVMValueRef idx = add(g, mul(g, add(g, mul(g, add(g, mul(g, n, k->O), o), k->Ho), oh), k->Wo), ow);
+    return load_q(g, k->a, d->A, LLVMBuildSelect(B, *valid, idx, gen_i64(g, 0), ""));
+  }
+  case CONV_DW: /* A = dy: (o = i, output pixel kk); B = patches of x: (pixel kk, tap i) */
+    if (which == 1) return x_patch(d, k->b, d->Bm, kk, i, valid);
+    return load_q(g, k->a, d->A, add(g, mul(g, add(g, mul(g, div_(g, kk, k->Ho * k->Wo), k->O), i), k->Ho * k->Wo),
+                                      rem_(g, kk, k->Ho * k->Wo)));
+  }
+  return NULL;
+}
+
+static LLVMValueRef conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  (void)bt;
+  if (k->kind == CONV_DW) return add(g, mul(g, i, d->N), j); /* dw[o, (c, kh, kw)] */
+  int fwd = k->kind == CONV_FWD;
+  int64_t C = fwd ? k->O : k->C, HW = fwd ? k->Ho * k->Wo : k->H * k->W;
+  return add(g, mul(g, add(g, mul(g, div_(g, i, HW), C), j), HW), rem_(g, i, HW)); /* [n, j, pixel] */
+}
+
+/* element (r, kk) of U or (kk, r) of S as i32: 0 outside [0, nr) x [0, K) and in padding */
 static LLVMValueRef operand_or0(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, int64_t nr, LLVMValueRef kk) {
   Gen *g = d->g;
-  LLVMValueRef ok = LLVMBuildAnd(B, lt(g, r, nr), lt(g, kk, d->k->K), "");
-  LLVMValueRef v = operand(d, u_side, bt, LLVMBuildSelect(B, ok, r, gen_i64(g, 0), ""), LLVMBuildSelect(B, ok, kk, gen_i64(g, 0), ""));
+  LLVMValueRef ok = LLVMBuildAnd(B, lt(g, r, nr), lt(g, kk, d->K), ""), valid;
+  LLVMValueRef rs = LLVMBuildSelect(B, ok, r, gen_i64(g, 0), ""), ks = LLVMBuildSelect(B, ok, kk, gen_i64(g, 0), "");
+  int from_a = u_side != d->p->swap; /* U is A unless swapped; S is B unless swapped */
+  LLVMValueRef v = d->elem(d, from_a ? 0 : 1, bt, rs, ks, &valid);
+  if (valid) ok = LLVMBuildAnd(B, ok, valid, "");
   return LLVMBuildSelect(B, ok, v, LLVMConstInt(g->i32, 0, 0), "");
 }
 
 static void batch_views(Dot *d, LLVMValueRef bt) {
   Gen *g = d->g;
-  const GemmKernel *k = d->k;
-  LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), (LLVMValueRef[]){mul(g, bt, k->scratch / k->batch)}, 1, "");
+  const DotPlan *k = d->p;
+  LLVMValueRef off = mul(g, bt, k->scratch / d->batch);
+  LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), &off, 1, "");
   d->packU = base;
   d->packS = gen_at(g, g->i8, base, gen_i64(g, k->mp * k->kp));
   d->corr = gen_at(g, g->i8, base, gen_i64(g, k->mp * k->kp + k->np * k->kp));
@@ -53,10 +137,10 @@ static void batch_views(Dot *d, LLVMValueRef bt) {
 
 static void pack(Dot *d) {
   Gen *g = d->g;
-  const GemmKernel *k = d->k;
+  const DotPlan *k = d->p;
   Loop l1, l2, l3;
   /* U rows */
-  LLVMValueRef row = gen_loop_part(g, &l1, k->batch * k->mp, "urow");
+  LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
   LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
   batch_views(d, bt);
   LLVMValueRef dst = gen_at(g, g->i8, d->packU, mul(g, m, k->kp));
@@ -67,7 +151,7 @@ static void pack(Dot *d) {
   gen_loop_end(g, &l2, 0);
   gen_loop_end(g, &l1, 0);
   /* S columns: column n, k = 4*k4 + t goes to ((n / lanes * kp/4 + k4) * lanes + n % lanes) * 4 + t */
-  LLVMValueRef col = gen_loop_part(g, &l1, k->batch * k->np, "scol");
+  LLVMValueRef col = gen_loop_part(g, &l1, d->batch * k->np, "scol");
   bt = LLVMBuildSDiv(B, col, gen_i64(g, k->np), "bt");
   LLVMValueRef n = LLVMBuildSRem(B, col, gen_i64(g, k->np), "n");
   batch_views(d, bt);
@@ -86,7 +170,7 @@ static void pack(Dot *d) {
 }
 
 /* acc + dot4(u, s) per lane */
-static LLVMValueRef dot4(Gen *g, const GemmKernel *k, LLVMValueRef acc, LLVMValueRef u, LLVMValueRef s) {
+static LLVMValueRef dot4(Gen *g, const DotPlan *k, LLVMValueRef acc, LLVMValueRef u, LLVMValueRef s) {
   LLVMTypeRef vi32 = LLVMVectorType(g->i32, (unsigned)k->lanes);
   if (k->dot == DOT_VNNI) {
     LLVMValueRef args[3] = {acc, u, s};
@@ -105,14 +189,14 @@ enum { MAX_MR = 8, MAX_NR = 8 };
 
 static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef bias) {
   Gen *g = d->g;
-  const GemmKernel *k = d->k;
+  const DotPlan *k = d->p;
   int mr = k->mr, nr = k->nr, lanes = k->lanes;
   LLVMTypeRef vi32 = LLVMVectorType(g->i32, (unsigned)lanes);
   LLVMValueRef zero = LLVMConstNull(vi32);
   LLVMValueRef tile = gen_entry_alloca(g, LLVMArrayType(g->i32, (unsigned)(mr * nr * lanes)), "tile");
   Loop lrb, lnb, lk, lr, lc;
   int64_t rblocks = k->mp / mr;
-  LLVMValueRef rb = gen_loop_part(g, &lrb, k->batch * rblocks, "rowblock");
+  LLVMValueRef rb = gen_loop_part(g, &lrb, d->batch * rblocks, "rowblock");
   LLVMValueRef bt = LLVMBuildSDiv(B, rb, gen_i64(g, rblocks), "bt"), m0 = mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), mr);
   batch_views(d, bt);
   LLVMValueRef nb = gen_loop_begin(g, &lnb, gen_i64(g, k->np / (lanes * nr)), "colblock");
@@ -154,7 +238,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef row = k->swap ? n : m, colx = k->swap ? m : n; /* of the product as stored */
   LLVMValueRef y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
   y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
-  gen_store(g, y, out, add(g, mul(g, bt, k->M * k->N), add(g, mul(g, row, k->N), colx)));
+  gen_store(g, y, out, d->out_index(d, bt, row, colx));
   LLVMBuildBr(B, skip);
   LLVMPositionBuilderAtEnd(B, skip);
   gen_loop_end(g, &lc, 0);
@@ -164,18 +248,30 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
 }
 #undef B
 
-LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name) {
-  SQ_ASSERT(k->mr <= MAX_MR && k->nr <= MAX_NR);
+static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
+  Gen *g = d->g;
+  SQ_ASSERT(d->p->mr <= MAX_MR && d->p->nr <= MAX_NR);
   LLVMValueRef fn = gen_kernel_function(g, name);
-  Dot d = {g, k, gen_input(g, 0), gen_input(g, 1), NULL, NULL, NULL, k->swap ? k->N : k->M, k->swap ? k->M : k->N};
-  LLVMValueRef out = gen_arg(g, KA_OUT), bias = k->bias ? gen_input(g, 2) : NULL;
+  d->A = gen_input(g, 0), d->Bm = gen_input(g, 1);
+  d->rows = d->p->swap ? d->N : d->M, d->cols = d->p->swap ? d->M : d->N;
+  LLVMValueRef out = gen_arg(g, KA_OUT), bias = has_bias ? gen_input(g, 2) : NULL;
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
-  g->scratch = k->scratch;
+  g->scratch = d->p->scratch;
   Phases ph;
   gen_phases(g, &ph, 2);
-  pack(&d);
+  pack(d);
   gen_next_phase(g, &ph);
-  compute(&d, out, scale, bias);
+  compute(d, out, scale, bias);
   LLVMBuildRetVoid(g->b);
   return fn;
+}
+
+LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name) {
+  Dot d = {g, &k->dp, k->batch, k->M, k->N, k->K, gemm_elem, gemm_out, k, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0};
+  return generate(&d, k->bias, name);
+}
+
+LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name) {
+  Dot d = {g, &k->dp, 1, k->gm, k->gn, k->gk, conv_elem, conv_out, NULL, k, NULL, NULL, NULL, NULL, NULL, 0, 0};
+  return generate(&d, k->kind == CONV_FWD, name);
 }

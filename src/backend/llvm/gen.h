@@ -72,7 +72,8 @@ void gen_only_part0(Gen *g);
 void gen_loop_end(Gen *g, Loop *l, int vec);
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
-LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name); /* k->dot != DOT_NONE */
+LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name); /* k->dp.dot != DOT_NONE */
+LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name); /* k->dp.dot != DOT_NONE */
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name);
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
