@@ -114,17 +114,6 @@ static LLVMValueRef conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueR
   return add(g, mul(g, add(g, mul(g, div_(g, i, HW), C), j), HW), rem_(g, i, HW)); /* [n, j, pixel] */
 }
 
-/* element (r, kk) of U or (kk, r) of S as i32: 0 outside [0, nr) x [0, K) and in padding */
-static LLVMValueRef operand_or0(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, int64_t nr, LLVMValueRef kk) {
-  Gen *g = d->g;
-  LLVMValueRef ok = LLVMBuildAnd(B, lt(g, r, nr), lt(g, kk, d->K), ""), valid;
-  LLVMValueRef rs = LLVMBuildSelect(B, ok, r, gen_i64(g, 0), ""), ks = LLVMBuildSelect(B, ok, kk, gen_i64(g, 0), "");
-  int from_a = u_side != d->p->swap; /* U is A unless swapped; S is B unless swapped */
-  LLVMValueRef v = d->elem(d, from_a ? 0 : 1, bt, rs, ks, &valid);
-  if (valid) ok = LLVMBuildAnd(B, ok, valid, "");
-  return LLVMBuildSelect(B, ok, v, LLVMConstInt(g->i32, 0, 0), "");
-}
-
 static void batch_views(Dot *d, LLVMValueRef bt) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
@@ -135,37 +124,175 @@ static void batch_views(Dot *d, LLVMValueRef bt) {
   d->corr = gen_at(g, g->i8, base, gen_i64(g, k->mp * k->kp + k->np * k->kp));
 }
 
+/* ---- walking one U row or S column: visit(kk, v) for kk in [0, K), v = 0 in the padding ---- */
+typedef void (*Visit)(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v);
+
+static LLVMValueRef masked(Gen *g, LLVMValueRef valid, LLVMValueRef v) {
+  return valid ? LLVMBuildSelect(B, valid, v, LLVMConstInt(g->i32, 0, 0), "") : v;
+}
+
+/* any operand: one element function call per k */
+static void walk_generic(Dot *d, int which, LLVMValueRef bt, LLVMValueRef r, Visit visit, void *ctx) {
+  Gen *g = d->g;
+  Loop l;
+  LLVMValueRef kk = gen_loop_begin(g, &l, gen_i64(g, d->K), "k"), valid;
+  LLVMValueRef v = d->elem(d, which, bt, r, kk, &valid);
+  visit(d, ctx, kk, masked(g, valid, v));
+  gen_loop_end(g, &l, 0);
+}
+
+/* taps (c, kh, kw) of x around output pixel q = (n, oh, ow): forward's rows of patches */
+static void walk_taps(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef q, Visit visit, void *ctx) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef n = div_(g, q, k->Ho * k->Wo), oh = rem_(g, div_(g, q, k->Wo), k->Ho), ow = rem_(g, q, k->Wo);
+  Loop lc, lh, lw;
+  LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, k->C), "c");
+  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
+  LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh");
+  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p))), hv = in_range(g, ih, k->H);
+  LLVMValueRef kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
+  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p))), valid = and_(g, hv, in_range(g, iw, k->W));
+  LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, ih), k->W), iw), gen_i64(g, 0), "");
+  visit(d, ctx, add(g, mul(g, add(g, mul(g, c, k->k), kh), k->k), kw), masked(g, valid, load_q(g, e, x, idx)));
+  gen_loop_end(g, &lw, 0);
+  gen_loop_end(g, &lh, 0);
+  gen_loop_end(g, &lc, 0);
+}
+
+/* output pixels (n, oh, ow) of x's tap t = (c, kh, kw): dw's patches along k */
+static void walk_pixels(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef t, Visit visit, void *ctx) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
+  Loop ln, lh, lw;
+  LLVMValueRef n = gen_loop_begin(g, &ln, gen_i64(g, k->N), "n");
+  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
+  LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh");
+  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p))), hv = in_range(g, ih, k->H);
+  LLVMValueRef ow = gen_loop_begin(g, &lw, gen_i64(g, k->Wo), "ow");
+  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p))), valid = and_(g, hv, in_range(g, iw, k->W));
+  LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, ih), k->W), iw), gen_i64(g, 0), "");
+  visit(d, ctx, add(g, mul(g, add(g, mul(g, n, k->Ho), oh), k->Wo), ow), masked(g, valid, load_q(g, e, x, idx)));
+  gen_loop_end(g, &lw, 0);
+  gen_loop_end(g, &lh, 0);
+  gen_loop_end(g, &ln, 0);
+}
+
+/* dy of channel o at every output pixel: dw's other operand along k */
+static void walk_dy_channel(Dot *d, LLVMValueRef o, Visit visit, void *ctx) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  int64_t hw = k->Ho * k->Wo;
+  Loop ln, lp;
+  LLVMValueRef n = gen_loop_begin(g, &ln, gen_i64(g, k->N), "n");
+  LLVMValueRef base = mul(g, add(g, mul(g, n, k->O), o), hw);
+  LLVMValueRef pix = gen_loop_begin(g, &lp, gen_i64(g, hw), "pix");
+  visit(d, ctx, add(g, mul(g, n, hw), pix), load_q(g, k->a, d->A, add(g, base, pix)));
+  gen_loop_end(g, &lp, 0);
+  gen_loop_end(g, &ln, 0);
+}
+
+/* dy taps (o, kh, kw) reaching input pixel i = (n, ih, iw): dx's rows of patches */
+static void walk_dx_taps(Dot *d, LLVMValueRef i, Visit visit, void *ctx) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef n = div_(g, i, k->H * k->W), ih = rem_(g, div_(g, i, k->W), k->H), iw = rem_(g, i, k->W);
+  Loop lo, lh, lw;
+  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->O), "o");
+  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->O), o), k->Ho);
+  LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh");
+  LLVMValueRef th = LLVMBuildSub(B, add(g, ih, gen_i64(g, k->p)), kh, ""), oh = div_(g, th, k->s);
+  LLVMValueRef hv = and_(g, and_(g, LLVMBuildICmp(B, LLVMIntSGE, th, gen_i64(g, 0), ""), LLVMBuildICmp(B, LLVMIntEQ, rem_(g, th, k->s), gen_i64(g, 0), "")),
+                         lt(g, oh, k->Ho));
+  LLVMValueRef kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
+  LLVMValueRef tw = LLVMBuildSub(B, add(g, iw, gen_i64(g, k->p)), kw, ""), ow = div_(g, tw, k->s);
+  LLVMValueRef valid = and_(g, hv, and_(g, and_(g, LLVMBuildICmp(B, LLVMIntSGE, tw, gen_i64(g, 0), ""),
+                                                LLVMBuildICmp(B, LLVMIntEQ, rem_(g, tw, k->s), gen_i64(g, 0), "")), lt(g, ow, k->Wo)));
+  LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, oh), k->Wo), ow), gen_i64(g, 0), "");
+  visit(d, ctx, add(g, mul(g, add(g, mul(g, o, k->k), kh), k->k), kw), masked(g, valid, load_q(g, k->a, d->A, idx)));
+  gen_loop_end(g, &lw, 0);
+  gen_loop_end(g, &lh, 0);
+  gen_loop_end(g, &lo, 0);
+}
+
+/* U row r (u_side) or S column r of entry bt, r in range */
+static void walk(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, Visit visit, void *ctx) {
+  int which = u_side != d->p->swap ? 0 : 1; /* U is A unless swapped; S is B unless swapped */
+  const ConvKernel *k = d->ck;
+  if (k && k->kind == CONV_FWD && which == 0) walk_taps(d, k->a, d->A, r, visit, ctx);
+  else if (k && k->kind == CONV_DX && which == 0) walk_dx_taps(d, r, visit, ctx);
+  else if (k && k->kind == CONV_DW && which == 1) walk_pixels(d, k->b, d->Bm, r, visit, ctx);
+  else if (k && k->kind == CONV_DW && which == 0) walk_dy_channel(d, r, visit, ctx);
+  else walk_generic(d, which, bt, r, visit, ctx);
+}
+
+/* only when cond: the builder continues after it */
+static void if_begin(Gen *g, LLVMValueRef cond, LLVMBasicBlockRef *after) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(g->ctx, fn, "then");
+  *after = LLVMAppendBasicBlockInContext(g->ctx, fn, "after");
+  LLVMBuildCondBr(B, cond, then, *after);
+  LLVMPositionBuilderAtEnd(B, then);
+}
+static void if_end(Gen *g, LLVMBasicBlockRef after) {
+  LLVMBuildBr(B, after);
+  LLVMPositionBuilderAtEnd(B, after);
+}
+
+typedef struct { LLVMValueRef dst; } URow;
+static void visit_u(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v) {
+  Gen *g = d->g;
+  if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstInt(g->i32, 128, 0), "");
+  gen_store(g, LLVMBuildTrunc(B, v, g->i8, ""), ((URow *)ctx)->dst, kk);
+}
+
+typedef struct { LLVMValueRef blk, lane, sum; } SCol;
+/* column n, k = 4*k4 + t goes to ((n / lanes * kp/4 + k4) * lanes + n % lanes) * 4 + t */
+static LLVMValueRef s_at(Dot *d, const SCol *s, LLVMValueRef kk) {
+  Gen *g = d->g;
+  LLVMValueRef k4 = LLVMBuildLShr(B, kk, gen_i64(g, 2), ""), t = LLVMBuildAnd(B, kk, gen_i64(g, 3), "");
+  return add(g, mul(g, add(g, mul(g, add(g, mul(g, s->blk, d->p->kp / 4), k4), d->p->lanes), s->lane), 4), t);
+}
+static void visit_s(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v) {
+  Gen *g = d->g;
+  SCol *s = ctx;
+  gen_store(g, LLVMBuildTrunc(B, v, g->i8, ""), d->packS, s_at(d, s, kk));
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, s->sum), v, ""), s->sum);
+}
+
 static void pack(Dot *d) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
-  Loop l1, l2, l3;
-  /* U rows */
+  Loop l1, l2;
+  LLVMBasicBlockRef after;
+  /* U rows: the padding value (0, or 128 when biased) everywhere, then the row's elements */
   LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
   LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
   batch_views(d, bt);
-  LLVMValueRef dst = gen_at(g, g->i8, d->packU, mul(g, m, k->kp));
+  URow u = {gen_at(g, g->i8, d->packU, mul(g, m, k->kp))};
   LLVMValueRef kk = gen_loop_begin(g, &l2, gen_i64(g, k->kp), "k");
-  LLVMValueRef v = operand_or0(d, 1, bt, m, d->rows, kk);
-  if (k->bias_u) v = LLVMBuildAdd(B, v, LLVMConstInt(g->i32, 128, 0), "");
-  gen_store(g, LLVMBuildTrunc(B, v, g->i8, ""), dst, kk);
+  gen_store(g, LLVMConstInt(g->i8, k->bias_u ? 128 : 0, 0), u.dst, kk);
   gen_loop_end(g, &l2, 0);
+  if_begin(g, lt(g, m, d->rows), &after);
+  walk(d, 1, bt, m, visit_u, &u);
+  if_end(g, after);
   gen_loop_end(g, &l1, 0);
-  /* S columns: column n, k = 4*k4 + t goes to ((n / lanes * kp/4 + k4) * lanes + n % lanes) * 4 + t */
+  /* S columns: zeros, then the column's elements and their sum */
   LLVMValueRef col = gen_loop_part(g, &l1, d->batch * k->np, "scol");
   bt = LLVMBuildSDiv(B, col, gen_i64(g, k->np), "bt");
   LLVMValueRef n = LLVMBuildSRem(B, col, gen_i64(g, k->np), "n");
   batch_views(d, bt);
-  LLVMValueRef blk = LLVMBuildSDiv(B, n, gen_i64(g, k->lanes), ""), lane = LLVMBuildSRem(B, n, gen_i64(g, k->lanes), "");
-  LLVMValueRef sum = gen_var(g, LLVMConstInt(g->i32, 0, 0), "colsum");
-  LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), sum);
-  kk = gen_loop_begin(g, &l3, gen_i64(g, k->kp), "k");
-  v = operand_or0(d, 0, bt, n, d->cols, kk);
-  LLVMValueRef k4 = LLVMBuildSDiv(B, kk, gen_i64(g, 4), ""), t = LLVMBuildSRem(B, kk, gen_i64(g, 4), "");
-  LLVMValueRef at = add(g, mul(g, add(g, mul(g, add(g, mul(g, blk, k->kp / 4), k4), k->lanes), lane), 4), t);
-  gen_store(g, LLVMBuildTrunc(B, v, g->i8, ""), d->packS, at);
-  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), v, ""), sum);
-  gen_loop_end(g, &l3, 0);
-  gen_store(g, LLVMBuildMul(B, gen_get(g, sum), LLVMConstInt(g->i32, k->bias_u ? 128 : 0, 0), ""), d->corr, n);
+  SCol s = {LLVMBuildSDiv(B, n, gen_i64(g, k->lanes), ""), LLVMBuildSRem(B, n, gen_i64(g, k->lanes), ""), NULL};
+  s.sum = gen_var(g, LLVMConstInt(g->i32, 0, 0), "colsum");
+  LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), s.sum);
+  kk = gen_loop_begin(g, &l2, gen_i64(g, k->kp), "k");
+  gen_store(g, LLVMConstInt(g->i8, 0, 0), d->packS, s_at(d, &s, kk));
+  gen_loop_end(g, &l2, 0);
+  if_begin(g, lt(g, n, d->cols), &after);
+  walk(d, 0, bt, n, visit_s, &s);
+  if_end(g, after);
+  gen_store(g, LLVMBuildMul(B, gen_get(g, s.sum), LLVMConstInt(g->i32, k->bias_u ? 128 : 0, 0), ""), d->corr, n);
   gen_loop_end(g, &l1, 0);
 }
 
