@@ -1,22 +1,63 @@
-/* threads.c: rt_parallel with POSIX threads; a thread that cannot be started leaves its blocks
- * to the caller, so the work is always done (only slower). */
+/* threads.c: rt_parallel on a pool of POSIX threads started once and kept: a training step
+ * runs a hundred or so parallel phases of a few hundred microseconds, so starting threads per
+ * call would cost more than the work. Workers spin briefly for the next job, then sleep on a
+ * condition variable. Block b goes to thread b % threads as before, so the partition never
+ * depends on timing. One job at a time (a mutex); a worker that cannot be started leaves its
+ * blocks to the caller, so the work is always done. */
 #include "threads.h"
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
-enum { MAX_THREADS = 64 };
+enum { MAX_THREADS = 64, SPINS = 20000 };
 
-typedef struct {
+static struct {
+  pthread_mutex_t call;          /* one rt_parallel at a time */
+  pthread_mutex_t mu;
+  pthread_cond_t wake;
+  atomic_uint_fast64_t gen;      /* bumped for every job */
+  atomic_int remaining;          /* workers that have not finished the current job (all of them
+                                    take part, idle or not, so none can lag into the next one) */
+  int started;                   /* workers 1..started exist */
   rt_block_fn fn;
   void *ctx;
   int64_t nblocks;
-  int stride, first;
-} Worker;
+  int stride;
+} pool = {.call = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
-static void *run_worker(void *arg) {
-  Worker *w = arg;
-  for (int64_t b = w->first; b < w->nblocks; b += w->stride) w->fn(w->ctx, b);
+static void run_blocks(int first) {
+  for (int64_t b = first; b < pool.nblocks; b += pool.stride) pool.fn(pool.ctx, b);
+}
+
+static void *worker(void *arg) {
+  int id = (int)(intptr_t)arg;
+  uint_fast64_t seen = 0;
+  for (;;) {
+    int spins = 0;
+    while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && spins < SPINS) spins++;
+    if (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen) {
+      pthread_mutex_lock(&pool.mu);
+      while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
+      pthread_mutex_unlock(&pool.mu);
+    }
+    seen = atomic_load_explicit(&pool.gen, memory_order_acquire);
+    if (id < pool.stride) run_blocks(id);
+    atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel);
+  }
   return NULL;
 }
+
+/* A forked child has none of the parent's workers: it starts its own pool. (A fork while
+ * another thread is inside rt_parallel is not supported, as for any pool.) */
+static void forget_pool(void) {
+  pthread_mutex_init(&pool.call, NULL);
+  pthread_mutex_init(&pool.mu, NULL);
+  pthread_cond_init(&pool.wake, NULL);
+  pool.started = 0;
+}
+
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, forget_pool); }
 
 void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
   if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -25,16 +66,24 @@ void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
     for (int64_t b = 0; b < nblocks; b++) fn(ctx, b);
     return;
   }
-  pthread_t tid[MAX_THREADS];
-  Worker w[MAX_THREADS];
-  int started[MAX_THREADS] = {0};
-  for (int t = 0; t < threads; t++) {
-    w[t] = (Worker){fn, ctx, nblocks, threads, t};
-    if (t > 0) started[t] = pthread_create(&tid[t], NULL, run_worker, &w[t]) == 0;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, register_fork_handler);
+  pthread_mutex_lock(&pool.call);
+  while (pool.started < threads - 1) {
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, worker, (void *)(intptr_t)(pool.started + 1)) != 0) break;
+    pthread_detach(tid);
+    pool.started++;
   }
-  run_worker(&w[0]);
-  for (int t = 1; t < threads; t++) {
-    if (started[t]) pthread_join(tid[t], NULL);
-    else run_worker(&w[t]);
-  }
+  int helpers = pool.started < threads - 1 ? pool.started : threads - 1;
+  pool.fn = fn, pool.ctx = ctx, pool.nblocks = nblocks, pool.stride = threads;
+  atomic_store_explicit(&pool.remaining, pool.started, memory_order_release);
+  pthread_mutex_lock(&pool.mu);
+  atomic_fetch_add_explicit(&pool.gen, 1, memory_order_acq_rel);
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.mu);
+  run_blocks(0);
+  for (int t = helpers + 1; t < threads; t++) run_blocks(t); /* workers that could not start */
+  while (atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0) sched_yield();
+  pthread_mutex_unlock(&pool.call);
 }

@@ -152,6 +152,17 @@ static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int onl
   return 1;
 }
 
+int interp_run_node(Interp *it, int node) {
+  const Node *n = ir_node(it->g, node);
+  if (n->kind != NK_OP) return 0;
+  RefCtx c = {it->g, it->t, 1, it->seed, it->step, 0.0f, NULL};
+  if (node < it->nkernels && it->kernels[node].fn && run_kernel(it, &c, n)) return 1;
+  if (op_info[n->op].ref(&c, n)) return 1;
+  free(it->err);
+  it->err = c.err;
+  return 0;
+}
+
 int interp_gradients(Interp *it) { return run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0, 0); }
 
 int interp_forward(Interp *it, int training) { return run_nodes(it, training, ROLE_FWD, ROLE_FWD, !training, 0); }

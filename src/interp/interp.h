@@ -58,4 +58,7 @@ int interp_gradients(Interp *it);
 /* Forward only. training=0: inference mode (running statistics, no dropout), computing only
  * the nodes the graph's outputs need. training=1: every forward node, as in a training step. */
 int interp_forward(Interp *it, int training);
+/* Runs one op node (its kernel, or its reference body) on the tensors as they are, in training
+ * mode at the current step: for benchmarks of single kernels. Returns 1 on success. */
+int interp_run_node(Interp *it, int node);
 #endif

@@ -7,7 +7,10 @@
 #include <string.h>
 #include "../../runtime/numerics.h"
 #include "../../runtime/rng.h"
+#include "../../runtime/threads.h"
 #include "harness.h"
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* A gradient-like tensor [rows, C] whose channel ranges span ~2^-12..1 (DESIGN's motivating case). */
 static float *gradient_like(int64_t rows, int64_t C, uint64_t seed) {
@@ -298,6 +301,30 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
 }
 END_TEST
 
+static void square_block(void *ctx, int64_t b) { ((int64_t *)ctx)[b] = b * b; }
+
+/* The pool's workers live on between calls; a forked child has none of them and must start its
+ * own instead of waiting for the parent's (it would hang). Every block runs exactly once. */
+START_TEST(thread_pool_survives_threads_changes_and_fork) {
+  int64_t v[37];
+  for (int t = 1; t <= 5; t++) {
+    memset(v, 0xff, sizeof v);
+    rt_parallel(t, 37, square_block, v);
+    for (int64_t b = 0; b < 37; b++) ck_assert_int_eq(v[b], b * b);
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    memset(v, 0, sizeof v);
+    rt_parallel(3, 37, square_block, v);
+    _exit(v[36] == 36 * 36 ? 0 : 1);
+  }
+  ck_assert_int_gt(pid, 0);
+  int st = 0;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
 START_TEST(pack4_round_trips) {
   uint8_t q[7], back[7], packed[4];
   int8_t vals[7] = {-7, 7, 0, -1, 3, -8, 5};
@@ -330,6 +357,7 @@ int main(void) {
   tcase_add_test(t, l1_backward_matches_finite_differences);
   tcase_add_test(t, same_bits_for_1_2_and_4_threads);
   tcase_add_test(t, pack4_round_trips);
+  tcase_add_test(t, thread_pool_survives_threads_changes_and_fork);
   suite_add_tcase(s, t);
   return th_run(s);
 }

@@ -1,0 +1,116 @@
+/* kernels.c: times the generated GEMM, convolution and normalization kernels of one model,
+ * linked with the model's object (sqc --emit=obj) and the runtime. After two training steps on
+ * synthetic data (so tensors hold realistic values) each such node runs alone, REPS times; the
+ * median goes out as one line per node:
+ *   gemm NAME ROLE M N K seconds      (convolutions as their GEMM: rows, columns, reduction)
+ *   norm NAME OP seconds
+ * Usage: kernels THREADS REPS */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../src/interp/interp.h"
+#include "../src/ir/print.h"
+#include "../src/ops/ops.h"
+
+extern const char sq__graph_ir[];
+extern const InterpKernel sq__kernels[];
+extern const int64_t sq__nkernels;
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void synthetic_batch(Interp *it, const Graph *g, int step) {
+  uint64_t s = 99 + (uint64_t)step;
+  int64_t classes = g->outputs.n ? ir_node(g, g->outputs.v[0].node)->shape.d[1] : 2;
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *n = ir_node(g, id);
+    if (n->kind != NK_INPUT && n->kind != NK_LABEL) continue;
+    Tensor *t = interp_tensor(it, id);
+    for (int64_t i = 0; i < t->n; i++) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      if (t->f) t->f[i] = (float)(s % 2001) / 1000.0f - 1.0f;
+      else t->i[i] = (int32_t)(s % (uint64_t)classes);
+    }
+  }
+}
+
+/* rows, columns and reduction of a GEMM or convolution node; 0 for other nodes */
+static int gemm_shape(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t *K, const char **role) {
+  const Node *a = n->nin ? ir_in(g, n, 0) : NULL;
+  switch (n->op) {
+  case OP_qlinear: case OP_linear:
+    *K = a->shape.d[a->shape.rank - 1], *N = n->shape.d[n->shape.rank - 1], *M = shape_numel(&a->shape) / *K;
+    *role = "fwd";
+    return 1;
+  case OP_qmatmul: case OP_matmul: {
+    int ta = (int)ir_int(n, "trans_a");
+    *M = n->shape.d[n->shape.rank - 2], *N = n->shape.d[n->shape.rank - 1];
+    *K = a->shape.d[a->shape.rank - (ta ? 2 : 1)];
+    *M *= shape_numel(&n->shape) / (*M * *N);
+    *role = ta ? "dW" : "dX";
+    return 1;
+  }
+  case OP_qconv2d: case OP_conv2d: case OP_qconv2d_dx: case OP_conv2d_dx: case OP_qconv2d_dw: case OP_conv2d_dw: {
+    int fwd = n->op == OP_qconv2d || n->op == OP_conv2d, dx = n->op == OP_qconv2d_dx || n->op == OP_conv2d_dx;
+    const Shape *x = &ir_in(g, n, fwd ? 0 : dx ? 2 : 1)->shape, *w = fwd || dx ? &ir_in(g, n, 1)->shape : &n->shape;
+    const Shape *y = fwd ? &n->shape : &ir_in(g, n, 0)->shape;
+    int64_t taps = w->d[2] * w->d[3], pix = y->d[0] * y->d[2] * y->d[3];
+    if (fwd) *M = pix, *N = w->d[0], *K = w->d[1] * taps, *role = "fwd";
+    else if (dx) *M = x->d[0] * x->d[2] * x->d[3], *N = x->d[1], *K = w->d[0] * taps, *role = "dX";
+    else *M = w->d[0], *N = w->d[1] * taps, *K = pix, *role = "dW";
+    return 1;
+  }
+  default: return 0;
+  }
+}
+
+static int is_norm(OpCode op) {
+  return op == OP_l1_batchnorm || op == OP_l1_batchnorm_dx || op == OP_l1_batchnorm_dgamma || op == OP_batchnorm ||
+         op == OP_batchnorm_dx || op == OP_batchnorm_dgamma || op == OP_l1_layernorm || op == OP_layernorm ||
+         op == OP_l1_layernorm_dx || op == OP_layernorm_dx || op == OP_l1_layernorm_dgamma || op == OP_layernorm_dgamma;
+}
+
+int main(int argc, char **argv) {
+  int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 5;
+  char *err = NULL;
+  Graph *g = ir_read(sq__graph_ir, &err);
+  if (!g) return fprintf(stderr, "kernels: %s\n", err), 1;
+  Interp *it = interp_new(g, 1);
+  interp_set_kernels(it, sq__kernels, sq__nkernels);
+  interp_set_threads(it, threads);
+  for (int step = 0; step < 2; step++) {
+    synthetic_batch(it, g, step);
+    float loss;
+    if (!interp_train_step(it, 0.01f, &loss)) return fprintf(stderr, "kernels: %s\n", interp_error(it)), 1;
+  }
+  double *t = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *n = ir_node(g, id);
+    int64_t M, N, K;
+    const char *role;
+    int gemm = n->kind == NK_OP && gemm_shape(g, n, &M, &N, &K, &role), norm = n->kind == NK_OP && is_norm(n->op);
+    if (!gemm && !norm) continue;
+    interp_run_node(it, id); /* warm */
+    for (int r = 0; r < reps; r++) {
+      double t0 = now();
+      if (!interp_run_node(it, id)) return fprintf(stderr, "kernels: %s\n", interp_error(it)), 1;
+      t[r] = now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp);
+    if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, t[reps / 2]);
+    else printf("norm %s %s %.9f\n", n->name, op_info[n->op].name, t[reps / 2]);
+  }
+  free(t);
+  interp_free(it);
+  ir_free(g);
+  return 0;
+}
