@@ -1,5 +1,5 @@
 # sqc: compiler from .sq network descriptions to integer-training code.
-# make demo | make check | make asan | make deps | make all
+# make demo | make check | make bench | make asan | make deps | make all
 .SUFFIXES:
 MAKEFLAGS += --no-builtin-rules
 .DEFAULT_GOAL := all
@@ -94,15 +94,23 @@ $(BUILD)/tests/unit/%.o: tests/unit/%.c $(FLAGS_STAMP) | $(BUILD)/gen/parser.h
 	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) $(WARN) -Wno-missing-prototypes -Werror -c -o $@ $<
 
 # ---- installing what is missing (Debian 12; as root, or through sudo) ----
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
+	  echo "make: installing$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
-	else echo "make deps: all packages present"; fi
+	else echo "make: all packages present ($(2))"; fi
+endef
+deps:
+	$(call install_missing,$(DEB_PACKAGES),build and tests)
+
+# The peers of `make bench` only.
+BENCH_PACKAGES = libdnnl-dev libopenblas-dev python3-torch
+bench-deps: deps
+	$(call install_missing,$(BENCH_PACKAGES),bench peers)
 
 # ---- tests ----
 check: deps
@@ -132,8 +140,18 @@ gradquant: deps
 	$(MAKE) $(BUILD)/gradquant
 	$(BUILD)/gradquant .
 
+# bench/run.sh: sqc's GEMMs against the int8 ceiling, oneDNN and OpenBLAS; training against
+# PyTorch; memory; L1 against L2 layers. Minutes; prints everything docs/results.md records.
+bench: bench-deps
+	$(MAKE) all
+	@mkdir -p $(BUILD)/bench
+	$(CC) -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/clock bench/clock.c
+	$(CC) -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/peers bench/peers.c -ldnnl -lopenblas
+	$(CC) -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/train bench/train.c -ldl
+	sh bench/run.sh $(BUILD)
+
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check asan valgrind demo gradquant clean
+.PHONY: all deps bench-deps check asan valgrind demo gradquant bench clean
 -include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)

@@ -2,7 +2,8 @@
 """Training speed and peak memory of the float32 PyTorch twins of examples/mlp.sq and
 examples/cnn.sq (same layers, batch, SGD with momentum and weight decay) on synthetic batches:
 prints "torch MODEL images_per_s peak_rss_kb", the median of REPS runs of STEPS steps after a
-warm-up. Threads: torch.set_num_threads and OPENBLAS_NUM_THREADS (bench/run.sh sets both).
+warm-up. Threads: THREADS for torch.set_num_threads, and OPENBLAS_NUM_THREADS for its BLAS
+(they add up: bench/run.sh tries the splits of its thread count and keeps PyTorch's best).
 A peer for `make bench` only. Usage: bench/torch_train.py MODEL THREADS STEPS REPS"""
 import resource
 import statistics
