@@ -73,7 +73,7 @@ $(BACKEND_OBJ): CFLAGS_ALL += $(LLVM_CFLAGS)
 $(BUILD)/src/driver/main.o: CFLAGS_ALL += $(LLVM_CFLAGS)
 
 $(BUILD)/sqc: $(BUILD)/src/driver/main.o $(BACKEND_OBJ) $(BUILD)/libsqc.a
-	$(CC) $(SAN) -o $@ $^ $(LLVM_LIBS) $(LDLIBS_ALL)
+	$(CC) $(SAN) -o $@ $^ $(LLVM_LIBS) -lyaml $(LDLIBS_ALL)
 
 $(BUILD)/sqref: $(BUILD)/tools/sqref/main.o $(DATA_OBJ) $(BUILD)/libsqc.a
 	$(CC) $(SAN) -o $@ $^ $(LDLIBS_ALL)

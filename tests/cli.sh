@@ -148,6 +148,24 @@ else
   echo "skip: this CPU has no AVX-512 VNNI, so the x86-64-v4 library cannot run here"
 fi
 expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
+# --tune: other register tiles, the same bits; bad tuning files are diagnostics
+printf 'vpdpbusd: {mr: 4, nr: 2}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"
+expect tune-kir 0 "tile=4x2" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$tmp/tiles.yaml" --emit=kir
+expect tune-kir-aarch64 0 "dot=sdot lanes=4 tile=3x5" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=aarch64 --tune "$tmp/tiles.yaml" --emit=kir
+expect tune-example 0 "tile=6x4" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$root/examples/tiles.yaml" --emit=kir
+expect so-tuned 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$tmp/tiles.yaml" -o "$tmp/tuned.so"
+expect match-tuned 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/tuned.so" "$tmp" 3
+printf 'vpdpbusd: {mr: 8, nr: 4}\n' >"$tmp/big.yaml"
+expect tune-too-big 1 "big.yaml:1:11: error: the vpdpbusd tile 8x4 needs 37 vector registers; the ISA has 32" -- "$sqc" "$mlp" --tune "$tmp/big.yaml" --emit=kir
+printf 'vpdpbusd: {mr: 6, nx: 4}\n' >"$tmp/key.yaml"
+expect tune-bad-key 1 "key.yaml:1:19: error: unknown tile setting 'nx' (mr, nr)" -- "$sqc" "$mlp" --tune "$tmp/key.yaml" --emit=kir
+printf 'avx: {mr: 6}\n' >"$tmp/isa.yaml"
+expect tune-bad-isa 1 "unknown ISA 'avx' (vpdpbusd, sdot)" -- "$sqc" "$mlp" --tune "$tmp/isa.yaml" --emit=kir
+printf 'vpdpbusd: {mr: 0}\n' >"$tmp/zero.yaml"
+expect tune-bad-value 1 "'mr' must be an integer from 1 to 8, not '0'" -- "$sqc" "$mlp" --tune "$tmp/zero.yaml" --emit=kir
+printf 'vpdpbusd: [1\n' >"$tmp/broken.yaml"
+expect tune-bad-yaml 1 "broken.yaml:2:1: error:" -- "$sqc" "$mlp" --tune "$tmp/broken.yaml" --emit=kir
+expect tune-missing 1 "cannot read tuning file" -- "$sqc" "$mlp" --tune "$tmp/none.yaml" --emit=kir
 expect emit-llvm 0 "define internal void @sq_kernel_h(" -- "$sqc" "$mlp" --batch 8 --emit=llvm
 expect emit-asm-aarch64 0 "sq_kernel_h" -- "$sqc" "$mlp" --batch 8 --target=aarch64 --emit=asm
 expect emit-obj-aarch64 0 "" -- "$sqc" "$mlp" --batch 8 --target=aarch64 --emit=obj -o "$tmp/a64.o"

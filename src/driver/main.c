@@ -8,17 +8,18 @@
 #include "../ir/print.h"
 #include "../passes/passes.h"
 #include "compile.h"
+#include "tuning.h"
 #include "../lower/kir.h"
 #include "emit_so.h"
 
 #define SQC_VERSION "0.1.0"
 
 typedef struct {
-  const char *input, *output, *emit, *target;
+  const char *input, *output, *emit, *target, *tune;
   CompileOptions co;
 } Args;
 
-static const char *const option_names[] = {"-o", "--batch", "--bits", "--norm", "--emit", "--dump-after", "--target",
+static const char *const option_names[] = {"-o", "--batch", "--bits", "--norm", "--emit", "--dump-after", "--target", "--tune",
                                            "--print-targets", "--help", "--version", NULL};
 static const char *const emit_kinds[] = {"ir", "kir", "llvm", "asm", "obj", "so", NULL};
 
@@ -39,6 +40,8 @@ static void usage(FILE *f) {
         "  --target=NAME        host (default), x86-64-v3, x86-64-v4, znver4, aarch64, or\n"
         "                       reference (no generated kernels); see --print-targets\n"
         "  --print-targets      list the targets and what this machine supports\n"
+        "  --tune FILE          register tiles of the integer kernels from a YAML file, e.g.\n"
+        "                       'vpdpbusd: {mr: 6, nr: 4}' (see --emit=kir for the tiles used)\n"
         "  --dump-after=PASS    print the graph IR after PASS (or 'all'):\n"
         "                       shapes, l1norm, quantize, autodiff, groups\n"
         "  --help               show this help\n"
@@ -97,6 +100,8 @@ static int apply_option(Args *a, const char *opt, const char *val) {
   } else if (!strcmp(opt, "--emit")) {
     if (one_of(val, emit_kinds) < 0) return bad_value(opt, val, "ir, kir, llvm, asm, obj or so", emit_kinds);
     a->emit = val;
+  } else if (!strcmp(opt, "--tune")) {
+    a->tune = val;
   } else if (!strcmp(opt, "--target")) {
     if (strcmp(val, "reference") && one_of(val, llvm_target_names) < 0)
       return bad_value(opt, val, "host, x86-64-v3, x86-64-v4, znver4, aarch64 or reference", llvm_target_names);
@@ -172,7 +177,17 @@ int main(int argc, char **argv) {
   if (strcmp(a.emit, "ir")) {
     int reference = a.target && !strcmp(a.target, "reference");
     LlvmTarget *t = llvm_target(reference || !a.target ? "host" : a.target);
-    KernelPlan *plan = reference ? NULL : lower_graph(g, t->vec_f32, t->dot);
+    Tuning tune;
+    tuning_defaults(&tune);
+    char *terr = NULL;
+    if (a.tune && !tuning_load(&tune, a.tune, &terr)) {
+      fprintf(stderr, "%s\n", terr);
+      free(terr);
+      llvm_target_free(t);
+      ir_free(g);
+      return 1;
+    }
+    KernelPlan *plan = reference ? NULL : lower_graph(g, t->vec_f32, t->dot, &tune);
     const char *out = a.output && strcmp(a.output, "-") ? a.output : "/dev/stdout";
     int ok;
     if (!strcmp(a.emit, "kir")) {

@@ -10,7 +10,15 @@ typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
 
 /* The target's 4-byte integer dot product: none (scalar loops), AVX-512 VNNI vpdpbusd (u8 x s8
  * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes). */
-typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT } DotIsa;
+typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT, DOT_COUNT } DotIsa;
+
+/* Register tiles of the dot-product kernels, per ISA: mr rows x nr vectors of columns, held in
+ * mr*nr accumulators (defaults, or sqc --tune FILE). */
+typedef struct { int mr, nr; } DotTile;
+typedef struct { DotTile tile[DOT_COUNT]; } Tuning;
+void tuning_defaults(Tuning *t);
+int dot_lanes(DotIsa d);     /* i32 lanes of the ISA's vector */
+int dot_registers(DotIsa d); /* its vector registers */
 
 /* Integer GEMMs (and convolutions viewed as GEMMs: C[M x N] = A[M x K] * B[K x N]) on a
  * dot-product ISA. Both operands are packed (phase 0) into scratch: the broadcast side U as rows
@@ -130,7 +138,7 @@ typedef struct {
 
 /* Chooses a kernel for every GEMM node (linear, matmul, qlinear, qmatmul, in any role) whose
  * int32 accumulation provably cannot overflow. vec_f32: lanes of the target's vectors. */
-KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot);
+KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot, const Tuning *tune);
 void kir_free(KernelPlan *p);
 char *kir_print(const Graph *g, const KernelPlan *p); /* --emit=kir */
 #endif

@@ -24,21 +24,27 @@ static int u8_max(const Graph *g, int id) {
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-/* Tiles of the dot-product kernels: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers),
- * sdot 4 rows x 4 q registers (16 of 32); narrower outputs take fewer vectors. a and b are the
+/* Default tiles: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers), sdot 4 rows x 4 q
+ * registers (16 of 32). */
+void tuning_defaults(Tuning *t) {
+  *t = (Tuning){{[DOT_VNNI] = {6, 4}, [DOT_SDOT] = {4, 4}}};
+}
+int dot_lanes(DotIsa d) { return d == DOT_VNNI ? 16 : 4; }
+int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : 32; }
+
+/* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the
  * elements of the M x K and K x N operands, amax and bmax their largest values. */
-static DotPlan choose_dot(DotIsa dot, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
+static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
   DotPlan d = {DOT_NONE};
   if (dot == DOT_NONE || a == KE_F32) return d;
   if (dot == DOT_VNNI) { /* U must be unsigned or biased, S signed */
     if (a == KE_U8 && b == KE_U8) return d;
     d.swap = b == KE_U8;
     d.bias_u = a == KE_I8 && b == KE_I8;
-    d.lanes = 16, d.mr = 6, d.nr = 4;
   } else { /* sdot: both signed; an unsigned operand must fit in int8 */
     if ((a == KE_U8 && amax > 127) || (b == KE_U8 && bmax > 127)) return d;
-    d.lanes = 4, d.mr = 4, d.nr = 4;
   }
+  d.lanes = dot_lanes(dot), d.mr = tile.mr, d.nr = tile.nr;
   int64_t rows = d.swap ? N : M, cols = d.swap ? M : N;
   while (d.nr > 1 && (d.nr - 1) * d.lanes >= cols) d.nr--;
   if (d.mr > rows) d.mr = (int)rows;
@@ -52,7 +58,7 @@ static DotPlan choose_dot(DotIsa dot, KElem a, int amax, KElem b, int bmax, int6
 
 static int max_of(const Graph *g, int id, KElem e) { return e == KE_U8 ? u8_max(g, id) : 127; }
 
-static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, GemmKernel *k) {
+static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile tile, GemmKernel *k) {
   const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
   *k = (GemmKernel){.node = n->id, .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .vec = vec};
   if (n->op == OP_linear || n->op == OP_qlinear) {
@@ -79,11 +85,11 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, GemmKerne
   if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
-  k->dp = choose_dot(dot, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), k->batch, k->M, k->N, k->K);
+  k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), k->batch, k->M, k->N, k->K);
   return 1;
 }
 
-static int conv_of(const Graph *g, const Node *n, DotIsa dot, ConvKernel *k) {
+static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
   ConvKind kind;
   if (n->op == OP_qconv2d || n->op == OP_conv2d) kind = CONV_FWD;
   else if (n->op == OP_qconv2d_dx || n->op == OP_conv2d_dx) kind = CONV_DX;
@@ -108,7 +114,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, ConvKernel *k) {
   else k->gm = k->O, k->gn = k->C * kk, k->gk = k->N * k->Ho * k->Wo;
   /* the GEMM's A (input 0) is patches of x (fwd), of dy (dx) or dy itself (dw); B (input 1) is
    * w or patches of x */
-  if (k->g == 1) k->dp = choose_dot(dot, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
+  if (k->g == 1) k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
   return 1;
 }
 
@@ -252,7 +258,10 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   }
 }
 
-KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot) {
+KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot, const Tuning *tune) {
+  Tuning defaults;
+  tuning_defaults(&defaults);
+  DotTile tile = (tune ? tune : &defaults)->tile[dot];
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
   p->dot = dot;
@@ -264,8 +273,8 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot) {
     RedKernel rk;
     ChanKernel hk;
     if (n->kind == NK_OP && chan_of(g, n, &hk)) VEC_PUSH(p->chan, hk);
-    if (n->kind == NK_OP && gemm_of(g, n, vec_f32, dot, &k)) VEC_PUSH(p->gemm, k);
-    if (n->kind == NK_OP && conv_of(g, n, dot, &ck)) VEC_PUSH(p->conv, ck);
+    if (n->kind == NK_OP && gemm_of(g, n, vec_f32, dot, tile, &k)) VEC_PUSH(p->gemm, k);
+    if (n->kind == NK_OP && conv_of(g, n, dot, tile, &ck)) VEC_PUSH(p->conv, ck);
     if (n->kind == NK_OP && ew_of(g, n, vec_f32, &ek)) VEC_PUSH(p->ew, ek);
     if (n->kind == NK_OP && red_of(g, n, &rk)) VEC_PUSH(p->red, rk);
   }
