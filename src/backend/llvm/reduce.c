@@ -9,23 +9,44 @@ static LLVMValueRef ld(Gen *g, LLVMValueRef base, LLVMValueRef i) { return gen_l
 static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(g->b, a, b, ""); }
 static LLVMValueRef mul(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildMul(g->b, a, gen_i64(g, b), ""); }
 
-static void zero(Gen *g, LLVMValueRef out, int64_t n) {
+/* the H*W plane pl of a [N, C, H, W] output */
+static void zero_plane(Gen *g, const RedKernel *k, LLVMValueRef out, LLVMValueRef pl) {
+  int64_t hw = k->dim[2] * k->dim[3];
   Loop l;
-  LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, n), "z");
-  LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), at(g, out, i));
-  gen_loop_end(g, &l, 0);
+  LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, hw), "z");
+  LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), at(g, out, add(g, mul(g, pl, hw), i)));
+  gen_loop_end(g, &l, 16);
 }
 
-/* One loop per axis; at the innermost, out[o] += x[e] with e and o built from the indices. */
-static void sum_axes(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, LLVMValueRef o, LLVMValueRef x, LLVMValueRef out) {
+/* reduce_sum, one output per unit of work: the kept axes' indices come from the output's index
+ * o; the reduced axes loop in row-major order, so each output still adds its elements in the
+ * reference's order (ascending row-major index), starting from 0. */
+static void sum_reduced(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, const LLVMValueRef *kept, LLVMValueRef x,
+                        LLVMValueRef acc) {
   if (axis == k->rank) {
-    LLVMValueRef p = at(g, out, o);
-    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), ld(g, x, e), ""), p);
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), ld(g, x, e), ""), acc);
+    return;
+  }
+  if (k->out_stride[axis]) { /* kept: its index is fixed by the output */
+    sum_reduced(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), kept[axis]), kept, x, acc);
     return;
   }
   Loop l;
   LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, k->dim[axis]), "ax");
-  sum_axes(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), i), add(g, o, mul(g, i, k->out_stride[axis])), x, out);
+  sum_reduced(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), i), kept, x, acc);
+  gen_loop_end(g, &l, 0);
+}
+
+static void reduce_sum(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValueRef out) {
+  Loop l;
+  LLVMValueRef o = gen_loop_part(g, &l, k->out_n, "out"), kept[SQ_MAX_RANK] = {0};
+  for (int a = 0; a < k->rank; a++)
+    if (k->out_stride[a]) /* the kept axes are the output's row-major axes */
+      kept[a] = LLVMBuildSRem(g->b, LLVMBuildSDiv(g->b, o, gen_i64(g, k->out_stride[a]), ""), gen_i64(g, k->dim[a]), "");
+  LLVMValueRef acc = gen_var(g, LLVMConstReal(g->f32, 0.0), "s");
+  LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), acc);
+  sum_reduced(g, k, 0, gen_i64(g, 0), kept, x, acc);
+  LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), at(g, out, o));
   gen_loop_end(g, &l, 0);
 }
 
@@ -93,9 +114,7 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     LLVMBuildStore(g->b, ld(g, p[0], i), at(g, out, i));
     gen_loop_end(g, &l1, 16);
   } else if (k->kind == RED_SUM) {
-    gen_only_part0(g); /* every element adds into shared outputs */
-    zero(g, out, k->out_n);
-    sum_axes(g, k, 0, gen_i64(g, 0), gen_i64(g, 0), p[0], out);
+    reduce_sum(g, k, p[0], out);
   } else if (k->kind == RED_FILL) {
     LLVMValueRef i = gen_loop_part(g, &l1, k->out_n, "e");
     LLVMBuildStore(g->b, LLVMConstReal(g->f32, (double)k->value), at(g, out, i));
@@ -126,9 +145,8 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     /* every tap counts in the divisor k*k (padding included); padded taps add +0.0 */
     int grad = k->kind == RED_AVGPOOL_GRAD;
     LLVMValueRef inv = LLVMConstReal(g->f32, (double)(1.0f / (float)(k->k * k->k))), acc = gen_entry_alloca(g, g->f32, "s");
-    if (grad) gen_only_part0(g), zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
-    LLVMValueRef pl = grad ? gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane")
-                           : gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    LLVMValueRef pl = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    if (grad) zero_plane(g, k, out, pl); /* windows never leave their plane: planes split across parts */
     LLVMValueRef oh = gen_loop_begin(g, &l2, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l3, gen_i64(g, k->Wo), "ow");
     LLVMValueRef o = add(g, mul(g, add(g, mul(g, pl, k->Ho), oh), k->Wo), ow);
     LLVMValueRef gv = grad ? LLVMBuildFMul(g->b, ld(g, p[0], o), inv, "g") : NULL;
@@ -149,9 +167,8 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
     LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");
-    if (grad) gen_only_part0(g), zero(g, out, k->dim[0] * k->dim[1] * k->dim[2] * k->dim[3]);
-    LLVMValueRef plane = grad ? gen_loop_begin(g, &l1, gen_i64(g, k->dim[0] * k->dim[1]), "plane")
-                              : gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    LLVMValueRef plane = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    if (grad) zero_plane(g, k, out, plane);
     LLVMValueRef oh = gen_loop_begin(g, &l2, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l3, gen_i64(g, k->Wo), "ow");
     LLVMValueRef at_out = add(g, mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo), ow);
     LLVMValueRef m = argmax(g, k, x, plane, oh, ow, best);
