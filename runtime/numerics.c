@@ -274,19 +274,20 @@ static void backward_block(void *ctx, int64_t c) {
   L1Job *j = ctx;
   double mean, s1, m = (double)(j->geo.outer * j->geo.inner);
   channel_stats(j->x, j->geo, c, &mean, &s1);
-  double D = NM_KAPPA * s1 + j->eps, sg = 0, sgx = 0, ssgn = 0;
+  /* one division per channel: x-hat = (x - mean) * inv, as the forward pass */
+  double inv = 1.0 / (NM_KAPPA * s1 + j->eps), sg = 0, sgx = 0, ssgn = 0;
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
     double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
     sg += gh;
-    sgx += gh * d / D;
+    sgx += gh * (d * inv);
     ssgn += (d > 0) - (d < 0);
   }
   double mg = sg / m, mgx = sgx / m, msgn = ssgn / m, dg = 0;
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
     double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
     double sgn = (d > 0) - (d < 0);
-    if (j->dx) j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) / D);
-    dg += j->g[i] * (d / D);
+    if (j->dx) j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) * inv);
+    dg += j->g[i] * (d * inv);
   }
   if (j->dgamma) j->dgamma[c] = (float)dg;
 }
@@ -302,8 +303,8 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
   for (int64_t c = 0; c < geo.channels; c++) {
     double mean, s1;
     channel_stats(x, geo, c, &mean, &s1);
-    double D = NM_KAPPA * s1 + eps;
-    FOR_CHANNEL_ELEMS(geo, c, i, k) dgamma[k] += (float)(g[i] * ((x[i] - mean) / D));
+    double inv = 1.0 / (NM_KAPPA * s1 + eps);
+    FOR_CHANNEL_ELEMS(geo, c, i, k) dgamma[k] += (float)(g[i] * ((x[i] - mean) * inv));
   }
 }
 

@@ -232,7 +232,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
                   n->op == OP_layernorm_dgamma;
     norm_view(&ir_in(g, n, 1)->shape, per_row, k);
     k->eps = ir_num(n, "eps");
-    if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, divisor */
+    if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, 1 / divisor */
     return 1;
   }
   case OP_cross_entropy: case OP_cross_entropy_grad: {

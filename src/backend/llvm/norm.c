@@ -7,23 +7,61 @@
 #include "../../../runtime/numerics.h"
 #include "gen.h"
 
+/* w channels (rows) at once, one per vector lane: every lane keeps its own channel's order of
+ * operations, so the bits are the scalar code's, and the w independent chains of double adds
+ * hide their latency. Channel c stands for the group c .. c + w - 1. */
 typedef struct {
   Gen *g;
   const ChanKernel *k;
   LLVMValueRef x, dy, gamma, beta; /* dy: the output gradient in the _dx and _dgamma ops */
   int l1;
+  int w;
 } Norm;
 
 #define B (n->g->b)
+static LLVMTypeRef vt(Norm *n, LLVMTypeRef t) { return n->w > 1 ? LLVMVectorType(t, (unsigned)n->w) : t; }
+static LLVMValueRef splat(Norm *n, LLVMValueRef v) {
+  if (n->w == 1) return v;
+  LLVMValueRef lanes[8];
+  for (int j = 0; j < n->w; j++) lanes[j] = v;
+  return LLVMConstVector(lanes, (unsigned)n->w);
+}
 static LLVMValueRef fadd(Norm *n, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(B, a, b, ""); }
 static LLVMValueRef fsub(Norm *n, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(B, a, b, ""); }
 static LLVMValueRef fmul(Norm *n, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(B, a, b, ""); }
 static LLVMValueRef fdiv(Norm *n, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(B, a, b, ""); }
-static LLVMValueRef ext(Norm *n, LLVMValueRef a) { return LLVMBuildFPExt(B, a, n->g->f64, ""); }
-static LLVMValueRef to_f32(Norm *n, LLVMValueRef a) { return LLVMBuildFPTrunc(B, a, n->g->f32, ""); }
-static LLVMValueRef d(Norm *n, double v) { return gen_f64c(n->g, v); }
-static LLVMValueRef f(Norm *n, float v) { return gen_f32c(n->g, v); }
-static LLVMValueRef ld(Norm *n, LLVMValueRef base, LLVMValueRef i) { return gen_load(n->g, n->g->f32, base, i); }
+static LLVMValueRef ext(Norm *n, LLVMValueRef a) { return LLVMBuildFPExt(B, a, vt(n, n->g->f64), ""); }
+static LLVMValueRef to_f32(Norm *n, LLVMValueRef a) { return LLVMBuildFPTrunc(B, a, vt(n, n->g->f32), ""); }
+static LLVMValueRef d(Norm *n, double v) { return splat(n, gen_f64c(n->g, v)); }
+static LLVMValueRef f(Norm *n, float v) { return splat(n, gen_f32c(n->g, v)); }
+/* element e of the first channel and the same element of the group's other channels, `inner` apart */
+static LLVMValueRef ld(Norm *n, LLVMValueRef base, LLVMValueRef e) {
+  if (n->w == 1) return gen_load(n->g, n->g->f32, base, e);
+  LLVMValueRef v = LLVMGetUndef(vt(n, n->g->f32));
+  for (int j = 0; j < n->w; j++) {
+    LLVMValueRef x = gen_load(n->g, n->g->f32, base, LLVMBuildAdd(B, e, gen_i64(n->g, j * n->k->inner), ""));
+    v = LLVMBuildInsertElement(B, v, x, LLVMConstInt(n->g->i32, (unsigned)j, 0), "");
+  }
+  return v;
+}
+static void store_lanes(Norm *n, LLVMValueRef v, LLVMValueRef base, LLVMValueRef e) {
+  if (n->w == 1) {
+    gen_store(n->g, v, base, e);
+    return;
+  }
+  for (int j = 0; j < n->w; j++)
+    gen_store(n->g, LLVMBuildExtractElement(B, v, LLVMConstInt(n->g->i32, (unsigned)j, 0), ""), base,
+              LLVMBuildAdd(B, e, gen_i64(n->g, j * n->k->inner), ""));
+}
+/* per-channel values (gamma, running statistics, dgamma): the group's w consecutive floats */
+static LLVMValueRef ld_chan(Norm *n, LLVMValueRef base, LLVMValueRef c) {
+  LLVMValueRef v = LLVMBuildLoad2(B, vt(n, n->g->f32), gen_at(n->g, n->g->f32, base, c), "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static void st_chan(Norm *n, LLVMValueRef v, LLVMValueRef base, LLVMValueRef c) {
+  LLVMSetAlignment(LLVMBuildStore(B, v, gen_at(n->g, n->g->f32, base, c)), 4);
+}
 
 /* the elements of channel c, outer then inner: element index and inner index */
 typedef struct { Loop o, i; LLVMValueRef e, j; } ChanLoop;
@@ -39,9 +77,32 @@ static void chan_end(Norm *n, ChanLoop *l) {
   gen_loop_end(n->g, &l->i, 0);
   gen_loop_end(n->g, &l->o, 0);
 }
-/* gamma or beta of an element: per channel, or per inner position (layernorm) */
+
+/* The elementwise pass of a group (after its reductions): channel by channel, with a scalar
+ * inner loop that the vectorizer widens (its elements are independent), the channel's
+ * statistics taken from lane j of the group's vectors (lane() before switching to w = 1). */
+static LLVMValueRef lane(Norm *n, LLVMValueRef v, int j) {
+  return n->w == 1 ? v : LLVMBuildExtractElement(B, v, LLVMConstInt(n->g->i32, (unsigned)j, 0), "");
+}
+static LLVMValueRef lane_begin(Norm *n, ChanLoop *l, LLVMValueRef c, int j) {
+  LLVMValueRef cj = LLVMBuildAdd(B, c, gen_i64(n->g, j), "cj");
+  n->w = 1;
+  chan_begin(n, l, cj);
+  return cj;
+}
+static void lane_end(Norm *n, ChanLoop *l, int w) {
+  gen_loop_end(n->g, &l->i, 0); /* the vectorizer's own choice: a forced width warns where it cannot */
+  gen_loop_end(n->g, &l->o, 0);
+  n->w = w;
+}
+/* gamma or beta of an element: per channel, or per inner position (layernorm: the same for
+ * every lane) */
 static LLVMValueRef affine(Norm *n, LLVMValueRef v, LLVMValueRef c, const ChanLoop *l) {
-  return ld(n, v, n->k->per_inner ? l->j : c);
+  if (!n->k->per_inner) return ld_chan(n, v, c);
+  LLVMValueRef x = gen_load(n->g, n->g->f32, v, l->j);
+  if (n->w == 1) return x;
+  LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt(n, n->g->f32)), x, LLVMConstInt(n->g->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt(n, n->g->f32)), LLVMConstNull(vt(n, n->g->i32)), "");
 }
 static double count(const ChanKernel *k) { return (double)(k->outer * k->inner); }
 
@@ -82,34 +143,38 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
     LLVMValueRef mf = to_f32(n, mean), sf = to_f32(n, spread);
     if (bn) {
       LLVMValueRef mom = f(n, (float)k->momentum), keep = f(n, 1.0f - (float)k->momentum);
-      LLVMValueRef rmv = ld(n, rm, c), rsv = ld(n, rs, c);
+      LLVMValueRef rmv = ld_chan(n, rm, c), rsv = ld_chan(n, rs, c);
       LLVMValueRef nrm = fadd(n, fmul(n, keep, rmv), fmul(n, mom, mf)), nrs = fadd(n, fmul(n, keep, rsv), fmul(n, mom, sf));
-      gen_store(g, LLVMBuildSelect(B, train, nrm, rmv, ""), rm, c);
-      gen_store(g, LLVMBuildSelect(B, train, nrs, rsv, ""), rs, c);
+      st_chan(n, LLVMBuildSelect(B, train, nrm, rmv, ""), rm, c);
+      st_chan(n, LLVMBuildSelect(B, train, nrs, rsv, ""), rs, c);
       mf = LLVMBuildSelect(B, train, mf, rmv, "mu");
       sf = LLVMBuildSelect(B, train, sf, rsv, "s1");
     }
     LLVMValueRef inv = to_f32(n, fdiv(n, d(n, 1.0), l1_divisor(n, ext(n, sf))));
-    chan_begin(n, &l, c);
-    LLVMValueRef xh = fmul(n, fsub(n, ld(n, n->x, l.e), mf), inv);
-    gen_store(g, fadd(n, fmul(n, affine(n, n->gamma, c, &l), xh), affine(n, n->beta, c, &l)), out, l.e);
-    chan_end(n, &l);
+    for (int j = 0, w = n->w; j < w; j++) {
+      LLVMValueRef mj = lane(n, mf, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
+      LLVMValueRef xh = fmul(n, fsub(n, ld(n, n->x, l.e), mj), ij);
+      store_lanes(n, fadd(n, fmul(n, affine(n, n->gamma, cj, &l), xh), affine(n, n->beta, cj, &l)), out, l.e);
+      lane_end(n, &l, w);
+    }
     return;
   }
   if (bn) { /* running mean and unbiased variance, in double */
     double m = count(k);
     LLVMValueRef unbiased = m > 1 ? fdiv(n, fmul(n, spread, d(n, m)), d(n, m - 1)) : spread;
-    LLVMValueRef rmv = ld(n, rm, c), rvv = ld(n, rs, c), mom = d(n, k->momentum), keep = d(n, 1 - k->momentum);
-    gen_store(g, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rmv)), fmul(n, mom, mean))), rmv, ""), rm, c);
-    gen_store(g, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rvv)), fmul(n, mom, unbiased))), rvv, ""), rs, c);
+    LLVMValueRef rmv = ld_chan(n, rm, c), rvv = ld_chan(n, rs, c), mom = d(n, k->momentum), keep = d(n, 1 - k->momentum);
+    st_chan(n, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rmv)), fmul(n, mom, mean))), rmv, ""), rm, c);
+    st_chan(n, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rvv)), fmul(n, mom, unbiased))), rvv, ""), rs, c);
     mean = LLVMBuildSelect(B, train, mean, ext(n, rmv), "mean");
     spread = LLVMBuildSelect(B, train, spread, ext(n, rvv), "var");
   }
   LLVMValueRef inv = l2_inv(n, spread);
-  chan_begin(n, &l, c); /* gamma * (x - mean) * inv + beta, in double */
-  LLVMValueRef y = fmul(n, fmul(n, ext(n, affine(n, n->gamma, c, &l)), fsub(n, ext(n, ld(n, n->x, l.e)), mean)), inv);
-  gen_store(g, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, c, &l)))), out, l.e);
-  chan_end(n, &l);
+  for (int j = 0, w = n->w; j < w; j++) { /* gamma * (x - mean) * inv + beta, in double */
+    LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
+    LLVMValueRef y = fmul(n, fmul(n, ext(n, affine(n, n->gamma, cj, &l)), fsub(n, ext(n, ld(n, n->x, l.e)), mj)), ij);
+    store_lanes(n, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, cj, &l)))), out, l.e);
+    lane_end(n, &l, w);
+  }
 }
 
 /* nm_l1_backward for channel c: dx (with gamma) or dgamma[c] (per channel) */
@@ -117,32 +182,42 @@ static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx, LLVMValueRef d
   Gen *g = n->g;
   LLVMValueRef mean, s1;
   stats(n, c, &mean, &s1);
-  LLVMValueRef D = l1_divisor(n, s1), m = d(n, count(n->k));
+  LLVMValueRef inv = fdiv(n, d(n, 1.0), l1_divisor(n, s1)), m = d(n, count(n->k));
   LLVMValueRef sg = gen_var(g, d(n, 0), "sg"), sgx = gen_var(g, d(n, 0), "sgx"), ssgn = gen_var(g, d(n, 0), "ssgn");
   LLVMValueRef dg = gen_var(g, d(n, 0), "dg");
   LLVMBuildStore(B, d(n, 0), sg), LLVMBuildStore(B, d(n, 0), sgx), LLVMBuildStore(B, d(n, 0), ssgn), LLVMBuildStore(B, d(n, 0), dg);
   ChanLoop l;
-  LLVMValueRef dev, gh, sgn;
   for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1 && dx) { /* (gh - mean(gh) - kappa * mean(gh xhat) * (sgn - mean(sgn))) * inv */
+      LLVMValueRef mg = fdiv(n, gen_get(g, sg), m), kmgx = fmul(n, d(n, NM_KAPPA), fdiv(n, gen_get(g, sgx), m));
+      LLVMValueRef msgn = fdiv(n, gen_get(g, ssgn), m);
+      for (int j = 0, w = n->w; j < w; j++) {
+        LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), gj = lane(n, mg, j), kj = lane(n, kmgx, j), sj = lane(n, msgn, j);
+        LLVMValueRef cj = lane_begin(n, &l, c, j);
+        LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
+        LLVMValueRef gh = fmul(n, ext(n, affine(n, n->gamma, cj, &l)), ext(n, ld(n, n->dy, l.e)));
+        LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), g->f64, ""),
+                                LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), g->f64, ""));
+        store_lanes(n, to_f32(n, fmul(n, fsub(n, fsub(n, gh, gj), fmul(n, kj, fsub(n, sgn, sj))), ij)), dx, l.e);
+        lane_end(n, &l, w);
+      }
+      break;
+    }
     chan_begin(n, &l, c);
-    dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
-    gh = fmul(n, dx ? ext(n, affine(n, n->gamma, c, &l)) : d(n, 1.0), ext(n, ld(n, n->dy, l.e)));
-    sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), g->f64, ""),
-               LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), g->f64, ""));
+    LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
     if (pass == 0) {
+      LLVMValueRef gh = fmul(n, dx ? ext(n, affine(n, n->gamma, c, &l)) : d(n, 1.0), ext(n, ld(n, n->dy, l.e)));
+      LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), vt(n, g->f64), ""),
+                              LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), vt(n, g->f64), ""));
       LLVMBuildStore(B, fadd(n, gen_get(g, sg), gh), sg);
-      LLVMBuildStore(B, fadd(n, gen_get(g, sgx), fdiv(n, fmul(n, gh, dev), D)), sgx);
+      LLVMBuildStore(B, fadd(n, gen_get(g, sgx), fmul(n, gh, fmul(n, dev, inv))), sgx);
       LLVMBuildStore(B, fadd(n, gen_get(g, ssgn), sgn), ssgn);
-    } else if (dx) { /* (gh - mean(gh) - kappa * mean(gh xhat) * (sgn - mean(sgn))) / D */
-      LLVMValueRef mg = fdiv(n, gen_get(g, sg), m), mgx = fdiv(n, gen_get(g, sgx), m), msgn = fdiv(n, gen_get(g, ssgn), m);
-      LLVMValueRef t = fmul(n, fmul(n, d(n, NM_KAPPA), mgx), fsub(n, sgn, msgn));
-      gen_store(g, to_f32(n, fdiv(n, fsub(n, fsub(n, gh, mg), t), D)), dx, l.e);
     } else {
-      LLVMBuildStore(B, fadd(n, gen_get(g, dg), fmul(n, ext(n, ld(n, n->dy, l.e)), fdiv(n, dev, D))), dg);
+      LLVMBuildStore(B, fadd(n, gen_get(g, dg), fmul(n, ext(n, ld(n, n->dy, l.e)), fmul(n, dev, inv))), dg);
     }
     chan_end(n, &l);
   }
-  if (dgamma) gen_store(g, to_f32(n, gen_get(g, dg)), dgamma, c);
+  if (dgamma) st_chan(n, to_f32(n, gen_get(g, dg)), dgamma, c);
 }
 
 /* src/ops/norm.c's batchnorm_dx / layernorm_dx (gamma) or the per-channel dgamma */
@@ -155,26 +230,31 @@ static void l2_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx, LLVMValueRef d
   LLVMValueRef s1 = gen_var(g, d(n, 0), "s1"), s2 = gen_var(g, d(n, 0), "s2");
   LLVMBuildStore(B, d(n, 0), s1), LLVMBuildStore(B, d(n, 0), s2);
   ChanLoop l;
-  for (int pass = 0; pass < (dx ? 2 : 1); pass++) {
-    chan_begin(n, &l, c);
-    LLVMValueRef dyv = ld(n, n->dy, l.e), dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
-    /* layernorm: g = gamma * dy, a float product; batchnorm (and dgamma): dy */
-    LLVMValueRef gj = dx && ln ? ext(n, fmul(n, affine(n, n->gamma, c, &l), dyv)) : ext(n, dyv);
-    if (pass == 0) {
-      LLVMBuildStore(B, fadd(n, gen_get(g, s1), gj), s1);
-      LLVMBuildStore(B, fadd(n, gen_get(g, s2), fmul(n, fmul(n, gj, dev), inv)), s2);
-    } else {
-      LLVMValueRef xh = fmul(n, dev, inv);
-      LLVMValueRef inner = fsub(n, fsub(n, gj, fdiv(n, gen_get(g, s1), m)), fdiv(n, fmul(n, xh, gen_get(g, s2)), m));
-      LLVMValueRef k = ln ? inv : fmul(n, ext(n, affine(n, n->gamma, c, &l)), inv);
-      gen_store(g, to_f32(n, fmul(n, k, inner)), dx, l.e);
+  chan_begin(n, &l, c);
+  LLVMValueRef dyv = ld(n, n->dy, l.e), dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
+  /* layernorm: g = gamma * dy, a float product; batchnorm (and dgamma): dy */
+  LLVMValueRef gv = dx && ln ? ext(n, fmul(n, affine(n, n->gamma, c, &l), dyv)) : ext(n, dyv);
+  LLVMBuildStore(B, fadd(n, gen_get(g, s1), gv), s1);
+  LLVMBuildStore(B, fadd(n, gen_get(g, s2), fmul(n, fmul(n, gv, dev), inv)), s2);
+  chan_end(n, &l);
+  if (dx) { /* k * ((g - s1/m) - xhat * s2 / m), k = inv (layernorm) or gamma * inv */
+    LLVMValueRef s1m = fdiv(n, gen_get(g, s1), m), s2v = gen_get(g, s2);
+    LLVMValueRef kv = ln ? inv : fmul(n, ext(n, ld_chan(n, n->gamma, c)), inv);
+    for (int j = 0, w = n->w; j < w; j++) {
+      LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), aj = lane(n, s1m, j), bj = lane(n, s2v, j), kj = lane(n, kv, j);
+      LLVMValueRef cj = lane_begin(n, &l, c, j);
+      LLVMValueRef dyj = ld(n, n->dy, l.e), devj = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
+      LLVMValueRef gj = ln ? ext(n, fmul(n, affine(n, n->gamma, cj, &l), dyj)) : ext(n, dyj);
+      LLVMValueRef xh = fmul(n, devj, ij);
+      LLVMValueRef inner = fsub(n, fsub(n, gj, aj), fdiv(n, fmul(n, xh, bj), d(n, count(n->k))));
+      store_lanes(n, to_f32(n, fmul(n, kj, inner)), dx, l.e);
+      lane_end(n, &l, w);
     }
-    chan_end(n, &l);
   }
-  if (dgamma) gen_store(g, to_f32(n, gen_get(g, s2)), dgamma, c);
+  if (dgamma) st_chan(n, to_f32(n, gen_get(g, s2)), dgamma, c);
 }
 
-/* a layernorm's dgamma[j] = sum over rows r of (float)(dy * (x - mean_r) / D_r) (L1) or
+/* a layernorm's dgamma[j] = sum over rows r of (float)(dy * ((x - mean_r) * inv_r)) (L1) or
  * (float)(dy * (x - mean_r) * inv_r) (L2), added in float in row order */
 static void rows_dgamma(Norm *n, LLVMValueRef out) {
   Gen *g = n->g;
@@ -186,7 +266,7 @@ static void rows_dgamma(Norm *n, LLVMValueRef out) {
   LLVMValueRef r = gen_loop_part(g, &lr, k->channels, "row"), mean, spread;
   stats(n, r, &mean, &spread);
   gen_store(g, mean, st, LLVMBuildMul(B, r, gen_i64(g, 2), ""));
-  gen_store(g, n->l1 ? l1_divisor(n, spread) : l2_inv(n, spread), st, LLVMBuildAdd(B, LLVMBuildMul(B, r, gen_i64(g, 2), ""), gen_i64(g, 1), ""));
+  gen_store(g, n->l1 ? fdiv(n, d(n, 1.0), l1_divisor(n, spread)) : l2_inv(n, spread), st, LLVMBuildAdd(B, LLVMBuildMul(B, r, gen_i64(g, 2), ""), gen_i64(g, 1), ""));
   gen_loop_end(g, &lr, 0);
   gen_next_phase(g, &ph);
   st = gen_arg(g, KA_SCRATCH);
@@ -197,7 +277,7 @@ static void rows_dgamma(Norm *n, LLVMValueRef out) {
   LLVMValueRef mr = gen_load(g, g->f64, st, LLVMBuildMul(B, r, gen_i64(g, 2), ""));
   LLVMValueRef dr = gen_load(g, g->f64, st, LLVMBuildAdd(B, LLVMBuildMul(B, r, gen_i64(g, 2), ""), gen_i64(g, 1), ""));
   LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, e)), mr), dyv = ext(n, ld(n, n->dy, e));
-  LLVMValueRef t = n->l1 ? fmul(n, dyv, fdiv(n, dev, dr)) : fmul(n, fmul(n, dyv, dev), dr);
+  LLVMValueRef t = n->l1 ? fmul(n, dyv, fmul(n, dev, dr)) : fmul(n, fmul(n, dyv, dev), dr);
   LLVMBuildStore(B, fadd(n, gen_get(g, acc), to_f32(n, t)), acc);
   gen_loop_end(g, &lr, 0);
   gen_store(g, gen_get(g, acc), out, j);
@@ -208,7 +288,8 @@ static void rows_dgamma(Norm *n, LLVMValueRef out) {
 LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name), out = gen_arg(g, KA_OUT);
   OpCode op = k->op;
-  Norm n = {g, k, NULL, NULL, NULL, NULL, 0};
+  Norm n = {g, k, NULL, NULL, NULL, NULL, 0, 8};
+  while (k->channels % n.w) n.w /= 2; /* groups of channels that divide them */
   n.l1 = op == OP_l1_batchnorm || op == OP_l1_layernorm || op == OP_l1_batchnorm_dx || op == OP_l1_batchnorm_dgamma ||
          op == OP_l1_layernorm_dx || op == OP_l1_layernorm_dgamma;
   int fwd = op == OP_l1_batchnorm || op == OP_l1_layernorm || op == OP_batchnorm || op == OP_layernorm;
@@ -219,17 +300,18 @@ LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name) {
     int bn = !k->per_inner;
     LLVMValueRef rm = bn ? gen_input(g, 3) : NULL, rs = bn ? gen_input(g, 4) : NULL;
     Loop l;
-    LLVMValueRef c = gen_loop_part(g, &l, k->channels, "c");
+    LLVMValueRef c = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->channels / n.w, "group"), gen_i64(g, n.w), "c");
     forward(&n, c, out, rm, rs);
     gen_loop_end(g, &l, 0);
   } else { /* _dx(dy, x, gamma), _dgamma(dy, x) */
     n.dy = gen_input(g, 0), n.x = gen_input(g, 1);
     if (!dgamma) n.gamma = gen_input(g, 2);
     if (dgamma && k->per_inner) {
+      n.w = 1; /* its phase 1 walks columns */
       rows_dgamma(&n, out);
     } else {
       Loop l;
-      LLVMValueRef c = gen_loop_part(g, &l, k->channels, "c");
+      LLVMValueRef c = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->channels / n.w, "group"), gen_i64(g, n.w), "c");
       if (n.l1) l1_backward(&n, c, dgamma ? NULL : out, dgamma ? out : NULL);
       else l2_backward(&n, c, dgamma ? NULL : out, dgamma ? out : NULL);
       gen_loop_end(g, &l, 0);
