@@ -76,14 +76,15 @@ int tuning_load(Tuning *t, const char *path, char **err) {
   int ok = 1;
   yaml_node_t *root = yaml_document_get_root_node(&doc);
   if (root && root->type != YAML_MAPPING_NODE) {
-    ok = bad(&x, &root->start_mark, "a tuning file is a mapping of ISA names (vpdpbusd, sdot) to tiles");
+    ok = bad(&x, &root->start_mark, "a tuning file is a mapping of ISA names (vpdpbusd, vpmaddubsw, sdot) to tiles");
   } else if (root) {
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; ok && p < root->data.mapping.pairs.top; p++) {
       yaml_node_t *k = yaml_document_get_node(&doc, p->key), *val = yaml_document_get_node(&doc, p->value);
       const char *key = scalar(k);
       if (!strcmp(key, "vpdpbusd")) ok = tile(&x, &doc, val, key, DOT_VNNI, &t->tile[DOT_VNNI]);
       else if (!strcmp(key, "sdot")) ok = tile(&x, &doc, val, key, DOT_SDOT, &t->tile[DOT_SDOT]);
-      else ok = bad(&x, &k->start_mark, "unknown ISA '%s' (vpdpbusd, sdot)", key);
+      else if (!strcmp(key, "vpmaddubsw")) ok = tile(&x, &doc, val, key, DOT_AVX2, &t->tile[DOT_AVX2]);
+      else ok = bad(&x, &k->start_mark, "unknown ISA '%s' (vpdpbusd, vpmaddubsw, sdot)", key);
     }
   }
   yaml_document_delete(&doc);

@@ -9,8 +9,10 @@
 typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
 
 /* The target's 4-byte integer dot product: none (scalar loops), AVX-512 VNNI vpdpbusd (u8 x s8
- * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes). */
-typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT, DOT_COUNT } DotIsa;
+ * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes), AVX2 vpmaddubsw + vpmaddwd
+ * (u8 x s8 pairs into saturating i16, then into 8 i32 lanes: used only where no pair can
+ * saturate, so it is exact). */
+typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT, DOT_AVX2, DOT_COUNT } DotIsa;
 
 /* Register tiles of the dot-product kernels, per ISA: mr rows x nr vectors of columns, held in
  * mr*nr accumulators (defaults, or sqc --tune FILE). */

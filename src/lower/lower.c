@@ -15,11 +15,14 @@ static KElem elem_of(const Graph *g, int id) { return ir_node(g, id)->dtype == D
 
 static int max_abs(KElem e) { return e == KE_U8 ? 255 : e == KE_I8 ? 127 : 0; }
 
-/* The largest value a u8 tensor holds: 2^bits - 1 of the quantize node it comes from. */
-static int u8_max(const Graph *g, int id) {
+/* The largest magnitude a q8 tensor holds: 2^bits - 1 (unsigned) or 2^(bits-1) - 1 (signed)
+ * of the quantize node it comes from; other int8 (ShiftQuant's shifted values) up to 128. */
+static int q8_max(const Graph *g, int id, KElem e) {
   const Node *n = ir_node(g, id);
   while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
-  return n->kind == NK_OP && n->op == OP_quantize ? (1 << ir_int(n, "bits")) - 1 : 255;
+  int bits = n->kind == NK_OP && n->op == OP_quantize ? (int)ir_int(n, "bits") : 8;
+  if (e == KE_U8) return (1 << bits) - 1;
+  return n->kind == NK_OP && n->op == OP_quantize ? (1 << (bits - 1)) - 1 : 128; /* -128 is not excluded */
 }
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -27,20 +30,24 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 /* Default tiles: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers), sdot 4 rows x 4 q
  * registers (16 of 32). */
 void tuning_defaults(Tuning *t) {
-  *t = (Tuning){{[DOT_VNNI] = {6, 4}, [DOT_SDOT] = {4, 4}}};
+  *t = (Tuning){{[DOT_VNNI] = {6, 4}, [DOT_SDOT] = {4, 4}, [DOT_AVX2] = {4, 2}}};
 }
-int dot_lanes(DotIsa d) { return d == DOT_VNNI ? 16 : 4; }
-int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : 32; }
+int dot_lanes(DotIsa d) { return d == DOT_VNNI ? 16 : d == DOT_AVX2 ? 8 : 4; }
+/* AVX2 keeps a vector of ones for vpmaddwd: one register fewer for the tile */
+int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : d == DOT_AVX2 ? 15 : 32; }
 
 /* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the
  * elements of the M x K and K x N operands, amax and bmax their largest values. */
 static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
   DotPlan d = {DOT_NONE};
   if (dot == DOT_NONE || a == KE_F32) return d;
-  if (dot == DOT_VNNI) { /* U must be unsigned or biased, S signed */
+  if (dot == DOT_VNNI || dot == DOT_AVX2) { /* U must be unsigned or biased, S signed */
     if (a == KE_U8 && b == KE_U8) return d;
     d.swap = b == KE_U8;
     d.bias_u = a == KE_I8 && b == KE_I8;
+    /* vpmaddubsw adds two u8 x s8 products into a saturating i16: exact only below 2^15 */
+    int umax = d.swap ? bmax : d.bias_u ? 128 + amax : amax, smax = d.swap ? amax : bmax;
+    if (dot == DOT_AVX2 && 2 * umax * smax > 32767) return d;
   } else { /* sdot: both signed; an unsigned operand must fit in int8 */
     if ((a == KE_U8 && amax > 127) || (b == KE_U8 && bmax > 127)) return d;
   }
@@ -56,7 +63,7 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   return d;
 }
 
-static int max_of(const Graph *g, int id, KElem e) { return e == KE_U8 ? u8_max(g, id) : 127; }
+static int max_of(const Graph *g, int id, KElem e) { return q8_max(g, id, e); }
 
 static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile tile, GemmKernel *k) {
   const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
@@ -292,8 +299,9 @@ void kir_free(KernelPlan *p) {
 }
 
 static void print_dot(StrBuf *b, const DotPlan *d) {
+  static const char *const names[] = {"", "vpdpbusd", "sdot", "vpmaddubsw"};
   if (!d->dot) return;
-  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n", d->dot == DOT_VNNI ? "vpdpbusd" : "sdot",
+  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n", names[d->dot],
             d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", (long long)d->kp, (long long)d->mp,
             (long long)d->np, (long long)d->scratch);
 }

@@ -1,5 +1,5 @@
 /* gemm_dot.c: integer GEMMs and convolutions on the target's 4-byte dot-product instruction, emitted
- * explicitly (LLVM does not form vpdpbusd or sdot from loops). Phase 0 packs both operands into
+ * explicitly (LLVM does not form vpdpbusd, vpmaddubsw + vpmaddwd or sdot from loops). Phase 0 packs both operands into
  * scratch: the broadcast side U as rows of kp bytes (+128 when it is signed and the ISA wants it
  * unsigned), the vector side S as blocks of `lanes` columns holding 4 consecutive k of a column
  * in each i32 lane, and the correction 128 * column sum of S. Phase 1: each part takes blocks
@@ -304,6 +304,17 @@ static LLVMValueRef dot4(Gen *g, const DotPlan *k, LLVMValueRef acc, LLVMValueRe
     const char *name = "llvm.x86.avx512.vpdpbusd.512";
     unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
     return LLVMBuildCall2(B, LLVMIntrinsicGetType(g->ctx, id, NULL, 0), LLVMGetIntrinsicDeclaration(g->mod, id, NULL, 0), args, 3, "");
+  }
+  if (k->dot == DOT_AVX2) { /* u8 x s8 pairs into i16 (they cannot saturate: lower checked), then pairs of i16 */
+    LLVMTypeRef v32 = LLVMVectorType(g->i8, 32), i16 = LLVMInt16TypeInContext(g->ctx);
+    LLVMValueRef pair[2] = {LLVMBuildBitCast(B, u, v32, ""), LLVMBuildBitCast(B, s, v32, "")}, ones[16];
+    const char *n1 = "llvm.x86.avx2.pmadd.ub.sw", *n2 = "llvm.x86.avx2.pmadd.wd";
+    unsigned id1 = LLVMLookupIntrinsicID(n1, strlen(n1)), id2 = LLVMLookupIntrinsicID(n2, strlen(n2));
+    LLVMValueRef h = LLVMBuildCall2(B, LLVMIntrinsicGetType(g->ctx, id1, NULL, 0), LLVMGetIntrinsicDeclaration(g->mod, id1, NULL, 0), pair, 2, "");
+    for (int i = 0; i < 16; i++) ones[i] = LLVMConstInt(i16, 1, 0);
+    LLVMValueRef w[2] = {h, LLVMConstVector(ones, 16)};
+    LLVMValueRef q = LLVMBuildCall2(B, LLVMIntrinsicGetType(g->ctx, id2, NULL, 0), LLVMGetIntrinsicDeclaration(g->mod, id2, NULL, 0), w, 2, "");
+    return LLVMBuildAdd(B, acc, q, "");
   }
   LLVMTypeRef vi8 = LLVMVectorType(g->i8, 16), over[2] = {vi32, vi8};
   LLVMValueRef args[3] = {acc, LLVMBuildBitCast(B, u, vi8, ""), LLVMBuildBitCast(B, s, vi8, "")};

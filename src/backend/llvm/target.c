@@ -8,7 +8,7 @@
 #include "llvm_backend.h"
 
 static const LlvmTarget known[] = {
-    {"x86-64-v3", "x86_64-pc-linux-gnu", "x86-64-v3", "", "AVX2", 8, DOT_NONE, 1},
+    {"x86-64-v3", "x86_64-pc-linux-gnu", "x86-64-v3", "", "AVX2", 8, DOT_AVX2, 1},
     {"x86-64-v4", "x86_64-pc-linux-gnu", "x86-64-v4", "+avx512vnni", "AVX-512 VNNI", 16, DOT_VNNI, 1},
     {"znver4", "x86_64-pc-linux-gnu", "znver4", "", "AVX-512 VNNI", 16, DOT_VNNI, 1},
     {"aarch64", "aarch64-unknown-linux-gnu", "generic", "+neon,+dotprod", "NEON + dotprod", 4, DOT_SDOT, 0},
@@ -41,7 +41,7 @@ LlvmTarget *llvm_target(const char *name) {
     int avx512 = strstr(feat, "+avx512f") != NULL, avx2 = strstr(feat, "+avx2") != NULL;
     t->isa = avx512 ? (strstr(feat, "+avx512vnni") ? "AVX-512 VNNI" : "AVX-512") : avx2 ? "AVX2" : "SSE/NEON";
     t->vec_f32 = avx512 ? 16 : avx2 ? 8 : 4;
-    t->dot = strstr(feat, "+avx512vnni") ? DOT_VNNI : strstr(feat, "+dotprod") ? DOT_SDOT : DOT_NONE;
+    t->dot = strstr(feat, "+avx512vnni") ? DOT_VNNI : strstr(feat, "+dotprod") ? DOT_SDOT : avx2 ? DOT_AVX2 : DOT_NONE;
     t->links_here = 1;
     LLVMDisposeMessage(triple), LLVMDisposeMessage(cpu), LLVMDisposeMessage(feat);
     return t;
