@@ -33,7 +33,9 @@ typedef struct {
   DotIsa dot;           /* DOT_NONE: the scalar loops */
   int lanes, mr, nr, swap, bias_u;
   int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
-  int64_t scratch;      /* bytes: packed U, packed S and the corrections, per batch entry */
+  int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
+                           activation (phase 0), whose taps are then runs of channels */
+  int64_t scratch;      /* bytes: packed U, packed S and the corrections, per batch entry, then chlast */
 } DotPlan;
 
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or
@@ -62,8 +64,10 @@ typedef struct {
   ConvKind kind;
   int64_t N, C, H, W, O, Ho, Wo, k, s, p, g;
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
-  /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x C*k*k] patches of x times w transposed;
-   * dx: [N*H*W x O*k*k] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x */
+  /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
+   * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.
+   * The reduction of fwd and dx runs over (kh, kw, channel): a tap is a run of channels in the
+   * channels-last copy. */
   int64_t gm, gn, gk;
   DotPlan dp;
 } ConvKernel;

@@ -122,6 +122,11 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   /* the GEMM's A (input 0) is patches of x (fwd), of dy (dx) or dy itself (dw); B (input 1) is
    * w or patches of x */
   if (k->g == 1) k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
+  if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
+    SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
+    k->dp.chlast = kind == CONV_FWD ? k->N * k->H * k->W * k->C : k->N * k->Ho * k->Wo * k->O;
+    k->dp.scratch += k->dp.chlast;
+  }
   return 1;
 }
 
@@ -301,9 +306,9 @@ void kir_free(KernelPlan *p) {
 static void print_dot(StrBuf *b, const DotPlan *d) {
   static const char *const names[] = {"", "vpdpbusd", "sdot", "vpmaddubsw"};
   if (!d->dot) return;
-  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld scratch=%lld\n", names[d->dot],
+  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
             d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", (long long)d->kp, (long long)d->mp,
-            (long long)d->np, (long long)d->scratch);
+            (long long)d->np, d->chlast ? " channels-last" : "", (long long)d->scratch);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {

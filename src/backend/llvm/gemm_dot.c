@@ -77,24 +77,13 @@ static LLVMValueRef conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i
   *valid = NULL;
   int64_t taps = k->k * k->k;
   switch (k->kind) {
-  case CONV_FWD: /* A = patches of x: (pixel i, tap kk); B = w: (tap kk, o = i) */
-    if (which == 0) return x_patch(d, k->a, d->A, i, kk, valid);
-    return load_q(g, k->b, d->Bm, add(g, mul(g, i, k->C * taps), kk));
-  case CONV_DX: { /* A = patches of dy: (input pixel i, kk = (o, kh, kw)); B = w: (kk, c = i) */
-    if (which == 1) {
-      LLVMValueRef o = div_(g, kk, taps), t = rem_(g, kk, taps);
-      return load_q(g, k->b, d->Bm, add(g, mul(g, add(g, mul(g, o, k->C), i), taps), t));
-    }
-    LLVMValueRef n = div_(g, i, k->H * k->W), ih = rem_(g, div_(g, i, k->W), k->H), iw = rem_(g, i, k->W);
-    LLVMValueRef o = div_(g, kk, taps), kh = rem_(g, div_(g, kk, k->k), k->k), kw = rem_(g, kk, k->k);
-    LLVMValueRef th = add(g, ih, LLVMBuildSub(B, gen_i64(g, k->p), kh, "")), tw = add(g, iw, LLVMBuildSub(B, gen_i64(g, k->p), kw, ""));
-    LLVMValueRef ge0 = and_(g, LLVMBuildICmp(B, LLVMIntSGE, th, gen_i64(g, 0), ""), LLVMBuildICmp(B, LLVMIntSGE, tw, gen_i64(g, 0), ""));
-    LLVMValueRef on_stride = and_(g, LLVMBuildICmp(B, LLVMIntEQ, rem_(g, th, k->s), gen_i64(g, 0), ""),
-                                  LLVMBuildICmp(B, LLVMIntEQ, rem_(g, tw, k->s), gen_i64(g, 0), ""));
-    LLVMValueRef oh = div_(g, th, k->s), ow = div_(g, tw, k->s);
-    *valid = and_(g, and_(g, ge0, on_stride), and_(g, lt(g, oh, k->Ho), lt(g, ow, k->Wo)));
-    LLVMValueRef idx = add(g, mul(g, add(g, mul(g, add(g, mul(g, n, k->O), o), k->Ho), oh), k->Wo), ow);
-    return load_q(g, k->a, d->A, LLVMBuildSelect(B, *valid, idx, gen_i64(g, 0), ""));
+  case CONV_FWD: /* B = w: (kk = (kh, kw, c), o = i); A, the patches, is packed from the channels-last copy */
+  case CONV_DX: { /* B = w: (kk = (kh, kw, o), c = i) */
+    SQ_ASSERT(which == 1);
+    int64_t cin = k->kind == CONV_FWD ? k->C : k->O;
+    LLVMValueRef t = div_(g, kk, cin), ch = rem_(g, kk, cin); /* t = kh * k + kw */
+    LLVMValueRef oc = k->kind == CONV_FWD ? add(g, mul(g, i, k->C), ch) : add(g, mul(g, ch, k->C), i); /* o * C + c */
+    return load_q(g, k->b, d->Bm, add(g, mul(g, oc, taps), t));
   }
   case CONV_DW: /* A = dy: (o = i, output pixel kk); B = patches of x: (pixel kk, tap i) */
     if (which == 1) return x_patch(d, k->b, d->Bm, kk, i, valid);
@@ -141,25 +130,6 @@ static void walk_generic(Dot *d, int which, LLVMValueRef bt, LLVMValueRef r, Vis
   gen_loop_end(g, &l, 0);
 }
 
-/* taps (c, kh, kw) of x around output pixel q = (n, oh, ow): forward's rows of patches */
-static void walk_taps(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef q, Visit visit, void *ctx) {
-  Gen *g = d->g;
-  const ConvKernel *k = d->ck;
-  LLVMValueRef n = div_(g, q, k->Ho * k->Wo), oh = rem_(g, div_(g, q, k->Wo), k->Ho), ow = rem_(g, q, k->Wo);
-  Loop lc, lh, lw;
-  LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, k->C), "c");
-  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
-  LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh");
-  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p))), hv = in_range(g, ih, k->H);
-  LLVMValueRef kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
-  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p))), valid = and_(g, hv, in_range(g, iw, k->W));
-  LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, ih), k->W), iw), gen_i64(g, 0), "");
-  visit(d, ctx, add(g, mul(g, add(g, mul(g, c, k->k), kh), k->k), kw), masked(g, valid, load_q(g, e, x, idx)));
-  gen_loop_end(g, &lw, 0);
-  gen_loop_end(g, &lh, 0);
-  gen_loop_end(g, &lc, 0);
-}
-
 /* output pixels (n, oh, ow) of x's tap t = (c, kh, kw): dw's patches along k */
 static void walk_pixels(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef t, Visit visit, void *ctx) {
   Gen *g = d->g;
@@ -193,36 +163,78 @@ static void walk_dy_channel(Dot *d, LLVMValueRef o, Visit visit, void *ctx) {
   gen_loop_end(g, &ln, 0);
 }
 
-/* dy taps (o, kh, kw) reaching input pixel i = (n, ih, iw): dx's rows of patches */
-static void walk_dx_taps(Dot *d, LLVMValueRef i, Visit visit, void *ctx) {
+static void if_begin(Gen *g, LLVMValueRef cond, LLVMBasicBlockRef *after);
+static void if_end(Gen *g, LLVMBasicBlockRef after);
+
+/* ---- convolution forward and dx: patches from a channels-last copy ---- */
+/* the activation whose patches U holds: x [N, C, H, W] (forward) or dy [N, O, Ho, Wo] (dx) */
+static void patch_source(const ConvKernel *k, int64_t *cin, int64_t *hs, int64_t *ws) {
+  int fwd = k->kind == CONV_FWD;
+  *cin = fwd ? k->C : k->O, *hs = fwd ? k->H : k->Ho, *ws = fwd ? k->W : k->Wo;
+}
+
+/* phase 0: src[n, c, h, w] -> copy[n, h, w, c] (+128 when U is biased), rows (n, h) in parts */
+static void channels_last(Dot *d) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  LLVMValueRef n = div_(g, i, k->H * k->W), ih = rem_(g, div_(g, i, k->W), k->H), iw = rem_(g, i, k->W);
-  Loop lo, lh, lw;
-  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->O), "o");
-  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->O), o), k->Ho);
+  int64_t cin, hs, ws;
+  patch_source(k, &cin, &hs, &ws);
+  LLVMValueRef dst = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  Loop lr, lw, lc;
+  LLVMValueRef nh = gen_loop_part(g, &lr, k->N * hs, "nh"), n = div_(g, nh, hs), h = rem_(g, nh, hs);
+  LLVMValueRef w = gen_loop_begin(g, &lw, gen_i64(g, ws), "w");
+  LLVMValueRef out = mul(g, add(g, mul(g, nh, ws), w), cin);
+  LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, cin), "c");
+  LLVMValueRef v = gen_load(g, g->i8, d->A, add(g, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws), w));
+  if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstInt(g->i8, 128, 0), ""); /* int8 + 128 as uint8, mod 256 */
+  gen_store(g, v, dst, add(g, out, c));
+  gen_loop_end(g, &lc, 0);
+  gen_loop_end(g, &lw, 0);
+  gen_loop_end(g, &lr, 0);
+}
+
+/* U row m: for each tap (kh, kw) whose source pixel exists, its cin channels, copied; taps in
+ * the padding keep the row's padding value */
+static void pack_patch_row(Dot *d, LLVMValueRef m, LLVMValueRef row) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  int64_t cin, hs, ws;
+  patch_source(k, &cin, &hs, &ws);
+  LLVMValueRef src = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  int fwd = k->kind == CONV_FWD;
+  int64_t oh_n = fwd ? k->Ho : k->H, ow_n = fwd ? k->Wo : k->W; /* the row's pixel grid */
+  LLVMValueRef n = div_(g, m, oh_n * ow_n), ph = rem_(g, div_(g, m, ow_n), oh_n), pw = rem_(g, m, ow_n);
+  Loop lh, lw;
   LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh");
-  LLVMValueRef th = LLVMBuildSub(B, add(g, ih, gen_i64(g, k->p)), kh, ""), oh = div_(g, th, k->s);
-  LLVMValueRef hv = and_(g, and_(g, LLVMBuildICmp(B, LLVMIntSGE, th, gen_i64(g, 0), ""), LLVMBuildICmp(B, LLVMIntEQ, rem_(g, th, k->s), gen_i64(g, 0), "")),
-                         lt(g, oh, k->Ho));
   LLVMValueRef kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
-  LLVMValueRef tw = LLVMBuildSub(B, add(g, iw, gen_i64(g, k->p)), kw, ""), ow = div_(g, tw, k->s);
-  LLVMValueRef valid = and_(g, hv, and_(g, and_(g, LLVMBuildICmp(B, LLVMIntSGE, tw, gen_i64(g, 0), ""),
-                                                LLVMBuildICmp(B, LLVMIntEQ, rem_(g, tw, k->s), gen_i64(g, 0), "")), lt(g, ow, k->Wo)));
-  LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, oh), k->Wo), ow), gen_i64(g, 0), "");
-  visit(d, ctx, add(g, mul(g, add(g, mul(g, o, k->k), kh), k->k), kw), masked(g, valid, load_q(g, k->a, d->A, idx)));
+  LLVMValueRef sh, sw, valid;
+  if (fwd) {
+    sh = add(g, mul(g, ph, k->s), add(g, kh, gen_i64(g, -k->p)));
+    sw = add(g, mul(g, pw, k->s), add(g, kw, gen_i64(g, -k->p)));
+    valid = and_(g, in_range(g, sh, hs), in_range(g, sw, ws));
+  } else { /* the output pixel (th, tw) / s whose window puts tap (kh, kw) on this input pixel */
+    LLVMValueRef th = LLVMBuildSub(B, add(g, ph, gen_i64(g, k->p)), kh, ""), tw = LLVMBuildSub(B, add(g, pw, gen_i64(g, k->p)), kw, "");
+    LLVMValueRef ge0 = and_(g, LLVMBuildICmp(B, LLVMIntSGE, th, gen_i64(g, 0), ""), LLVMBuildICmp(B, LLVMIntSGE, tw, gen_i64(g, 0), ""));
+    LLVMValueRef on = and_(g, LLVMBuildICmp(B, LLVMIntEQ, rem_(g, th, k->s), gen_i64(g, 0), ""),
+                           LLVMBuildICmp(B, LLVMIntEQ, rem_(g, tw, k->s), gen_i64(g, 0), ""));
+    sh = div_(g, th, k->s), sw = div_(g, tw, k->s);
+    valid = and_(g, and_(g, ge0, on), and_(g, lt(g, sh, hs), lt(g, sw, ws)));
+  }
+  LLVMBasicBlockRef after;
+  if_begin(g, valid, &after);
+  LLVMValueRef from = gen_at(g, g->i8, src, mul(g, add(g, mul(g, add(g, mul(g, n, hs), sh), ws), sw), cin));
+  LLVMValueRef to = gen_at(g, g->i8, row, mul(g, add(g, mul(g, kh, k->k), kw), cin));
+  LLVMBuildMemCpy(B, to, 1, from, 1, gen_i64(g, cin));
+  if_end(g, after);
   gen_loop_end(g, &lw, 0);
   gen_loop_end(g, &lh, 0);
-  gen_loop_end(g, &lo, 0);
 }
 
 /* U row r (u_side) or S column r of entry bt, r in range */
 static void walk(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, Visit visit, void *ctx) {
   int which = u_side != d->p->swap ? 0 : 1; /* U is A unless swapped; S is B unless swapped */
   const ConvKernel *k = d->ck;
-  if (k && k->kind == CONV_FWD && which == 0) walk_taps(d, k->a, d->A, r, visit, ctx);
-  else if (k && k->kind == CONV_DX && which == 0) walk_dx_taps(d, r, visit, ctx);
-  else if (k && k->kind == CONV_DW && which == 1) walk_pixels(d, k->b, d->Bm, r, visit, ctx);
+  if (k && k->kind == CONV_DW && which == 1) walk_pixels(d, k->b, d->Bm, r, visit, ctx);
   else if (k && k->kind == CONV_DW && which == 0) walk_dy_channel(d, r, visit, ctx);
   else walk_generic(d, which, bt, r, visit, ctx);
 }
@@ -275,7 +287,8 @@ static void pack(Dot *d) {
   gen_store(g, LLVMConstInt(g->i8, k->bias_u ? 128 : 0, 0), u.dst, kk);
   gen_loop_end(g, &l2, 0);
   if_begin(g, lt(g, m, d->rows), &after);
-  walk(d, 1, bt, m, visit_u, &u);
+  if (d->p->chlast) pack_patch_row(d, m, u.dst);
+  else walk(d, 1, bt, m, visit_u, &u);
   if_end(g, after);
   gen_loop_end(g, &l1, 0);
   /* S columns: zeros, then the column's elements and their sum */
@@ -396,7 +409,11 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
   g->scratch = d->p->scratch;
   Phases ph;
-  gen_phases(g, &ph, 2);
+  gen_phases(g, &ph, d->p->chlast ? 3 : 2);
+  if (d->p->chlast) {
+    channels_last(d);
+    gen_next_phase(g, &ph);
+  }
   pack(d);
   gen_next_phase(g, &ph);
   compute(d, out, scale, bias);
