@@ -100,6 +100,45 @@ static LLVMValueRef argmax(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValue
   return LLVMBuildLoad2(g->b, g->i64, best, "argmax");
 }
 
+/* Max pooling without padding over windows that do not overlap (stride >= kernel), the usual
+ * case: the taps of a window are straight-line code (the first maximum by the same ordered
+ * comparisons as argmax), so the loop over output columns vectorizes. The gradient writes
+ * every element of a window, 0 + dy at the first maximum and 0 elsewhere, which is what the
+ * reference's zero-then-add leaves; rows and columns no window covers are zeroed first. */
+static void maxpool_tiled(Gen *g, const RedKernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef out) {
+  int grad = k->kind == RED_MAXPOOL_GRAD;
+  LLVMValueRef x = grad ? b : a, dy = a;
+  int64_t H = k->dim[2], W = k->dim[3], kk = k->k;
+  Loop lp, lh, lw;
+  LLVMValueRef plane = gen_loop_part(g, &lp, k->dim[0] * k->dim[1], "plane");
+  if (grad && (k->Ho * k->s != H || k->Wo * k->s != W || k->s != kk)) zero_plane(g, k, out, plane);
+  LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &lw, gen_i64(g, k->Wo), "ow");
+  LLVMValueRef base = add(g, mul(g, add(g, mul(g, plane, H), mul(g, oh, k->s)), W), mul(g, ow, k->s));
+  LLVMValueRef best = NULL, arg = NULL, idx[64];
+  for (int64_t t = 0; t < kk * kk; t++) {
+    idx[t] = add(g, base, gen_i64(g, (t / kk) * W + t % kk));
+    LLVMValueRef v = ld(g, x, idx[t]);
+    if (!t) {
+      best = v, arg = LLVMConstInt(g->i32, 0, 0);
+      continue;
+    }
+    LLVMValueRef bigger = LLVMBuildFCmp(g->b, LLVMRealOGT, v, best, "");
+    best = LLVMBuildSelect(g->b, bigger, v, best, "");
+    arg = LLVMBuildSelect(g->b, bigger, LLVMConstInt(g->i32, (unsigned long long)t, 0), arg, "");
+  }
+  LLVMValueRef o = add(g, mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo), ow);
+  if (!grad) {
+    LLVMBuildStore(g->b, best, at(g, out, o));
+  } else {
+    LLVMValueRef z = LLVMConstReal(g->f32, 0.0), gv = LLVMBuildFAdd(g->b, z, ld(g, dy, o), "");
+    for (int64_t t = 0; t < kk * kk; t++) {
+      LLVMValueRef hit = LLVMBuildICmp(g->b, LLVMIntEQ, arg, LLVMConstInt(g->i32, (unsigned long long)t, 0), "");
+      LLVMBuildStore(g->b, LLVMBuildSelect(g->b, hit, gv, z, ""), at(g, out, idx[t]));
+    }
+  }
+  gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0), gen_loop_end(g, &lp, 0);
+}
+
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT);
@@ -164,6 +203,8 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0);
     if (!grad) LLVMBuildStore(g->b, LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), inv, ""), at(g, out, o));
     gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+  } else if (k->p == 0 && k->s >= k->k && k->k <= 8) {
+    maxpool_tiled(g, k, p[0], p[1], out);
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
     LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");
