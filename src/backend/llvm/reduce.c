@@ -18,35 +18,60 @@ static void zero_plane(Gen *g, const RedKernel *k, LLVMValueRef out, LLVMValueRe
   gen_loop_end(g, &l, 16);
 }
 
-/* reduce_sum, one output per unit of work: the kept axes' indices come from the output's index
- * o; the reduced axes loop in row-major order, so each output still adds its elements in the
- * reference's order (ascending row-major index), starting from 0. */
-static void sum_reduced(Gen *g, const RedKernel *k, int axis, LLVMValueRef e, const LLVMValueRef *kept, LLVMValueRef x,
-                        LLVMValueRef acc) {
+/* reduce_sum, w consecutive outputs per unit of work, one per vector lane: the kept axes'
+ * indices come from the first output's index; the reduced axes loop in row-major order, so
+ * each lane adds its output's elements in the reference's order (ascending row-major index,
+ * from 0), and the w independent chains hide the latency of the adds. The lanes differ in the
+ * last kept axis, `lane_stride` elements of x apart. */
+typedef struct { int w; int64_t lane_stride; LLVMTypeRef vt; } Lanes;
+
+static LLVMValueRef load_lanes(Gen *g, const Lanes *ln, LLVMValueRef x, LLVMValueRef e) {
+  if (ln->w == 1) return ld(g, x, e);
+  LLVMValueRef v = LLVMGetUndef(ln->vt);
+  for (int j = 0; j < ln->w; j++)
+    v = LLVMBuildInsertElement(g->b, v, ld(g, x, add(g, e, gen_i64(g, j * ln->lane_stride))), LLVMConstInt(g->i32, (unsigned)j, 0), "");
+  return v;
+}
+
+static void sum_reduced(Gen *g, const RedKernel *k, const Lanes *ln, int axis, LLVMValueRef e, const LLVMValueRef *kept,
+                        LLVMValueRef x, LLVMValueRef acc) {
   if (axis == k->rank) {
-    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), ld(g, x, e), ""), acc);
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, ln->vt, acc, ""), load_lanes(g, ln, x, e), ""), acc);
     return;
   }
   if (k->out_stride[axis]) { /* kept: its index is fixed by the output */
-    sum_reduced(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), kept[axis]), kept, x, acc);
+    sum_reduced(g, k, ln, axis + 1, add(g, mul(g, e, k->dim[axis]), kept[axis]), kept, x, acc);
     return;
   }
   Loop l;
   LLVMValueRef i = gen_loop_begin(g, &l, gen_i64(g, k->dim[axis]), "ax");
-  sum_reduced(g, k, axis + 1, add(g, mul(g, e, k->dim[axis]), i), kept, x, acc);
+  sum_reduced(g, k, ln, axis + 1, add(g, mul(g, e, k->dim[axis]), i), kept, x, acc);
   gen_loop_end(g, &l, 0);
 }
 
 static void reduce_sum(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValueRef out) {
+  Lanes ln = {1, 0, g->f32};
+  int last = -1; /* the last kept axis */
+  for (int a = 0; a < k->rank; a++)
+    if (k->out_stride[a]) last = a;
+  if (last >= 0) {
+    ln.w = 8;
+    while (k->dim[last] % ln.w) ln.w /= 2;
+    ln.lane_stride = 1;
+    for (int a = last + 1; a < k->rank; a++) ln.lane_stride *= k->dim[a];
+    if (ln.w > 1) ln.vt = LLVMVectorType(g->f32, (unsigned)ln.w);
+  }
   Loop l;
-  LLVMValueRef o = gen_loop_part(g, &l, k->out_n, "out"), kept[SQ_MAX_RANK] = {0};
+  LLVMValueRef o = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->out_n / ln.w, "group"), gen_i64(g, ln.w), "o");
+  LLVMValueRef kept[SQ_MAX_RANK] = {0};
   for (int a = 0; a < k->rank; a++)
     if (k->out_stride[a]) /* the kept axes are the output's row-major axes */
       kept[a] = LLVMBuildSRem(g->b, LLVMBuildSDiv(g->b, o, gen_i64(g, k->out_stride[a]), ""), gen_i64(g, k->dim[a]), "");
-  LLVMValueRef acc = gen_var(g, LLVMConstReal(g->f32, 0.0), "s");
-  LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), acc);
-  sum_reduced(g, k, 0, gen_i64(g, 0), kept, x, acc);
-  LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), at(g, out, o));
+  LLVMValueRef acc = gen_var(g, LLVMConstNull(ln.vt), "s");
+  LLVMBuildStore(g->b, LLVMConstNull(ln.vt), acc);
+  sum_reduced(g, k, &ln, 0, gen_i64(g, 0), kept, x, acc);
+  LLVMValueRef st = LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, ln.vt, acc, ""), at(g, out, o));
+  LLVMSetAlignment(st, 4);
   gen_loop_end(g, &l, 0);
 }
 
