@@ -206,7 +206,8 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     }
     gen_loop_end(g, &l1, 0);
   } else if (k->kind == RED_AVGPOOL || k->kind == RED_AVGPOOL_GRAD) {
-    /* every tap counts in the divisor k*k (padding included); padded taps add +0.0 */
+    /* every tap counts in the divisor k*k (padding included); padded taps add +0.0 to the
+     * forward sum and nothing to the gradient, as the reference */
     int grad = k->kind == RED_AVGPOOL_GRAD;
     LLVMValueRef inv = LLVMConstReal(g->f32, (double)(1.0f / (float)(k->k * k->k))), acc = gen_entry_alloca(g, g->f32, "s");
     LLVMValueRef pl = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
@@ -218,9 +219,14 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     Loop lh, lw;
     LLVMValueRef kh = gen_loop_begin(g, &lh, gen_i64(g, k->k), "kh"), kw = gen_loop_begin(g, &lw, gen_i64(g, k->k), "kw");
     LLVMValueRef valid, i = tap(g, k, pl, oh, ow, kh, kw, &valid), zf = LLVMConstReal(g->f32, 0.0);
-    if (grad) {
+    if (grad) { /* taps in the padding touch nothing (another part may own element 0) */
+      LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(g->ctx, fn, "tap"), next = LLVMAppendBasicBlockInContext(g->ctx, fn, "next");
+      LLVMBuildCondBr(g->b, valid, yes, next);
+      LLVMPositionBuilderAtEnd(g->b, yes);
       LLVMValueRef d = at(g, out, i);
-      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, d, ""), LLVMBuildSelect(g->b, valid, gv, zf, ""), ""), d);
+      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, d, ""), gv, ""), d);
+      LLVMBuildBr(g->b, next);
+      LLVMPositionBuilderAtEnd(g->b, next);
     } else {
       LLVMValueRef v = LLVMBuildSelect(g->b, valid, ld(g, p[0], i), zf, "");
       LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), v, ""), acc);
