@@ -4,12 +4,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "timing.h"
 
 int main(void) {
 #if defined(__x86_64__)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "timing.h"
 #include "../src/interp/interp.h"
 #include "../src/ir/print.h"
 #include "../src/ops/ops.h"
@@ -16,17 +17,6 @@
 extern const char sq__graph_ir[];
 extern const InterpKernel sq__kernels[];
 extern const int64_t sq__nkernels;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 static void synthetic_batch(Interp *it, const Graph *g, int step) {
   uint64_t s = 99 + (uint64_t)step;
@@ -95,8 +85,8 @@ int main(int argc, char **argv) {
   double *t = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = ir_node(g, id);
-    int64_t M, N, K;
-    const char *role;
+    int64_t M = 0, N = 0, K = 0;
+    const char *role = "";
     int gemm = n->kind == NK_OP && gemm_shape(g, n, &M, &N, &K, &role), norm = n->kind == NK_OP && is_norm(n->op);
     if (!gemm && !norm) continue;
     interp_run_node(it, id); /* warm */
@@ -105,9 +95,9 @@ int main(int argc, char **argv) {
       if (!interp_run_node(it, id)) return fprintf(stderr, "kernels: %s\n", interp_error(it)), 1;
       t[r] = now() - t0;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp);
-    if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, t[reps / 2]);
-    else printf("norm %s %s %.9f\n", n->name, op_info[n->op].name, t[reps / 2]);
+    double med = median(t, reps);
+    if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, med);
+    else printf("norm %s %s %.9f\n", n->name, op_info[n->op].name, med);
   }
   free(t);
   interp_free(it);

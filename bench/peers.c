@@ -10,16 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "timing.h"
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 #define CHECK(call) do { if ((call) != dnnl_success) { fprintf(stderr, "peers: %s failed\n", #call); exit(1); } } while (0)
 
 static double onednn(dnnl_engine_t eng, dnnl_stream_t st, int64_t M, int64_t N, int64_t K, int reps) {
@@ -51,8 +43,7 @@ static double onednn(dnnl_engine_t eng, dnnl_stream_t st, int64_t M, int64_t N, 
     CHECK(dnnl_stream_wait(st));
     if (r >= 0) t[r] = now() - t0;
   }
-  qsort(t, (size_t)reps, sizeof *t, cmp);
-  double med = t[reps / 2];
+  double med = median(t, reps);
   dnnl_memory_destroy(am), dnnl_memory_destroy(bm), dnnl_memory_destroy(cm);
   dnnl_primitive_destroy(p), dnnl_primitive_desc_destroy(pd);
   free(A), free(B), free(C), free(t);
@@ -69,8 +60,7 @@ static double openblas(int64_t M, int64_t N, int64_t K, int reps) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B, (int)N, 0.0f, C, (int)N);
     if (r >= 0) t[r] = now() - t0;
   }
-  qsort(t, (size_t)reps, sizeof *t, cmp);
-  double med = t[reps / 2];
+  double med = median(t, reps);
   free(A), free(B), free(C), free(t);
   return med;
 }

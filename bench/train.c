@@ -6,17 +6,8 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
+#include "timing.h"
 #include "../include/sq/sq.h"
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
   if (argc < 5) return fprintf(stderr, "usage: train MODEL.so THREADS STEPS REPS\n"), 2;
@@ -49,9 +40,9 @@ int main(int argc, char **argv) {
       if (step(m, x, y, 0.01f, NULL) != SQ_OK) return fprintf(stderr, "train: %s\n", error(m)), 1;
     if (r >= 0) rate[r] = (double)(steps * B) / (now() - t0);
   }
-  qsort(rate, (size_t)reps, sizeof *rate, cmp);
+  double rate_median = median(rate, reps);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  printf("sqc %s %.1f %ld\n", argv[1], rate[reps / 2], ru.ru_maxrss);
+  printf("sqc %s %.1f %ld\n", argv[1], rate_median, ru.ru_maxrss);
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+#include "../base/yaml_msg.h"
 
 typedef struct {
   const char *path;
@@ -15,10 +16,8 @@ typedef struct {
 static int bad(Ctx *x, const yaml_mark_t *m, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  char *msg = xvasprintf(fmt, ap);
+  *x->err = yaml_vmessage(x->path, m, "error: ", fmt, ap);
   va_end(ap);
-  *x->err = xasprintf("%s:%zu:%zu: error: %s", x->path, m->line + 1, m->column + 1, msg);
-  free(msg);
   return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <yaml.h>
 #include "../../src/base/util.h"
+#include "../../src/base/yaml_msg.h"
 
 void config_defaults(TrainConfig *c) {
   memset(c, 0, sizeof *c);
@@ -55,10 +56,8 @@ typedef struct {
 static int bad(Ctx *x, const yaml_mark_t *m, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  char *msg = xvasprintf(fmt, ap);
+  *x->err = yaml_vmessage(x->path, m, "", fmt, ap);
   va_end(ap);
-  *x->err = xasprintf("%s:%zu:%zu: %s", x->path, m->line + 1, m->column + 1, msg);
-  free(msg);
   return -1;
 }
 
