@@ -158,10 +158,11 @@ else
 fi
 expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
 # --tune: other register tiles, the same bits; bad tuning files are diagnostics
-printf 'vpdpbusd: {mr: 4, nr: 2}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"
-expect tune-kir 0 "tile=4x2" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$tmp/tiles.yaml" --emit=kir
+printf 'vpdpbusd: {mr: 4, nr: 2}\nvpmaddubsw: {mr: 3, nr: 3}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"
+expect tune-kir 0 "dot=vpdpbusd lanes=16 tile=4x2" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=znver4 --tune "$tmp/tiles.yaml" --emit=kir
+expect tune-kir-avx2 0 "dot=vpmaddubsw lanes=8 tile=3x3" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v3 --tune "$tmp/tiles.yaml" --emit=kir
 expect tune-kir-aarch64 0 "dot=sdot lanes=4 tile=3x5" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=aarch64 --tune "$tmp/tiles.yaml" --emit=kir
-expect tune-example 0 "tile=6x4" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$root/examples/tiles.yaml" --emit=kir
+expect tune-example 0 "tile=6x4" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=znver4 --tune "$root/examples/tiles.yaml" --emit=kir
 expect so-tuned 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$tmp/tiles.yaml" -o "$tmp/tuned.so"
 expect match-tuned 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/tuned.so" "$tmp" 3
 printf 'vpdpbusd: {mr: 8, nr: 4}\n' >"$tmp/big.yaml"
