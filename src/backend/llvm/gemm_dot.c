@@ -1,11 +1,13 @@
-/* gemm_dot.c: integer GEMMs and convolutions on the target's 4-byte dot-product instruction, emitted
- * explicitly (LLVM does not form vpdpbusd, vpmaddubsw + vpmaddwd or sdot from loops). Phase 0 packs both operands into
- * scratch: the broadcast side U as rows of kp bytes (+128 when it is signed and the ISA wants it
- * unsigned), the vector side S as blocks of `lanes` columns holding 4 consecutive k of a column
- * in each i32 lane, and the correction 128 * column sum of S. Phase 1: each part takes blocks
- * of mr rows; a tile of mr x nr vector accumulators walks k four bytes at a time; the epilogue
- * subtracts the correction and dequantizes as the reference does ((float)acc * scale + bias, or
- * + 0.0). Integer sums are exact in any order, so the bits equal the reference's. */
+/* gemm_dot.c: integer GEMMs and convolutions on the target's 4-byte dot-product instruction,
+ * emitted explicitly (LLVM does not form vpdpbusd, vpmaddubsw + vpmaddwd or sdot from loops).
+ * Convolutions forward and dx first copy their activation channels-last (a phase of its own).
+ * Then one phase packs both operands into scratch: the broadcast side U as rows of kp bytes
+ * (+128 when it is signed and the ISA wants it unsigned), the vector side S as blocks of `lanes`
+ * columns holding 4 consecutive k of a column in each i32 lane, and the correction 128 * column
+ * sum of S. The last phase: each part takes blocks of mr rows; a tile of mr x nr vector
+ * accumulators walks k four bytes at a time; the epilogue subtracts the correction and
+ * dequantizes as the reference does ((float)acc * scale + bias, or + 0.0). Integer sums are
+ * exact in any order, so the bits equal the reference's. */
 #include <string.h>
 #include <llvm-c/Core.h>
 #include "gen.h"
