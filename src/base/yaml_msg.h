@@ -1,5 +1,6 @@
 /* yaml_msg.h: diagnostics at a position of a YAML file read with libyaml (sqc's --tune file,
- * sqtrain's config): "PATH:LINE:COLUMN: PREFIXmessage", lines and columns counted from 1. */
+ * sqtrain's config): the path, line and column (counted from 1), then the given prefix (such
+ * as "error: ") and the message. */
 #ifndef SQ_BASE_YAML_MSG_H
 #define SQ_BASE_YAML_MSG_H
 #include <stdarg.h>
