@@ -139,7 +139,6 @@ typedef struct {
   VEC(RedKernel) red;
   VEC(ChanKernel) chan;
   int vec_f32; /* the target's f32 lanes per vector register */
-  DotIsa dot;
 } KernelPlan;
 
 /* Chooses a kernel for every GEMM node (linear, matmul, qlinear, qmatmul, in any role) whose

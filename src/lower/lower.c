@@ -276,7 +276,6 @@ KernelPlan *lower_graph(const Graph *g, int vec_f32, DotIsa dot, const Tuning *t
   DotTile tile = (tune ? tune : &defaults)->tile[dot];
   KernelPlan *p = xcalloc(1, sizeof *p);
   p->vec_f32 = vec_f32;
-  p->dot = dot;
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = ir_node(g, id);
     GemmKernel k;

@@ -59,40 +59,19 @@ static LLVMValueRef and_(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBu
 static LLVMValueRef div_(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildSDiv(B, a, gen_i64(g, b), ""); }
 static LLVMValueRef rem_(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildSRem(B, a, gen_i64(g, b), ""); }
 
-/* x[n, c, oh*s - p + kh, ow*s - p + kw] for output pixel q = (n, oh, ow) and tap t = (c, kh, kw) */
-static LLVMValueRef x_patch(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef q, LLVMValueRef t, LLVMValueRef *valid) {
-  Gen *g = d->g;
-  const ConvKernel *k = d->ck;
-  LLVMValueRef n = div_(g, q, k->Ho * k->Wo), oh = rem_(g, div_(g, q, k->Wo), k->Ho), ow = rem_(g, q, k->Wo);
-  LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
-  LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p)));
-  LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p)));
-  *valid = and_(g, in_range(g, ih, k->H), in_range(g, iw, k->W));
-  LLVMValueRef idx = add(g, mul(g, add(g, mul(g, add(g, mul(g, n, k->C), c), k->H), ih), k->W), iw);
-  return load_q(g, e, x, LLVMBuildSelect(B, *valid, idx, gen_i64(g, 0), ""));
-}
-
 static LLVMValueRef conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
   (void)bt;
   *valid = NULL;
-  int64_t taps = k->k * k->k;
-  switch (k->kind) {
-  case CONV_FWD: /* B = w: (kk = (kh, kw, c), o = i); A, the patches, is packed from the channels-last copy */
-  case CONV_DX: { /* B = w: (kk = (kh, kw, o), c = i) */
-    SQ_ASSERT(which == 1);
-    int64_t cin = k->kind == CONV_FWD ? k->C : k->O;
-    LLVMValueRef t = div_(g, kk, cin), ch = rem_(g, kk, cin); /* t = kh * k + kw */
-    LLVMValueRef oc = k->kind == CONV_FWD ? add(g, mul(g, i, k->C), ch) : add(g, mul(g, ch, k->C), i); /* o * C + c */
-    return load_q(g, k->b, d->Bm, add(g, mul(g, oc, taps), t));
-  }
-  case CONV_DW: /* A = dy: (o = i, output pixel kk); B = patches of x: (pixel kk, tap i) */
-    if (which == 1) return x_patch(d, k->b, d->Bm, kk, i, valid);
-    return load_q(g, k->a, d->A, add(g, mul(g, add(g, mul(g, div_(g, kk, k->Ho * k->Wo), k->O), i), k->Ho * k->Wo),
-                                      rem_(g, kk, k->Ho * k->Wo)));
-  }
-  return NULL;
+  /* Only the weights come through here: the patches of forward and dx are packed from the
+   * channels-last copy, and both operands of dw by their own walkers (walk()). */
+  SQ_ASSERT(which == 1 && k->kind != CONV_DW);
+  int64_t cin = k->kind == CONV_FWD ? k->C : k->O;
+  /* forward: (kk = (kh, kw, c), o = i); dx: (kk = (kh, kw, o), c = i) */
+  LLVMValueRef t = div_(g, kk, cin), ch = rem_(g, kk, cin); /* t = kh * k + kw */
+  LLVMValueRef oc = k->kind == CONV_FWD ? add(g, mul(g, i, k->C), ch) : add(g, mul(g, ch, k->C), i); /* o * C + c */
+  return load_q(g, k->b, d->Bm, add(g, mul(g, oc, k->k * k->k), t));
 }
 
 static LLVMValueRef conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j) {

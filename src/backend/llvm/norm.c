@@ -137,7 +137,21 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
   int bn = rm != NULL;
   LLVMValueRef train = bn ? LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "") : NULL;
   LLVMValueRef mean, spread;
-  stats(n, c, &mean, &spread); /* (in inference they are not used) */
+  if (bn) { /* inference uses the running statistics: the batch's are computed in training only */
+    LLVMValueRef mv = gen_var(g, d(n, 0), "mean"), sv = gen_var(g, d(n, 0), "spread");
+    LLVMBuildStore(B, d(n, 0), mv), LLVMBuildStore(B, d(n, 0), sv);
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+    LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(g->ctx, fn, "batch_stats"), next = LLVMAppendBasicBlockInContext(g->ctx, fn, "next");
+    LLVMBuildCondBr(B, train, yes, next);
+    LLVMPositionBuilderAtEnd(B, yes);
+    stats(n, c, &mean, &spread);
+    LLVMBuildStore(B, mean, mv), LLVMBuildStore(B, spread, sv);
+    LLVMBuildBr(B, next);
+    LLVMPositionBuilderAtEnd(B, next);
+    mean = gen_get(g, mv), spread = gen_get(g, sv);
+  } else {
+    stats(n, c, &mean, &spread);
+  }
   ChanLoop l;
   if (n->l1) { /* nm_l1_forward with float statistics; running stats (1 - mom) * r + mom * stat in float */
     LLVMValueRef mf = to_f32(n, mean), sf = to_f32(n, spread);
