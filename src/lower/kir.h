@@ -32,10 +32,13 @@ int dot_registers(DotIsa d); /* its vector registers */
 typedef struct {
   DotIsa dot;           /* DOT_NONE: the scalar loops */
   int lanes, mr, nr, swap, bias_u;
+  int u_tile;           /* U is packed per block of mr rows, on the stack, right before its tiles
+                           (an implicit GEMM: no patch matrix); else all of U in phase 0 */
   int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
-  int64_t scratch;      /* bytes: packed U, packed S and the corrections, per batch entry, then chlast */
+  int64_t scratch;      /* bytes: packed U (unless u_tile), packed S and the corrections, per batch
+                           entry, then chlast */
 } DotPlan;
 
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or

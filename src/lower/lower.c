@@ -36,6 +36,9 @@ int dot_lanes(DotIsa d) { return d == DOT_VNNI ? 16 : d == DOT_AVX2 ? 8 : 4; }
 /* AVX2 keeps a vector of ones for vpmaddwd: one register fewer for the tile */
 int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : d == DOT_AVX2 ? 15 : 32; }
 
+/* Largest block of U rows packed on a thread's stack (bytes): a few L1 lines' worth of rows */
+enum { U_TILE_MAX = 64 * 1024 };
+
 /* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the
  * elements of the M x K and K x N operands, amax and bmax their largest values. */
 static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
@@ -59,7 +62,8 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   d.kp = round_up(K, 4);
   d.mp = round_up(rows, d.mr);
   d.np = round_up(cols, (int64_t)d.lanes * d.nr);
-  d.scratch = batch * (d.mp * d.kp + d.np * d.kp + 4 * d.np);
+  d.u_tile = d.mr * d.kp <= U_TILE_MAX;
+  d.scratch = batch * ((d.u_tile ? 0 : d.mp * d.kp) + d.np * d.kp + 4 * d.np);
   return d;
 }
 
@@ -305,8 +309,8 @@ void kir_free(KernelPlan *p) {
 static void print_dot(StrBuf *b, const DotPlan *d) {
   static const char *const names[] = {"", "vpdpbusd", "sdot", "vpmaddubsw"};
   if (!d->dot) return;
-  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
-            d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", (long long)d->kp, (long long)d->mp,
+  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
+            d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp, (long long)d->mp,
             (long long)d->np, d->chlast ? " channels-last" : "", (long long)d->scratch);
 }
 

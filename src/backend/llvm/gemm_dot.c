@@ -89,9 +89,10 @@ static void batch_views(Dot *d, LLVMValueRef bt) {
   const DotPlan *k = d->p;
   LLVMValueRef off = mul(g, bt, k->scratch / d->batch);
   LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), &off, 1, "");
+  int64_t u = k->u_tile ? 0 : k->mp * k->kp; /* bytes of packed U in scratch */
   d->packU = base;
-  d->packS = gen_at(g, g->i8, base, gen_i64(g, k->mp * k->kp));
-  d->corr = gen_at(g, g->i8, base, gen_i64(g, k->mp * k->kp + k->np * k->kp));
+  d->packS = gen_at(g, g->i8, base, gen_i64(g, u));
+  d->corr = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp));
 }
 
 /* ---- walking one U row or S column: visit(kk, v) for kk in [0, K), v = 0 in the padding ---- */
@@ -254,33 +255,43 @@ static void visit_s(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v) {
   LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, s->sum), v, ""), s->sum);
 }
 
+/* U row m of entry bt into dst (kp bytes): the padding value (0, or 128 when biased)
+ * everywhere, then the row's elements when the row exists */
+static void pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst) {
+  Gen *g = d->g;
+  Loop l;
+  LLVMBasicBlockRef after;
+  LLVMValueRef kk = gen_loop_begin(g, &l, gen_i64(g, d->p->kp), "k");
+  gen_store(g, LLVMConstInt(g->i8, d->p->bias_u ? 128 : 0, 0), dst, kk);
+  gen_loop_end(g, &l, 0);
+  if_begin(g, lt(g, m, d->rows), &after);
+  URow u = {dst};
+  if (d->p->chlast) pack_patch_row(d, m, dst);
+  else walk(d, 1, bt, m, visit_u, &u);
+  if_end(g, after);
+}
+
 static void pack(Dot *d) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
   Loop l1, l2;
   LLVMBasicBlockRef after;
-  /* U rows: the padding value (0, or 128 when biased) everywhere, then the row's elements */
-  LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
-  LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
-  batch_views(d, bt);
-  URow u = {gen_at(g, g->i8, d->packU, mul(g, m, k->kp))};
-  LLVMValueRef kk = gen_loop_begin(g, &l2, gen_i64(g, k->kp), "k");
-  gen_store(g, LLVMConstInt(g->i8, k->bias_u ? 128 : 0, 0), u.dst, kk);
-  gen_loop_end(g, &l2, 0);
-  if_begin(g, lt(g, m, d->rows), &after);
-  if (d->p->chlast) pack_patch_row(d, m, u.dst);
-  else walk(d, 1, bt, m, visit_u, &u);
-  if_end(g, after);
-  gen_loop_end(g, &l1, 0);
+  if (!k->u_tile) { /* U rows, all of them, before any tile */
+    LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
+    LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
+    batch_views(d, bt);
+    pack_u_row(d, bt, m, gen_at(g, g->i8, d->packU, mul(g, m, k->kp)));
+    gen_loop_end(g, &l1, 0);
+  }
   /* S columns: zeros, then the column's elements and their sum */
   LLVMValueRef col = gen_loop_part(g, &l1, d->batch * k->np, "scol");
-  bt = LLVMBuildSDiv(B, col, gen_i64(g, k->np), "bt");
+  LLVMValueRef bt = LLVMBuildSDiv(B, col, gen_i64(g, k->np), "bt");
   LLVMValueRef n = LLVMBuildSRem(B, col, gen_i64(g, k->np), "n");
   batch_views(d, bt);
   SCol s = {LLVMBuildSDiv(B, n, gen_i64(g, k->lanes), ""), LLVMBuildSRem(B, n, gen_i64(g, k->lanes), ""), NULL};
   s.sum = gen_var(g, LLVMConstInt(g->i32, 0, 0), "colsum");
   LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), s.sum);
-  kk = gen_loop_begin(g, &l2, gen_i64(g, k->kp), "k");
+  LLVMValueRef kk = gen_loop_begin(g, &l2, gen_i64(g, k->kp), "k");
   gen_store(g, LLVMConstInt(g->i8, 0, 0), d->packS, s_at(d, &s, kk));
   gen_loop_end(g, &l2, 0);
   if_begin(g, lt(g, n, d->cols), &after);
@@ -331,6 +342,17 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef rb = gen_loop_part(g, &lrb, d->batch * rblocks, "rowblock");
   LLVMValueRef bt = LLVMBuildSDiv(B, rb, gen_i64(g, rblocks), "bt"), m0 = mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), mr);
   batch_views(d, bt);
+  LLVMValueRef urows = d->packU; /* the block's U rows: packed here when per tile */
+  int64_t u0 = 1;                /* whether urows starts at row 0 of U, not at row m0 */
+  if (k->u_tile) {
+    LLVMValueRef buf = gen_entry_alloca(g, LLVMArrayType(g->i8, (unsigned)(mr * k->kp)), "urows");
+    LLVMSetAlignment(buf, 64);
+    urows = buf, u0 = 0;
+    Loop lu;
+    LLVMValueRef r = gen_loop_begin(g, &lu, gen_i64(g, mr), "urow");
+    pack_u_row(d, bt, add(g, m0, r), gen_at(g, g->i8, urows, mul(g, r, k->kp)));
+    gen_loop_end(g, &lu, 0);
+  }
   LLVMValueRef nb = gen_loop_begin(g, &lnb, gen_i64(g, k->np / (lanes * nr)), "colblock");
   LLVMValueRef n0 = mul(g, nb, lanes * nr);
   LLVMValueRef acc[MAX_MR][MAX_NR];
@@ -346,8 +368,8 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
     LLVMSetAlignment(s[j], 4);
   }
   for (int r = 0; r < mr; r++) {
-    LLVMValueRef at = add(g, mul(g, add(g, m0, gen_i64(g, r)), k->kp / 4), k4);
-    LLVMValueRef u32 = gen_load(g, g->i32, d->packU, at);
+    LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
+    LLVMValueRef u32 = gen_load(g, g->i32, urows, at);
     LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
                                             LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
     for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
