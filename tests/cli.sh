@@ -119,25 +119,26 @@ expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/matc
 # Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats).
 for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
          "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
-         "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20"; do
+         "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
+         "cnn 4 32 l1 0" "wide 4 8 l1 0"; do
   set -- $t
   src=$root/examples/$1.sq
   [ -f "$src" ] || src=$root/tests/models/$1.sq
-  id=$1-$2-$4
+  id=$1-$2-$4-b$3
   expect "so-ref-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" --target=reference -o "$tmp/r-$id.so"
   expect "so-host-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" -o "$tmp/h-$id.so"
   expect "match-host-$id" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$id.so" "$tmp/h-$id.so" "$tmp" 3 "$5"
 done
 # ids outside the vocabulary: the generated kernel rejects them and the step fails with the
 # reference's message (once for the reference library, once per thread count for the other)
-"$tmp/match" "$tmp/r-embed-4-l1.so" "$tmp/h-embed-4-l1.so" "$tmp" 1 21 >"$tmp/out" 2>&1
+"$tmp/match" "$tmp/r-embed-4-l1-b4.so" "$tmp/h-embed-4-l1-b4.so" "$tmp" 1 21 >"$tmp/out" 2>&1
 rc=$?
 bad=$(grep -c "id 20 at position 2 is outside the vocabulary 0..19" "$tmp/out")
 [ $rc -eq 1 ] && [ "$bad" -eq 4 ] && pass=$((pass + 1)) ||
   { echo "FAIL embed-bad-id: status $rc, the message came $bad times, not 4"; cat "$tmp/out"; fail=$((fail + 1)); }
 if grep -q avx2 /proc/cpuinfo; then
   expect so-v3 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v3 -o "$tmp/v3.so"
-  expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/v3.so" "$tmp" 3
+  expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1-b4.so" "$tmp/v3.so" "$tmp" 3
   # at 8 bits vpmaddubsw's i16 pairs could saturate: those GEMMs keep the scalar loops
   next=$("$sqc" "$mlp" --batch 8 --bits 8 --target=x86-64-v3 --emit=kir | grep -A1 'gemm %h (qlinear)' | sed -n 2p)
   case $next in
@@ -152,11 +153,15 @@ else
 fi
 if grep -q avx512_vnni /proc/cpuinfo; then
   expect so-v4 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v4 -o "$tmp/v4.so"
-  expect match-v4 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/v4.so" "$tmp" 3
+  expect match-v4 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1-b4.so" "$tmp/v4.so" "$tmp" 3
 else
   echo "skip: this CPU has no AVX-512 VNNI, so the x86-64-v4 library cannot run here"
 fi
 expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
+# the cases above that cover the GEMM's packing paths: at batch 32 the CNN's dW kernels reduce
+# over chunks of images; wide.sq's forward U rows are too long to pack per tile
+expect kir-chunks 0 "k-chunks=5 of 7 images" -- "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
+expect kir-u-whole 0 "tile=6x2 bias_u=128 kp=12288" -- "$sqc" "$root/tests/models/wide.sq" --bits 4 --batch 8 --target=znver4 --emit=kir
 # --tune: other register tiles, the same bits; bad tuning files are diagnostics
 printf 'vpdpbusd: {mr: 4, nr: 2}\nvpmaddubsw: {mr: 3, nr: 3}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"
 expect tune-kir 0 "dot=vpdpbusd lanes=16 tile=4x2" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=znver4 --tune "$tmp/tiles.yaml" --emit=kir
@@ -164,7 +169,7 @@ expect tune-kir-avx2 0 "dot=vpmaddubsw lanes=8 tile=3x3" -- "$sqc" "$root/exampl
 expect tune-kir-aarch64 0 "dot=sdot lanes=4 tile=3x5" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=aarch64 --tune "$tmp/tiles.yaml" --emit=kir
 expect tune-example 0 "tile=6x4" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=znver4 --tune "$root/examples/tiles.yaml" --emit=kir
 expect so-tuned 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --tune "$tmp/tiles.yaml" -o "$tmp/tuned.so"
-expect match-tuned 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1.so" "$tmp/tuned.so" "$tmp" 3
+expect match-tuned 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1-b4.so" "$tmp/tuned.so" "$tmp" 3
 printf 'vpdpbusd: {mr: 8, nr: 4}\n' >"$tmp/big.yaml"
 expect tune-too-big 1 "big.yaml:1:11: error: the vpdpbusd tile 8x4 needs 37 vector registers; the ISA has 32" -- "$sqc" "$mlp" --tune "$tmp/big.yaml" --emit=kir
 printf 'vpdpbusd: {mr: 6, nx: 4}\n' >"$tmp/key.yaml"

@@ -35,10 +35,15 @@ typedef struct {
   int u_tile;           /* U is packed per block of mr rows, on the stack, right before its tiles
                            (an implicit GEMM: no patch matrix); else all of U in phase 0 */
   int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
+  /* convolution dW: the reduction (pixels of the batch) runs in chunks of `chunk_images`
+   * whole images, kp bytes each (padded to 4): each chunk packs its share of both operands
+   * (an im2col of `chunk_images` images, never of the batch), then adds its products into int32
+   * accumulators kept in scratch; the last chunk runs the epilogue. 0: one pass. */
+  int64_t chunk_images, chunks;
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
   int64_t scratch;      /* bytes: packed U (unless u_tile), packed S and the corrections, per batch
-                           entry, then chlast */
+                           entry, then the chunks' accumulators or chlast */
 } DotPlan;
 
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or

@@ -100,6 +100,21 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
   return 1;
 }
 
+/* dW's reduction runs over the batch's pixels: in chunks of whole images whose packed operands
+ * take about DW_CHUNK_BYTES (they stay in L2 while every tile reads them) */
+enum { DW_CHUNK_BYTES = 512 * 1024 };
+static void chunk_dw(ConvKernel *k) {
+  DotPlan *d = &k->dp;
+  int64_t hw = k->Ho * k->Wo, images = DW_CHUNK_BYTES / ((d->mp + d->np) * hw);
+  if (images < 1) images = 1;
+  if (images >= k->N) return;
+  d->chunk_images = images;
+  d->chunks = (k->N + images - 1) / images;
+  d->kp = round_up(images * hw, 4);
+  d->u_tile = d->mr * d->kp <= U_TILE_MAX;
+  d->scratch = (d->u_tile ? 0 : d->mp * d->kp) + d->np * d->kp + 4 * d->np + 4 * d->mp * d->np;
+}
+
 static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
   ConvKind kind;
   if (n->op == OP_qconv2d || n->op == OP_conv2d) kind = CONV_FWD;
@@ -126,6 +141,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   /* the GEMM's A (input 0) is patches of x (fwd), of dy (dx) or dy itself (dw); B (input 1) is
    * w or patches of x */
   if (k->g == 1) k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
+  if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
     k->dp.chlast = kind == CONV_FWD ? k->N * k->H * k->W * k->C : k->N * k->Ho * k->Wo * k->O;
@@ -312,6 +328,7 @@ static void print_dot(StrBuf *b, const DotPlan *d) {
   sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
             d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp, (long long)d->mp,
             (long long)d->np, d->chlast ? " channels-last" : "", (long long)d->scratch);
+  if (d->chunks) sb_printf(b, "  k-chunks=%lld of %lld images\n", (long long)d->chunks, (long long)d->chunk_images);
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {

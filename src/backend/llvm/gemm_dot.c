@@ -30,6 +30,8 @@ struct Dot {
   const GemmKernel *gk; /* the kernel: one of the two */
   const ConvKernel *ck;
   LLVMValueRef A, Bm, packU, packS, corr; /* packU/packS/corr: this batch entry's */
+  LLVMValueRef accs;                      /* a chunked dW's int32 accumulators, tile after tile */
+  LLVMValueRef chunk;                     /* i64: the chunk of a chunked dW, else NULL */
   int64_t rows, cols;                     /* of the computed product (transposed when swap) */
 };
 
@@ -93,6 +95,7 @@ static void batch_views(Dot *d, LLVMValueRef bt) {
   d->packU = base;
   d->packS = gen_at(g, g->i8, base, gen_i64(g, u));
   d->corr = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp));
+  d->accs = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp + 4 * k->np));
 }
 
 /* ---- walking one U row or S column: visit(kk, v) for kk in [0, K), v = 0 in the padding ---- */
@@ -112,20 +115,33 @@ static void walk_generic(Dot *d, int which, LLVMValueRef bt, LLVMValueRef r, Vis
   gen_loop_end(g, &l, 0);
 }
 
+/* dW's images: all of them, or the chunk's; *n0 is the first, the count is returned */
+static LLVMValueRef images(Dot *d, LLVMValueRef *n0) {
+  Gen *g = d->g;
+  int64_t N = d->ck->N, per = d->p->chunk_images;
+  if (!d->chunk) {
+    *n0 = gen_i64(g, 0);
+    return gen_i64(g, N);
+  }
+  *n0 = mul(g, d->chunk, per);
+  LLVMValueRef left = LLVMBuildSub(B, gen_i64(g, N), *n0, "");
+  return LLVMBuildSelect(B, lt(g, left, per), left, gen_i64(g, per), "");
+}
+
 /* output pixels (n, oh, ow) of x's tap t = (c, kh, kw): dw's patches along k */
 static void walk_pixels(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef t, Visit visit, void *ctx) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
   LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
   Loop ln, lh, lw;
-  LLVMValueRef n = gen_loop_begin(g, &ln, gen_i64(g, k->N), "n");
+  LLVMValueRef n0, nl = gen_loop_begin(g, &ln, images(d, &n0), "n"), n = add(g, n0, nl);
   LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
   LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh");
   LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p))), hv = in_range(g, ih, k->H);
   LLVMValueRef ow = gen_loop_begin(g, &lw, gen_i64(g, k->Wo), "ow");
   LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p))), valid = and_(g, hv, in_range(g, iw, k->W));
   LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, ih), k->W), iw), gen_i64(g, 0), "");
-  visit(d, ctx, add(g, mul(g, add(g, mul(g, n, k->Ho), oh), k->Wo), ow), masked(g, valid, load_q(g, e, x, idx)));
+  visit(d, ctx, add(g, mul(g, add(g, mul(g, nl, k->Ho), oh), k->Wo), ow), masked(g, valid, load_q(g, e, x, idx)));
   gen_loop_end(g, &lw, 0);
   gen_loop_end(g, &lh, 0);
   gen_loop_end(g, &ln, 0);
@@ -137,10 +153,10 @@ static void walk_dy_channel(Dot *d, LLVMValueRef o, Visit visit, void *ctx) {
   const ConvKernel *k = d->ck;
   int64_t hw = k->Ho * k->Wo;
   Loop ln, lp;
-  LLVMValueRef n = gen_loop_begin(g, &ln, gen_i64(g, k->N), "n");
+  LLVMValueRef n0, nl = gen_loop_begin(g, &ln, images(d, &n0), "n"), n = add(g, n0, nl);
   LLVMValueRef base = mul(g, add(g, mul(g, n, k->O), o), hw);
   LLVMValueRef pix = gen_loop_begin(g, &lp, gen_i64(g, hw), "pix");
-  visit(d, ctx, add(g, mul(g, n, hw), pix), load_q(g, k->a, d->A, add(g, base, pix)));
+  visit(d, ctx, add(g, mul(g, nl, hw), pix), load_q(g, k->a, d->A, add(g, base, pix)));
   gen_loop_end(g, &lp, 0);
   gen_loop_end(g, &ln, 0);
 }
@@ -297,7 +313,13 @@ static void pack(Dot *d) {
   if_begin(g, lt(g, n, d->cols), &after);
   walk(d, 0, bt, n, visit_s, &s);
   if_end(g, after);
-  gen_store(g, LLVMBuildMul(B, gen_get(g, s.sum), LLVMConstInt(g->i32, k->bias_u ? 128 : 0, 0), ""), d->corr, n);
+  LLVMValueRef corr = LLVMBuildMul(B, gen_get(g, s.sum), LLVMConstInt(g->i32, k->bias_u ? 128 : 0, 0), "");
+  if (d->chunk) { /* the chunks' corrections add up, as their products do */
+    LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
+    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
+                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
+  }
+  gen_store(g, corr, d->corr, n);
   gen_loop_end(g, &l1, 0);
 }
 
@@ -358,8 +380,21 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef acc[MAX_MR][MAX_NR];
   for (int r = 0; r < mr; r++)
     for (int j = 0; j < nr; j++) acc[r][j] = gen_var(g, zero, "acc");
+  if (d->chunk) { /* a chunked dW goes on from the earlier chunks' sums, kept tile by tile */
+    LLVMValueRef at = mul(g, add(g, mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), k->np / (lanes * nr)), nb), mr * nr * lanes);
+    tile = gen_at(g, g->i32, d->accs, at);
+  }
+  LLVMValueRef first = d->chunk ? LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), "") : NULL;
   for (int r = 0; r < mr; r++)
-    for (int j = 0; j < nr; j++) LLVMBuildStore(B, zero, acc[r][j]);
+    for (int j = 0; j < nr; j++) {
+      LLVMValueRef init = zero;
+      if (first) {
+        LLVMValueRef v = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes)), "");
+        LLVMSetAlignment(v, 4);
+        init = LLVMBuildSelect(B, first, zero, v, "");
+      }
+      LLVMBuildStore(B, init, acc[r][j]);
+    }
   LLVMValueRef k4 = gen_loop_begin(g, &lk, gen_i64(g, k->kp / 4), "k4");
   LLVMValueRef s[MAX_NR];
   for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
@@ -380,6 +415,8 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
       LLVMValueRef p = gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes));
       LLVMSetAlignment(LLVMBuildStore(B, gen_get(g, acc[r][j]), p), 4);
     }
+  LLVMBasicBlockRef after_epilogue = NULL;
+  if (d->chunk) if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, k->chunks - 1), ""), &after_epilogue);
   /* epilogue over the valid part of the tile */
   LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, mr), "r"), m = add(g, m0, r);
   LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, nr * lanes), "c"), n = add(g, n0, c);
@@ -397,6 +434,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMPositionBuilderAtEnd(B, skip);
   gen_loop_end(g, &lc, 0);
   gen_loop_end(g, &lr, 0);
+  if (after_epilogue) if_end(g, after_epilogue);
   gen_loop_end(g, &lnb, 0);
   gen_loop_end(g, &lrb, 0);
 }
@@ -411,6 +449,19 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   LLVMValueRef out = gen_arg(g, KA_OUT), bias = has_bias ? gen_input(g, 2) : NULL;
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
   g->scratch = d->p->scratch;
+  if (d->p->chunks) { /* phases 2c and 2c + 1: pack chunk c, then add its products */
+    LLVMValueRef phase = LLVMGetParam(fn, 1);
+    LLVMBasicBlockRef after;
+    g->phases = 2 * d->p->chunks;
+    d->chunk = LLVMBuildAShr(g->b, phase, gen_i64(g, 1), "chunk");
+    if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildAnd(g->b, phase, gen_i64(g, 1), ""), gen_i64(g, 0), ""), &after);
+    pack(d);
+    LLVMBuildRetVoid(g->b);
+    LLVMPositionBuilderAtEnd(g->b, after);
+    compute(d, out, scale, bias);
+    LLVMBuildRetVoid(g->b);
+    return fn;
+  }
   Phases ph;
   gen_phases(g, &ph, d->p->chlast ? 3 : 2);
   if (d->p->chlast) {
@@ -425,11 +476,11 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
 }
 
 LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name) {
-  Dot d = {g, &k->dp, k->batch, k->M, k->N, k->K, gemm_elem, gemm_out, k, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0};
+  Dot d = {.g = g, .p = &k->dp, .batch = k->batch, .M = k->M, .N = k->N, .K = k->K, .elem = gemm_elem, .out_index = gemm_out, .gk = k};
   return generate(&d, k->bias, name);
 }
 
 LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name) {
-  Dot d = {g, &k->dp, 1, k->gm, k->gn, k->gk, conv_elem, conv_out, NULL, k, NULL, NULL, NULL, NULL, NULL, 0, 0};
+  Dot d = {.g = g, .p = &k->dp, .batch = 1, .M = k->gm, .N = k->gn, .K = k->gk, .elem = conv_elem, .out_index = conv_out, .ck = k};
   return generate(&d, k->kind == CONV_FWD, name);
 }
