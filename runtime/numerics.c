@@ -91,16 +91,24 @@ typedef struct {
   int64_t n;
   float inv, lo, hi;
   uint8_t *q;
-  int is_unsigned;
+  int is_unsigned, packed;
 } QuantJob;
 
+static uint8_t quantize_one(const QuantJob *j, int64_t i) {
+  float v = nm_round_clamp(j->x[i] * j->inv, j->lo, j->hi);
+  return j->is_unsigned ? (uint8_t)v : (uint8_t)(int8_t)v;
+}
+
+/* BLOCK is even: a block owns whole bytes of a packed tensor */
 static void quantize_block(void *ctx, int64_t b) {
   QuantJob *j = ctx;
   int64_t lo = b * BLOCK, hi = lo + BLOCK < j->n ? lo + BLOCK : j->n;
-  for (int64_t i = lo; i < hi; i++) {
-    float v = nm_round_clamp(j->x[i] * j->inv, j->lo, j->hi);
-    j->q[i] = j->is_unsigned ? (uint8_t)v : (uint8_t)(int8_t)v;
+  if (!j->packed) {
+    for (int64_t i = lo; i < hi; i++) j->q[i] = quantize_one(j, i);
+    return;
   }
+  for (int64_t i = lo; i < hi; i += 2)
+    j->q[i / 2] = (uint8_t)((quantize_one(j, i) & 15) | (i + 1 < hi ? (quantize_one(j, i + 1) & 15) << 4 : 0));
 }
 
 nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint8_t *q, float *scale, int64_t *bad,
@@ -108,15 +116,16 @@ nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint
   float m;
   nm_status st = nm_absmax(x, n, &m, bad, threads);
   if (st != NM_OK) return st;
+  int packed = nm_packed(bits);
   if (m == 0) {
-    memset(q, 0, (size_t)n);
+    memset(q, 0, (size_t)nm_q_bytes(n, packed));
     *scale = 1;
     return NM_OK;
   }
   float Q = (float)(is_unsigned ? nm_umax(bits) : nm_qmax(bits));
   float inv = Q / m, s = m / Q;
   if (!isfinite(inv) || s == 0) return *bad = -1, NM_RANGE;
-  QuantJob j = {x, n, inv, is_unsigned ? 0 : -Q, Q, q, is_unsigned};
+  QuantJob j = {x, n, inv, is_unsigned ? 0 : -Q, Q, q, is_unsigned, packed};
   rt_parallel(threads, nblocks(n), quantize_block, &j);
   *scale = s;
   return NM_OK;

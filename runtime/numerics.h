@@ -36,6 +36,16 @@ nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int thr
 nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint8_t *q, float *scale, int64_t *bad,
                       int threads);
 
+/* Quantized values of at most 4 bits are stored packed (q4): element i in the low (i even) or
+ * high (i odd) nibble of byte i / 2, two's complement when signed; an odd count leaves the
+ * last high nibble 0. nm_quantize packs whenever bits <= 4. */
+static inline int nm_packed(int bits) { return bits <= 4; }
+static inline int64_t nm_q_bytes(int64_t n, int packed) { return packed ? (n + 1) / 2 : n; }
+static inline int32_t nm_q4_get(const uint8_t *q, int64_t i, int is_unsigned) {
+  int32_t v = (q[i >> 1] >> ((i & 1) * 4)) & 15;
+  return is_unsigned ? v : (v ^ 8) - 8;
+}
+
 /* A tensor seen as [outer, channels, inner]: channel c holds x[(o*channels + c)*inner + i]. */
 typedef struct { int64_t outer, channels, inner; } nm_chan;
 

@@ -157,7 +157,7 @@ if grep -q avx512_vnni /proc/cpuinfo; then
 else
   echo "skip: this CPU has no AVX-512 VNNI, so the x86-64-v4 library cannot run here"
 fi
-expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i8" -- "$sqc" "$mlp" --batch 8 --emit=kir
+expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$mlp" --batch 8 --emit=kir
 # the cases above that cover the GEMM's packing paths: at batch 32 the CNN's dW kernels reduce
 # over chunks of images; wide.sq's forward U rows are too long to pack per tile
 expect kir-chunks 0 "k-chunks=5 of 7 images" -- "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir

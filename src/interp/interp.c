@@ -62,7 +62,7 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
   KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
                   0, it->threads};
   for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(it->threads, k.parts, kernel_part, &k);
-  if (n->dtype == DT_Q8) {
+  if (dtype_is_quantized(n->dtype)) {
     out->scale = k.args.out_scale;
     out->q_unsigned = k.args.out_unsigned;
   }
@@ -104,7 +104,7 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
     if (n->dtype == DT_VOID) continue;
     t->n = shape_numel(&n->shape);
     if (n->dtype == DT_F32) t->f = xcalloc((size_t)t->n, sizeof(float));
-    else if (n->dtype == DT_Q8) t->q = xcalloc((size_t)t->n, 1);
+    else if (dtype_is_quantized(n->dtype)) t->q4 = n->dtype == DT_Q4, t->q = xcalloc((size_t)nm_q_bytes(t->n, t->q4), 1);
     else t->i = xcalloc((size_t)t->n, sizeof(int32_t));
     if (n->kind == NK_PARAM || n->kind == NK_STATE) init_leaf_values(it, n);
   }

@@ -214,7 +214,7 @@ Shape shape_make(int rank, const int64_t *d) {
   return s;
 }
 const char *dtype_name(DType dt) {
-  static const char *const names[] = {"f32", "i32", "void", "q8"};
+  static const char *const names[] = {"f32", "i32", "void", "q8", "q4"};
   return names[dt];
 }
 char *type_str(DType dt, const Shape *s) {

@@ -10,7 +10,10 @@
 
 enum { SQ_MAX_RANK = 6 };
 
-typedef enum { DT_F32, DT_I32, DT_VOID, DT_Q8 } DType; /* q8: int8/uint8 values with one f32 scale */
+/* q8: int8/uint8 values with one f32 scale; q4: the same at most 4 bits wide, two a byte
+ * (runtime/numerics.h): forward operands quantized to b <= 4 bits, saved for the backward */
+typedef enum { DT_F32, DT_I32, DT_VOID, DT_Q8, DT_Q4 } DType;
+static inline int dtype_is_quantized(DType dt) { return dt == DT_Q8 || dt == DT_Q4; }
 typedef struct { int rank; int64_t d[SQ_MAX_RANK]; } Shape;
 
 typedef enum { NK_OP, NK_INPUT, NK_LABEL, NK_PARAM, NK_STATE } NodeKind;

@@ -6,7 +6,11 @@
 #define SQ_LOWER_KIR_H
 #include "../ir/graph.h"
 
-typedef enum { KE_F32, KE_I8, KE_U8 } KElem;
+/* Operand elements: float32, int8, uint8, and the packed 4-bit forms of the last two (q4:
+ * two a byte, runtime/numerics.h). */
+typedef enum { KE_F32, KE_I8, KE_U8, KE_I4, KE_U4 } KElem;
+static inline int kelem_unsigned(KElem e) { return e == KE_U8 || e == KE_U4; }
+static inline int kelem_packed(KElem e) { return e == KE_I4 || e == KE_U4; }
 
 /* The target's 4-byte integer dot product: none (scalar loops), AVX-512 VNNI vpdpbusd (u8 x s8
  * into 16 i32 lanes), AArch64 sdot (s8 x s8 into 4 i32 lanes), AVX2 vpmaddubsw + vpmaddwd
@@ -38,8 +42,9 @@ typedef struct {
   /* convolution dW: the reduction (pixels of the batch) runs in chunks of `chunk_images`
    * whole images, kp bytes each (padded to 4): each chunk packs its share of both operands
    * (an im2col of `chunk_images` images, never of the batch), then adds its products into int32
-   * accumulators kept in scratch; the last chunk runs the epilogue. 0: one pass. */
-  int64_t chunk_images, chunks;
+   * accumulators kept in scratch; the last chunk runs the epilogue. x in q4 is first unpacked,
+   * a chunk at a time, into `unpacked` bytes. chunks = 0: not a dW. */
+  int64_t chunk_images, chunks, unpacked;
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
   int64_t scratch;      /* bytes: packed U (unless u_tile), packed S and the corrections, per batch
@@ -130,6 +135,7 @@ typedef struct {
   int64_t outer, channels, inner;
   int64_t block, blocks;  /* quantize */
   int bits, groups, is_unsigned;
+  int packed;             /* quantize: the output is q4, two values a byte */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */

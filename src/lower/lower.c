@@ -4,16 +4,19 @@
 #include "../ops/rules.h"
 #include "kir.h"
 
-/* Signedness of a q8 tensor: from the quantize node it comes from (through reshapes). */
+/* Signedness of a quantized tensor: from the quantize node it comes from (through reshapes);
+ * its storage from its type. */
 static KElem q8_elem(const Graph *g, int id) {
   const Node *n = ir_node(g, id);
+  int packed = n->dtype == DT_Q4;
   while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
-  return n->kind == NK_OP && n->op == OP_quantize && ir_int(n, "unsigned") ? KE_U8 : KE_I8;
+  int u = n->kind == NK_OP && n->op == OP_quantize && ir_int(n, "unsigned");
+  return packed ? (u ? KE_U4 : KE_I4) : u ? KE_U8 : KE_I8;
 }
 
-static KElem elem_of(const Graph *g, int id) { return ir_node(g, id)->dtype == DT_Q8 ? q8_elem(g, id) : KE_F32; }
+static KElem elem_of(const Graph *g, int id) { return dtype_is_quantized(ir_node(g, id)->dtype) ? q8_elem(g, id) : KE_F32; }
 
-static int max_abs(KElem e) { return e == KE_U8 ? 255 : e == KE_I8 ? 127 : 0; }
+static int max_abs(KElem e) { return e == KE_F32 ? 0 : kelem_unsigned(e) ? 255 : 127; }
 
 /* The largest magnitude a q8 tensor holds: 2^bits - 1 (unsigned) or 2^(bits-1) - 1 (signed)
  * of the quantize node it comes from; other int8 (ShiftQuant's shifted values) up to 128. */
@@ -21,7 +24,7 @@ static int q8_max(const Graph *g, int id, KElem e) {
   const Node *n = ir_node(g, id);
   while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
   int bits = n->kind == NK_OP && n->op == OP_quantize ? (int)ir_int(n, "bits") : 8;
-  if (e == KE_U8) return (1 << bits) - 1;
+  if (kelem_unsigned(e)) return (1 << bits) - 1;
   return n->kind == NK_OP && n->op == OP_quantize ? (1 << (bits - 1)) - 1 : 128; /* -128 is not excluded */
 }
 
@@ -45,14 +48,14 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   DotPlan d = {DOT_NONE};
   if (dot == DOT_NONE || a == KE_F32) return d;
   if (dot == DOT_VNNI || dot == DOT_AVX2) { /* U must be unsigned or biased, S signed */
-    if (a == KE_U8 && b == KE_U8) return d;
-    d.swap = b == KE_U8;
-    d.bias_u = a == KE_I8 && b == KE_I8;
+    if (kelem_unsigned(a) && kelem_unsigned(b)) return d;
+    d.swap = kelem_unsigned(b);
+    d.bias_u = !kelem_unsigned(a) && !kelem_unsigned(b);
     /* vpmaddubsw adds two u8 x s8 products into a saturating i16: exact only below 2^15 */
     int umax = d.swap ? bmax : d.bias_u ? 128 + amax : amax, smax = d.swap ? amax : bmax;
     if (dot == DOT_AVX2 && 2 * umax * smax > 32767) return d;
   } else { /* sdot: both signed; an unsigned operand must fit in int8 */
-    if ((a == KE_U8 && amax > 127) || (b == KE_U8 && bmax > 127)) return d;
+    if ((kelem_unsigned(a) && amax > 127) || (kelem_unsigned(b) && bmax > 127)) return d;
   }
   d.lanes = dot_lanes(dot), d.mr = tile.mr, d.nr = tile.nr;
   int64_t rows = d.swap ? N : M, cols = d.swap ? M : N;
@@ -107,12 +110,13 @@ static void chunk_dw(ConvKernel *k) {
   DotPlan *d = &k->dp;
   int64_t hw = k->Ho * k->Wo, images = DW_CHUNK_BYTES / ((d->mp + d->np) * hw);
   if (images < 1) images = 1;
-  if (images >= k->N) return;
+  if (images > k->N) images = k->N;
   d->chunk_images = images;
   d->chunks = (k->N + images - 1) / images;
   d->kp = round_up(images * hw, 4);
   d->u_tile = d->mr * d->kp <= U_TILE_MAX;
-  d->scratch = (d->u_tile ? 0 : d->mp * d->kp) + d->np * d->kp + 4 * d->np + 4 * d->mp * d->np;
+  d->unpacked = kelem_packed(k->b) ? images * k->C * k->H * k->W : 0;
+  d->scratch = (d->u_tile ? 0 : d->mp * d->kp) + d->np * d->kp + 4 * d->np + 4 * d->mp * d->np + d->unpacked;
 }
 
 static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
@@ -240,6 +244,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   switch (n->op) {
   case OP_quantize:
     k->inner = shape_numel(&x0->shape);
+    k->packed = n->dtype == DT_Q4;
     k->bits = (int)ir_int(n, "bits"), k->is_unsigned = (int)ir_int(n, "unsigned");
     k->block = QUANT_BLOCK, k->blocks = (k->inner + QUANT_BLOCK - 1) / QUANT_BLOCK;
     k->scratch = 4 * (1 + k->blocks); /* inv, then each block's max */
@@ -328,11 +333,12 @@ static void print_dot(StrBuf *b, const DotPlan *d) {
   sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
             d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp, (long long)d->mp,
             (long long)d->np, d->chlast ? " channels-last" : "", (long long)d->scratch);
-  if (d->chunks) sb_printf(b, "  k-chunks=%lld of %lld images\n", (long long)d->chunks, (long long)d->chunk_images);
+  if (d->chunks)
+    sb_printf(b, "  k-chunks=%lld of %lld images%s\n", (long long)d->chunks, (long long)d->chunk_images, d->unpacked ? ", x unpacked per chunk" : "");
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {
-  static const char *const elem[] = {"f32", "i8", "u8"};
+  static const char *const elem[] = {"f32", "i8", "u8", "i4", "u4"};
   StrBuf b = {0};
   sb_printf(&b, "kernels %s: %d generated, f32 vector width %d\n", g->name, p->gemm.n + p->conv.n + p->ew.n + p->red.n + p->chan.n, p->vec_f32);
   for (int i = 0; i < p->gemm.n; i++) {

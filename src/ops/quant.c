@@ -7,10 +7,10 @@
 #include "conv_geom.h"
 #include "rules.h"
 
-/* ---- quantize: x -> q8, symmetric per tensor; gradient straight through ---- */
+/* ---- quantize: x -> q8 (q4 packed at b <= 4), symmetric per tensor; gradient straight through ---- */
 int quantize_shape(ShapeCtx *c, Node *n) {
   if (!shape_want_dtype(c, n, 0, DT_F32)) return 0;
-  return shape_set(c, n, DT_Q8, ir_in(c->g, n, 0)->shape);
+  return shape_set(c, n, nm_packed((int)ir_int(n, "bits")) ? DT_Q4 : DT_Q8, ir_in(c->g, n, 0)->shape);
 }
 
 void quantize_grad(GradCtx *c, const Node *n, int dy) { grad_accum(c, n->in[0], dy); }

@@ -63,7 +63,7 @@ int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt) {
 }
 
 int shape_want_real(ShapeCtx *c, const Node *n, int i) {
-  return ir_in(c->g, n, i)->dtype == DT_Q8 || shape_want_dtype(c, n, i, DT_F32);
+  return dtype_is_quantized(ir_in(c->g, n, i)->dtype) || shape_want_dtype(c, n, i, DT_F32);
 }
 
 int shape_mismatch(ShapeCtx *c, const Node *n, const char *what, const Node *a, const Node *b) {

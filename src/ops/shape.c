@@ -26,7 +26,7 @@ static int copy_ref(RefCtx *c, const Node *n) {
   if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
   else if (x->i) memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
   else {
-    memcpy(y->q, x->q, (size_t)x->n);
+    memcpy(y->q, x->q, (size_t)nm_q_bytes(x->n, x->q4));
     y->scale = x->scale;
     y->q_unsigned = x->q_unsigned;
   }

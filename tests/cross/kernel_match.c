@@ -31,7 +31,7 @@ static void batch(Interp *it, const Graph *g, int step) {
 static int same(Interp *a, Interp *b, const Graph *g, int step) {
   for (int id = 0; id < g->nodes.n; id++) {
     const Tensor *x = interp_tensor(a, id), *y = interp_tensor(b, id);
-    size_t bytes = x->f ? 4 * (size_t)x->n : x->i ? 4 * (size_t)x->n : (size_t)x->n;
+    size_t bytes = x->f ? 4 * (size_t)x->n : x->i ? 4 * (size_t)x->n : (size_t)nm_q_bytes(x->n, x->q4);
     const void *p = x->f ? (void *)x->f : x->i ? (void *)x->i : (void *)x->q;
     const void *q = y->f ? (void *)y->f : y->i ? (void *)y->i : (void *)y->q;
     if (p && memcmp(p, q, bytes)) {

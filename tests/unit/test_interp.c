@@ -264,7 +264,7 @@ START_TEST(quantized_linear_is_bit_exact) {
   for (int m = 0; m < 3; m++)
     for (int o = 0; o < 3; o++) {
       int32_t acc = 0;
-      for (int k = 0; k < 5; k++) acc += qx[m * 5 + k] * (int8_t)qw[o * 5 + k];
+      for (int k = 0; k < 5; k++) acc += nm_q4_get(qx, m * 5 + k, 1) * nm_q4_get(qw, o * 5 + k, 0); /* 4 bits: packed */
       float want = (float)acc * (sx * sw) + b->f[o];
       ck_assert_msg(z->f[m * 3 + o] == want, "z[%d,%d] = %.9g, want %.9g", m, o, z->f[m * 3 + o], want);
     }

@@ -94,11 +94,11 @@ START_TEST(one_shifted_gemm_equals_per_group_gemms) {
   for (int64_t m = 0; m < M; m++)
     for (int64_t k = 0; k < K; k++) {
       int32_t shifted = 0, by_group = 0;
-      for (int64_t n = 0; n < N; n++) shifted += qt[m * N + n] * (int8_t)w[n * K + k];
+      for (int64_t n = 0; n < N; n++) shifted += qt[m * N + n] * nm_q4_get(w, n * K + k, 0);
       for (int g = 0; g < 5; g++) {
         int32_t acc = 0;
         for (int64_t n = 0; n < N; n++)
-          if (grp[n] == g) acc += qt[m * N + n] / (1 << (4 - g)) * (int8_t)w[n * K + k];
+          if (grp[n] == g) acc += qt[m * N + n] / (1 << (4 - g)) * nm_q4_get(w, n * K + k, 0);
         by_group += acc * (1 << (4 - g));
       }
       ck_assert_int_eq(shifted, by_group);
@@ -160,7 +160,8 @@ START_TEST(zero_and_empty_tensors) {
   memset(q, 5, sizeof q);
   ck_assert_int_eq(nm_quantize(zeros, 12, 4, 0, q, &s, &bad, 2), NM_OK);
   ck_assert_float_eq(s, 1.0f);
-  for (int i = 0; i < 12; i++) ck_assert_int_eq(q[i], 0);
+  for (int i = 0; i < 12; i++) ck_assert_int_eq(nm_q4_get(q, i, 0), 0);
+  ck_assert_int_eq(q[6], 5); /* 12 values packed: 6 bytes written, no more */
   ck_assert_int_eq(nm_quantize(zeros, 0, 4, 0, q, &s, &bad, 4), NM_OK);
   ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){0, 3, 1}, &p, qt, &s, grp, NULL, &bad, 4), NM_OK);
   ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){4, 0, 1}, &p, qt, &s, NULL, NULL, &bad, 4), NM_OK);
@@ -195,12 +196,17 @@ START_TEST(quantize_rounds_half_away_and_uses_the_unsigned_range) {
   ck_assert_int_eq(nm_quantize(x, 5, 4, 0, q, &s, &bad, 1), NM_OK);
   ck_assert_float_eq(s, 1.0f);
   int8_t want[5] = {-7, -1, 1, 4, 1};
-  for (int i = 0; i < 5; i++) ck_assert_int_eq((int8_t)q[i], want[i]);
+  for (int i = 0; i < 5; i++) ck_assert_int_eq(nm_q4_get(q, i, 0), want[i]);
+  ck_assert_int_eq(q[0], 0xf9); /* 4 bits are packed: -7 low, -1 high */
+  ck_assert_int_eq(q[2] >> 4, 0); /* an odd count leaves the last high nibble 0 */
   float r[4] = {0, 1, 7.5f, 15};
   ck_assert_int_eq(nm_quantize(r, 4, 4, 1, q, &s, &bad, 1), NM_OK);
   ck_assert_float_eq(s, 1.0f);
-  ck_assert_int_eq(q[2], 8);
-  ck_assert_int_eq(q[3], 15);
+  ck_assert_int_eq(nm_q4_get(q, 2, 1), 8);
+  ck_assert_int_eq(nm_q4_get(q, 3, 1), 15);
+  ck_assert_int_eq(nm_quantize(x, 5, 5, 0, q, &s, &bad, 1), NM_OK); /* 5 bits: a byte each */
+  ck_assert_int_eq((int8_t)q[0], -15);
+  ck_assert_int_eq((int8_t)q[4], 3);
 }
 END_TEST
 

@@ -18,10 +18,6 @@ static LLVMValueRef in_range(Gen *g, LLVMValueRef v, int64_t hi) { /* 0 <= v < h
   return land(g, LLVMBuildICmp(g->b, LLVMIntSGE, v, c64(g, 0), ""), LLVMBuildICmp(g->b, LLVMIntSLT, v, c64(g, hi), ""));
 }
 
-static LLVMValueRef load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef index) {
-  LLVMValueRef v = LLVMBuildLoad2(g->b, g->i8, LLVMBuildGEP2(g->b, g->i8, base, &index, 1, ""), "q");
-  return e == KE_U8 ? LLVMBuildZExt(g->b, v, g->i32, "") : LLVMBuildSExt(g->b, v, g->i32, "");
-}
 
 static LLVMValueRef load_f(Gen *g, LLVMValueRef base, LLVMValueRef index) {
   return LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, base, &index, 1, ""), "f");
@@ -35,7 +31,7 @@ static void accumulate(Dot *d, LLVMValueRef valid, LLVMValueRef ai, LLVMValueRef
   bi = LLVMBuildSelect(g->b, valid, bi, zero, "");
   LLVMTypeRef t = d->flt ? g->f32 : g->i32;
   LLVMValueRef p = d->flt ? LLVMBuildFMul(g->b, load_f(g, d->a, ai), load_f(g, d->b, bi), "")
-                          : mul(g, load_q(g, d->ea, d->a, ai), load_q(g, d->eb, d->b, bi));
+                          : mul(g, gen_load_q(g, d->ea, d->a, ai), gen_load_q(g, d->eb, d->b, bi));
   p = LLVMBuildSelect(g->b, valid, p, d->flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0), "");
   LLVMValueRef cur = LLVMBuildLoad2(g->b, t, d->acc, "");
   LLVMBuildStore(g->b, d->flt ? LLVMBuildFAdd(g->b, cur, p, "") : add(g, cur, p), d->acc);

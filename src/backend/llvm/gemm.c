@@ -11,11 +11,6 @@ static LLVMValueRef elem_ptr(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValue
   return LLVMBuildGEP2(g->b, t, base, &index, 1, "p");
 }
 
-/* i32 value of an integer operand element */
-static LLVMValueRef load_int(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef index) {
-  LLVMValueRef v = LLVMBuildLoad2(g->b, g->i8, elem_ptr(g, g->i8, base, index), "q");
-  return e == KE_U8 ? LLVMBuildZExt(g->b, v, g->i32, "u") : LLVMBuildSExt(g->b, v, g->i32, "s");
-}
 
 static LLVMValueRef mad(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) { /* a*b + c */
   return LLVMBuildAdd(g->b, LLVMBuildMul(g->b, a, b, ""), c, "");
@@ -78,7 +73,7 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
     LLVMValueRef bi = LLVMBuildAdd(g->b, bcol, LLVMBuildMul(g->b, kk, gen_i64(g, k->b_sk), ""), "bi");
     LLVMValueRef cur = LLVMBuildLoad2(g->b, acc_t, acc, "cur"), next;
     if (integer) {
-      next = mad(g, load_int(g, k->a, A, ai), load_int(g, k->b, B, bi), cur);
+      next = mad(g, gen_load_q(g, k->a, A, ai), gen_load_q(g, k->b, B, bi), cur);
     } else {
       LLVMValueRef av = LLVMBuildLoad2(g->b, g->f32, elem_ptr(g, g->f32, A, ai), "a");
       LLVMValueRef bv = LLVMBuildLoad2(g->b, g->f32, elem_ptr(g, g->f32, B, bi), "b");

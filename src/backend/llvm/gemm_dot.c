@@ -16,6 +16,20 @@
 static LLVMValueRef add(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(B, a, b, ""); }
 static LLVMValueRef mul(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildMul(B, a, gen_i64(g, b), ""); }
 static LLVMValueRef lt(Gen *g, LLVMValueRef a, int64_t b) { return LLVMBuildICmp(B, LLVMIntSLT, a, gen_i64(g, b), ""); }
+static LLVMValueRef lt_v(Gen *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildICmp(B, LLVMIntSLT, a, b, ""); }
+
+/* only when cond: the builder continues after it */
+static void if_begin(Gen *g, LLVMValueRef cond, LLVMBasicBlockRef *after) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(g->ctx, fn, "then");
+  *after = LLVMAppendBasicBlockInContext(g->ctx, fn, "after");
+  LLVMBuildCondBr(B, cond, then, *after);
+  LLVMPositionBuilderAtEnd(B, then);
+}
+static void if_end(Gen *g, LLVMBasicBlockRef after) {
+  LLVMBuildBr(B, after);
+  LLVMPositionBuilderAtEnd(B, after);
+}
 
 /* C[b] = A[b] (M x K) * B[b] (K x N): how to read an operand element and where C goes */
 typedef struct Dot Dot;
@@ -30,23 +44,20 @@ struct Dot {
   const GemmKernel *gk; /* the kernel: one of the two */
   const ConvKernel *ck;
   LLVMValueRef A, Bm, packU, packS, corr; /* packU/packS/corr: this batch entry's */
-  LLVMValueRef accs;                      /* a chunked dW's int32 accumulators, tile after tile */
-  LLVMValueRef chunk;                     /* i64: the chunk of a chunked dW, else NULL */
+  LLVMValueRef accs;                      /* dW's int32 accumulators, tile after tile */
+  LLVMValueRef xbytes;                    /* dW's chunk of x unpacked from q4 */
+  LLVMValueRef chunk;                     /* i64: dW's chunk, else NULL */
   int64_t rows, cols;                     /* of the computed product (transposed when swap) */
 };
 
-static LLVMValueRef load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx) {
-  LLVMValueRef v = gen_load(g, g->i8, base, idx);
-  return e == KE_U8 ? LLVMBuildZExt(B, v, g->i32, "") : LLVMBuildSExt(B, v, g->i32, "");
-}
 
 /* ---- a GemmKernel: strided operands ---- */
 static LLVMValueRef gemm_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid) {
   Gen *g = d->g;
   const GemmKernel *k = d->gk;
   *valid = NULL;
-  if (which == 0) return load_q(g, k->a, d->A, add(g, add(g, mul(g, bt, k->a_bs), mul(g, i, k->a_sm)), mul(g, kk, k->a_sk)));
-  return load_q(g, k->b, d->Bm, add(g, add(g, mul(g, bt, k->b_bs), mul(g, kk, k->b_sk)), mul(g, i, k->b_sn)));
+  if (which == 0) return gen_load_q(g, k->a, d->A, add(g, add(g, mul(g, bt, k->a_bs), mul(g, i, k->a_sm)), mul(g, kk, k->a_sk)));
+  return gen_load_q(g, k->b, d->Bm, add(g, add(g, mul(g, bt, k->b_bs), mul(g, kk, k->b_sk)), mul(g, i, k->b_sn)));
 }
 static LLVMValueRef gemm_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j) {
   Gen *g = d->g;
@@ -73,7 +84,7 @@ static LLVMValueRef conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i
   /* forward: (kk = (kh, kw, c), o = i); dx: (kk = (kh, kw, o), c = i) */
   LLVMValueRef t = div_(g, kk, cin), ch = rem_(g, kk, cin); /* t = kh * k + kw */
   LLVMValueRef oc = k->kind == CONV_FWD ? add(g, mul(g, i, k->C), ch) : add(g, mul(g, ch, k->C), i); /* o * C + c */
-  return load_q(g, k->b, d->Bm, add(g, mul(g, oc, k->k * k->k), t));
+  return gen_load_q(g, k->b, d->Bm, add(g, mul(g, oc, k->k * k->k), t));
 }
 
 static LLVMValueRef conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j) {
@@ -96,6 +107,7 @@ static void batch_views(Dot *d, LLVMValueRef bt) {
   d->packS = gen_at(g, g->i8, base, gen_i64(g, u));
   d->corr = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp));
   d->accs = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp + 4 * k->np));
+  d->xbytes = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp + 4 * k->np + 4 * k->mp * k->np));
 }
 
 /* ---- walking one U row or S column: visit(kk, v) for kk in [0, K), v = 0 in the padding ---- */
@@ -106,23 +118,43 @@ static LLVMValueRef masked(Gen *g, LLVMValueRef valid, LLVMValueRef v) {
 }
 
 /* any operand: one element function call per k */
+/* the two values of a q4 byte (numerics.h's nm_q4_get) as i32: element 2j, then 2j + 1 */
+static void nibbles(Gen *g, KElem e, LLVMValueRef byte, LLVMValueRef v[2]) {
+  LLVMValueRef b = LLVMBuildZExt(B, byte, g->i32, ""), eight = LLVMConstInt(g->i32, 8, 0);
+  v[0] = LLVMBuildAnd(B, b, LLVMConstInt(g->i32, 15, 0), "");
+  v[1] = LLVMBuildLShr(B, b, LLVMConstInt(g->i32, 4, 0), "");
+  if (!kelem_unsigned(e))
+    for (int i = 0; i < 2; i++) v[i] = LLVMBuildSub(B, LLVMBuildXor(B, v[i], eight, ""), eight, "");
+}
+
+/* any operand: one element function call per k; a q4 operand whose rows start on a byte and
+ * run along k a byte at a time */
 static void walk_generic(Dot *d, int which, LLVMValueRef bt, LLVMValueRef r, Visit visit, void *ctx) {
   Gen *g = d->g;
   Loop l;
+  const GemmKernel *k = d->gk;
+  if (k) {
+    KElem e = which ? k->b : k->a;
+    int64_t bs = which ? k->b_bs : k->a_bs, sr = which ? k->b_sn : k->a_sm, sk = which ? k->b_sk : k->a_sk;
+    if (kelem_packed(e) && sk == 1 && d->K % 2 == 0 && bs % 2 == 0 && sr % 2 == 0) {
+      LLVMValueRef row = gen_at(g, g->i8, which ? d->Bm : d->A, add(g, mul(g, bt, bs / 2), mul(g, r, sr / 2)));
+      LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, d->K / 2), "kpair"), v[2];
+      nibbles(g, e, gen_load(g, g->i8, row, j), v);
+      for (int i = 0; i < 2; i++) visit(d, ctx, add(g, mul(g, j, 2), gen_i64(g, i)), v[i]);
+      gen_loop_end(g, &l, 0);
+      return;
+    }
+  }
   LLVMValueRef kk = gen_loop_begin(g, &l, gen_i64(g, d->K), "k"), valid;
   LLVMValueRef v = d->elem(d, which, bt, r, kk, &valid);
   visit(d, ctx, kk, masked(g, valid, v));
   gen_loop_end(g, &l, 0);
 }
 
-/* dW's images: all of them, or the chunk's; *n0 is the first, the count is returned */
+/* dW's images in the chunk; *n0 is the first, the count is returned */
 static LLVMValueRef images(Dot *d, LLVMValueRef *n0) {
   Gen *g = d->g;
   int64_t N = d->ck->N, per = d->p->chunk_images;
-  if (!d->chunk) {
-    *n0 = gen_i64(g, 0);
-    return gen_i64(g, N);
-  }
   *n0 = mul(g, d->chunk, per);
   LLVMValueRef left = LLVMBuildSub(B, gen_i64(g, N), *n0, "");
   return LLVMBuildSelect(B, lt(g, left, per), left, gen_i64(g, per), "");
@@ -135,16 +167,40 @@ static void walk_pixels(Dot *d, KElem e, LLVMValueRef x, LLVMValueRef t, Visit v
   LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
   Loop ln, lh, lw;
   LLVMValueRef n0, nl = gen_loop_begin(g, &ln, images(d, &n0), "n"), n = add(g, n0, nl);
+  if (d->p->unpacked) { /* the chunk's images as bytes */
+    x = d->xbytes, n = nl;
+    e = kelem_unsigned(e) ? KE_U8 : KE_I8;
+  }
   LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
   LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh");
   LLVMValueRef ih = add(g, mul(g, oh, k->s), add(g, kh, gen_i64(g, -k->p))), hv = in_range(g, ih, k->H);
   LLVMValueRef ow = gen_loop_begin(g, &lw, gen_i64(g, k->Wo), "ow");
   LLVMValueRef iw = add(g, mul(g, ow, k->s), add(g, kw, gen_i64(g, -k->p))), valid = and_(g, hv, in_range(g, iw, k->W));
   LLVMValueRef idx = LLVMBuildSelect(B, valid, add(g, mul(g, add(g, plane, ih), k->W), iw), gen_i64(g, 0), "");
-  visit(d, ctx, add(g, mul(g, add(g, mul(g, nl, k->Ho), oh), k->Wo), ow), masked(g, valid, load_q(g, e, x, idx)));
+  visit(d, ctx, add(g, mul(g, add(g, mul(g, nl, k->Ho), oh), k->Wo), ow), masked(g, valid, gen_load_q(g, e, x, idx)));
   gen_loop_end(g, &lw, 0);
   gen_loop_end(g, &lh, 0);
   gen_loop_end(g, &ln, 0);
+}
+
+/* dW, x in q4: the chunk's images of x as bytes, planes (image, channel) in parts */
+static void unpack_x(Dot *d) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  int64_t hw = k->H * k->W;
+  LLVMValueRef n0;
+  LLVMValueRef count = images(d, &n0);
+  batch_views(d, gen_i64(g, 0)); /* a convolution is one batch entry */
+  Loop lp, le;
+  LLVMBasicBlockRef after;
+  LLVMValueRef pl = gen_loop_part(g, &lp, d->p->chunk_images * k->C, "plane");
+  if_begin(g, lt_v(g, div_(g, pl, k->C), count), &after);
+  LLVMValueRef src = mul(g, add(g, mul(g, n0, k->C), pl), hw), dst = mul(g, pl, hw);
+  LLVMValueRef e = gen_loop_begin(g, &le, gen_i64(g, hw), "e");
+  gen_store(g, LLVMBuildTrunc(B, gen_load_q(g, k->b, d->Bm, add(g, src, e)), g->i8, ""), d->xbytes, add(g, dst, e));
+  gen_loop_end(g, &le, 0);
+  if_end(g, after);
+  gen_loop_end(g, &lp, 0);
 }
 
 /* dy of channel o at every output pixel: dw's other operand along k */
@@ -156,13 +212,11 @@ static void walk_dy_channel(Dot *d, LLVMValueRef o, Visit visit, void *ctx) {
   LLVMValueRef n0, nl = gen_loop_begin(g, &ln, images(d, &n0), "n"), n = add(g, n0, nl);
   LLVMValueRef base = mul(g, add(g, mul(g, n, k->O), o), hw);
   LLVMValueRef pix = gen_loop_begin(g, &lp, gen_i64(g, hw), "pix");
-  visit(d, ctx, add(g, mul(g, nl, hw), pix), load_q(g, k->a, d->A, add(g, base, pix)));
+  visit(d, ctx, add(g, mul(g, nl, hw), pix), gen_load_q(g, k->a, d->A, add(g, base, pix)));
   gen_loop_end(g, &lp, 0);
   gen_loop_end(g, &ln, 0);
 }
 
-static void if_begin(Gen *g, LLVMValueRef cond, LLVMBasicBlockRef *after);
-static void if_end(Gen *g, LLVMBasicBlockRef after);
 
 /* ---- convolution forward and dx: patches from a channels-last copy ---- */
 /* the activation whose patches U holds: x [N, C, H, W] (forward) or dy [N, O, Ho, Wo] (dx) */
@@ -180,10 +234,25 @@ static void channels_last(Dot *d) {
   LLVMValueRef dst = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
   Loop lr, lw, lc;
   LLVMValueRef nh = gen_loop_part(g, &lr, k->N * hs, "nh"), n = div_(g, nh, hs), h = rem_(g, nh, hs);
+  if (kelem_packed(k->a) && ws % 2 == 0) { /* q4 rows of even width: a byte holds pixels w, w + 1 */
+    LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, cin), "c"), v[2];
+    LLVMValueRef src = gen_at(g, g->i8, d->A, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws / 2));
+    LLVMValueRef w2 = gen_loop_begin(g, &lw, gen_i64(g, ws / 2), "wpair");
+    nibbles(g, k->a, gen_load(g, g->i8, src, w2), v);
+    for (int i = 0; i < 2; i++) {
+      LLVMValueRef b = LLVMBuildTrunc(B, v[i], g->i8, "");
+      if (d->p->bias_u) b = LLVMBuildAdd(B, b, LLVMConstInt(g->i8, 128, 0), "");
+      gen_store(g, b, dst, add(g, mul(g, add(g, mul(g, nh, ws), add(g, mul(g, w2, 2), gen_i64(g, i))), cin), c));
+    }
+    gen_loop_end(g, &lw, 0);
+    gen_loop_end(g, &lc, 0);
+    gen_loop_end(g, &lr, 0);
+    return;
+  }
   LLVMValueRef w = gen_loop_begin(g, &lw, gen_i64(g, ws), "w");
   LLVMValueRef out = mul(g, add(g, mul(g, nh, ws), w), cin);
   LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, cin), "c");
-  LLVMValueRef v = gen_load(g, g->i8, d->A, add(g, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws), w));
+  LLVMValueRef v = LLVMBuildTrunc(B, gen_load_q(g, k->a, d->A, add(g, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws), w)), g->i8, "");
   if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstInt(g->i8, 128, 0), ""); /* int8 + 128 as uint8, mod 256 */
   gen_store(g, v, dst, add(g, out, c));
   gen_loop_end(g, &lc, 0);
@@ -237,18 +306,6 @@ static void walk(Dot *d, int u_side, LLVMValueRef bt, LLVMValueRef r, Visit visi
   else walk_generic(d, which, bt, r, visit, ctx);
 }
 
-/* only when cond: the builder continues after it */
-static void if_begin(Gen *g, LLVMValueRef cond, LLVMBasicBlockRef *after) {
-  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
-  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(g->ctx, fn, "then");
-  *after = LLVMAppendBasicBlockInContext(g->ctx, fn, "after");
-  LLVMBuildCondBr(B, cond, then, *after);
-  LLVMPositionBuilderAtEnd(B, then);
-}
-static void if_end(Gen *g, LLVMBasicBlockRef after) {
-  LLVMBuildBr(B, after);
-  LLVMPositionBuilderAtEnd(B, after);
-}
 
 typedef struct { LLVMValueRef dst; } URow;
 static void visit_u(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v) {
@@ -449,12 +506,19 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   LLVMValueRef out = gen_arg(g, KA_OUT), bias = has_bias ? gen_input(g, 2) : NULL;
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
   g->scratch = d->p->scratch;
-  if (d->p->chunks) { /* phases 2c and 2c + 1: pack chunk c, then add its products */
-    LLVMValueRef phase = LLVMGetParam(fn, 1);
+  if (d->p->chunks) { /* dW, per chunk c: (unpack x,) pack, add the products */
+    int steps = d->p->unpacked ? 3 : 2;
+    LLVMValueRef phase = LLVMGetParam(fn, 1), step = rem_(g, phase, steps);
     LLVMBasicBlockRef after;
-    g->phases = 2 * d->p->chunks;
-    d->chunk = LLVMBuildAShr(g->b, phase, gen_i64(g, 1), "chunk");
-    if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildAnd(g->b, phase, gen_i64(g, 1), ""), gen_i64(g, 0), ""), &after);
+    g->phases = steps * d->p->chunks;
+    d->chunk = div_(g, phase, steps);
+    if (d->p->unpacked) {
+      if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, step, gen_i64(g, 0), ""), &after);
+      unpack_x(d);
+      LLVMBuildRetVoid(g->b);
+      LLVMPositionBuilderAtEnd(g->b, after);
+    }
+    if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, step, gen_i64(g, steps - 2), ""), &after);
     pack(d);
     LLVMBuildRetVoid(g->b);
     LLVMPositionBuilderAtEnd(g->b, after);

@@ -47,6 +47,8 @@ LLVMValueRef gen_f64c(Gen *g, double v);
 LLVMValueRef gen_at(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i);   /* &base[i] */
 LLVMValueRef gen_load(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i); /* base[i] */
 void gen_store(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i);       /* base[i] = v */
+/* element idx of an integer operand as i32: a byte, or a nibble of a packed (q4) one */
+LLVMValueRef gen_load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx);
 LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */
 LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                           /* libm's ldexpf(x, e) */
 LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */

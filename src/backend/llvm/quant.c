@@ -35,6 +35,13 @@ static void set_output_scale(Gen *g, LLVMValueRef scale, int is_unsigned) {
   LLVMBuildStore(g->b, LLVMConstInt(g->i32, (unsigned)is_unsigned, 0), gen_arg_addr(g, KA_OUT_UNSIGNED));
 }
 
+/* clamp(round(v * inv)) as a byte: int8, or uint8 when unsigned */
+static LLVMValueRef round_q(Gen *g, const ChanKernel *k, LLVMValueRef v, LLVMValueRef inv, float Q) {
+  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, v, inv, ""));
+  r = clamp(g, r, k->is_unsigned ? 0 : -Q, Q);
+  return k->is_unsigned ? LLVMBuildFPToUI(g->b, r, g->i8, "") : LLVMBuildFPToSI(g->b, r, g->i8, "");
+}
+
 static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
   int64_t n = k->inner;
   float Q = (float)(k->is_unsigned ? (1 << k->bits) - 1 : (1 << (k->bits - 1)) - 1);
@@ -65,10 +72,19 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
 
   gen_next_phase(g, &ph); /* q = clamp(round(x * inv)): C's round, half away from zero */
   inv = LLVMBuildLoad2(g->b, g->f32, scratch_f32(g, 0), "inv");
-  LLVMValueRef i = gen_loop_part(g, &l, n, "e");
-  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, gen_load(g, g->f32, x, i), inv, ""));
-  r = clamp(g, r, k->is_unsigned ? 0 : -Q, Q);
-  gen_store(g, k->is_unsigned ? LLVMBuildFPToUI(g->b, r, g->i8, "") : LLVMBuildFPToSI(g->b, r, g->i8, ""), q, i);
+  if (!k->packed) {
+    LLVMValueRef i = gen_loop_part(g, &l, n, "e");
+    gen_store(g, round_q(g, k, gen_load(g, g->f32, x, i), inv, Q), q, i);
+    gen_loop_end(g, &l, 0);
+    return;
+  }
+  /* q4: byte j holds elements 2j (low nibble) and 2j + 1 (high; 0 past the end) */
+  LLVMValueRef j = gen_loop_part(g, &l, (n + 1) / 2, "byte"), i = LLVMBuildMul(g->b, j, gen_i64(g, 2), "");
+  LLVMValueRef low = LLVMBuildAnd(g->b, round_q(g, k, gen_load(g, g->f32, x, i), inv, Q), LLVMConstInt(g->i8, 15, 0), "");
+  LLVMValueRef i1 = LLVMBuildAdd(g->b, i, gen_i64(g, 1), ""), in = LLVMBuildICmp(g->b, LLVMIntSLT, i1, gen_i64(g, n), "");
+  LLVMValueRef x1 = gen_load(g, g->f32, x, LLVMBuildSelect(g->b, in, i1, i, "")); /* in range either way */
+  LLVMValueRef hi = LLVMBuildShl(g->b, round_q(g, k, x1, inv, Q), LLVMConstInt(g->i8, 4, 0), "");
+  gen_store(g, LLVMBuildOr(g->b, low, LLVMBuildSelect(g->b, in, hi, LLVMConstInt(g->i8, 0, 0), ""), ""), q, j);
   gen_loop_end(g, &l, 0);
 }
 
