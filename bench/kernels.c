@@ -74,6 +74,10 @@ int main(int argc, char **argv) {
   char *err = NULL;
   Graph *g = ir_read(sq__graph_ir, &err);
   if (!g) return fprintf(stderr, "kernels: %s\n", err), 1;
+  /* every tensor in its own buffer: a node timed alone after the steps then reads the values
+   * its inputs had, not whatever later nodes left in shared arena bytes */
+  for (int id = 0; id < g->nodes.n; id++) ir_node(g, id)->arena = -1;
+  g->arena_bytes = 0;
   Interp *it = interp_new(g, 1);
   interp_set_kernels(it, sq__kernels, sq__nkernels);
   interp_set_threads(it, threads);

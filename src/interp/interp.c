@@ -21,6 +21,7 @@ struct Interp {
   InterpKernel const *kernels;
   int64_t nkernels;
   void *scratch; /* the largest scratch space any kernel asks for */
+  char *arena;   /* memplan's activation arena */
   int threads;
 };
 
@@ -91,6 +92,7 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
   it->t = xcalloc((size_t)g->nodes.n, sizeof(Tensor));
   it->for_output = xcalloc((size_t)g->nodes.n, 1);
   it->threads = 1;
+  it->arena = g->arena_bytes ? xaligned_alloc(64, (size_t)g->arena_bytes) : NULL;
   for (int i = 0; i < g->outputs.n; i++) it->for_output[g->outputs.v[i].node] = 1;
   for (int id = g->nodes.n - 1; id >= 0; id--) {
     const Node *n = ir_node(g, id);
@@ -103,9 +105,12 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
     memcpy(t->d, n->shape.d, sizeof t->d);
     if (n->dtype == DT_VOID) continue;
     t->n = shape_numel(&n->shape);
-    if (n->dtype == DT_F32) t->f = xcalloc((size_t)t->n, sizeof(float));
-    else if (dtype_is_quantized(n->dtype)) t->q4 = n->dtype == DT_Q4, t->q = xcalloc((size_t)nm_q_bytes(t->n, t->q4), 1);
-    else t->i = xcalloc((size_t)t->n, sizeof(int32_t));
+    t->q4 = n->dtype == DT_Q4;
+    /* memplan's place in the arena, or a buffer of its own */
+    void *p = n->arena >= 0 ? it->arena + n->arena : xcalloc((size_t)ir_tensor_bytes(n) + 1, 1);
+    if (n->dtype == DT_F32) t->f = p;
+    else if (dtype_is_quantized(n->dtype)) t->q = p;
+    else t->i = p;
     if (n->kind == NK_PARAM || n->kind == NK_STATE) init_leaf_values(it, n);
   }
   return it;
@@ -114,10 +119,12 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
 void interp_free(Interp *it) {
   if (!it) return;
   for (int i = 0; i < it->g->nodes.n; i++) {
+    if (ir_node(it->g, i)->arena >= 0) continue; /* in the arena */
     free(it->t[i].f);
     free(it->t[i].i);
     free(it->t[i].q);
   }
+  free(it->arena);
   free(it->t);
   free(it->for_output);
   for (int i = 0; it->shadow && i < it->g->nodes.n; i++) free(it->shadow[i]);

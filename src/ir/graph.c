@@ -1,5 +1,6 @@
 /* graph.c: node storage, unique names, attributes and shape helpers of the graph IR. */
 #include "graph.h"
+#include "../../runtime/numerics.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ Node *ir_add(Graph *g, NodeKind kind, const char *name, SrcLoc loc) {
   n->id = g->nodes.n;
   n->kind = kind;
   n->op = OP_COUNT;
+  n->arena = -1;
   n->loc = loc;
   VEC_PUSH(g->nodes, n);
   name_insert(g, n->id);
@@ -213,6 +215,16 @@ Shape shape_make(int rank, const int64_t *d) {
   for (int i = 0; i < rank; i++) s.d[i] = d[i];
   return s;
 }
+int64_t ir_tensor_bytes(const Node *n) {
+  int64_t e = shape_numel(&n->shape);
+  switch (n->dtype) {
+  case DT_Q8: return e;
+  case DT_Q4: return nm_q_bytes(e, 1);
+  case DT_VOID: return 0;
+  default: return 4 * e;
+  }
+}
+
 const char *dtype_name(DType dt) {
   static const char *const names[] = {"f32", "i32", "void", "q8", "q4"};
   return names[dt];

@@ -41,6 +41,7 @@ typedef struct Node {
   AttrVal attr[SQ_MAX_ATTRS];
   InitKind init; /* NK_PARAM / NK_STATE */
   double init_scale;
+  int64_t arena; /* memplan: byte offset of the tensor in the activation arena; -1: its own buffer */
   SrcLoc loc;
 } Node;
 
@@ -68,6 +69,7 @@ typedef struct Graph {
   Node optimizer; /* prototype: op sgd_update/adam_update with its attributes */
   QuantConfig quant;
   int next_stream; /* counter for per-node random streams (dropout) */
+  int64_t arena_bytes; /* memplan: the activation arena's size */
   /* name -> node id, open addressing */
   int *name_slots;
   int name_cap;
@@ -100,6 +102,7 @@ void ir_copy_attrs(Node *dst, const Node *src); /* attributes with the same name
 
 /* Shapes */
 int64_t shape_numel(const Shape *s); /* -1 on overflow */
+int64_t ir_tensor_bytes(const Node *n); /* of the node's tensor (q4: two elements a byte) */
 int shape_eq(const Shape *a, const Shape *b);
 Shape shape_make(int rank, const int64_t *d);
 char *type_str(DType dt, const Shape *s); /* "f32[128,784]", malloc'd */

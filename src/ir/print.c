@@ -48,6 +48,7 @@ void ir_print_node(StrBuf *b, const Graph *g, const Node *n) {
   } else {
     sb_puts(b, " : ?");
   }
+  if (n->arena >= 0) sb_printf(b, " @arena+%lld", (long long)n->arena);
   if (n->role == ROLE_BWD) sb_puts(b, " bwd");
   if (n->role == ROLE_UPD) sb_puts(b, " upd");
   sb_putc(b, '\n');
@@ -66,6 +67,7 @@ char *ir_print(const Graph *g) {
   sb_printf(&b, " norm=%s weights=%s\n", q->norm == NORM_L1 ? "l1" : "l2",
             q->per_channel_weights ? "per_channel" : "per_tensor");
   for (int i = 0; i < q->layers.n; i++) sb_printf(&b, "quant layer %s bits=%d\n", q->layers.v[i].layer, q->layers.v[i].bits);
+  if (g->arena_bytes) sb_printf(&b, "arena bytes=%lld\n", (long long)g->arena_bytes);
   for (int i = 0; i < g->nodes.n; i++) ir_print_node(&b, g, g->nodes.v[i]);
   if (g->loss >= 0) sb_printf(&b, "loss %%%s\n", ir_node(g, g->loss)->name);
   for (int i = 0; i < g->outputs.n; i++)

@@ -177,6 +177,7 @@ static void read_node(Reader *r, Graph *g) {
     read_attrs(r, n);
   }
   read_type(r, n);
+  if (accept(r, "@arena+")) n->arena = integer(r, 0, (int64_t)1 << 50);
   if (accept(r, "bwd")) n->role = ROLE_BWD;
   else if (accept(r, "upd")) n->role = ROLE_UPD;
   end_line(r);
@@ -212,6 +213,10 @@ static void read_header(Reader *r, Graph *g) {
     LayerBits lb = {NULL, (int)integer(r, 1, 32), {0, 0}};
     lb.layer = xstrndup(layer.s, layer.n);
     VEC_PUSH(g->quant.layers, lb);
+    end_line(r);
+  }
+  if (accept(r, "arena bytes=")) {
+    g->arena_bytes = integer(r, 1, (int64_t)1 << 50);
     end_line(r);
   }
 }

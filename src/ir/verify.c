@@ -41,6 +41,8 @@ int ir_verify(Graph *g, int want_shapes, char **err) {
     if (n->id != id) return fail(err, n, "id does not match its position");
     if (ir_find(g, n->name) != id) return fail(err, n, "name is not unique");
     if (want_shapes && !n->shaped) return fail(err, n, "has no type");
+    if (n->arena >= 0 && (n->kind != NK_OP || !n->shaped || n->arena + ir_tensor_bytes(n) > g->arena_bytes))
+      return fail(err, n, "its place in the arena is outside it");
     if (n->kind != NK_OP) {
       if (n->nin) return fail(err, n, "a leaf has inputs");
       if (n->role != ROLE_FWD) return fail(err, n, "a leaf must have the forward role");

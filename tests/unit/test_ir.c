@@ -73,6 +73,8 @@ START_TEST(verifier_catches_broken_graphs) {
        "updates a non-parameter"},
       {"%x = input : f32[2,3]\n%y = relu(%x) : f32[2,3]\nloss %y\n", "loss must be a scalar f32"},
       {"%x = input : f32[2,3]\n%y = add(%x, %x) : ?\n", "has no type"},
+      {"arena bytes=64\n%x = input : f32[2,3]\n%y = relu(%x) : f32[2,3] @arena+48\n", "its place in the arena is outside it"},
+      {"arena bytes=64\n%x = input : f32[2,3] @arena+0\n", "its place in the arena is outside it"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char *text = xasprintf("%s%s", header, bad[i].body), *err = NULL;
@@ -84,6 +86,39 @@ START_TEST(verifier_catches_broken_graphs) {
     free(text);
     ir_free(g);
   }
+}
+END_TEST
+
+/* memplan: tensors whose lifetimes (writer to last reader, in node order) overlap never share
+ * a byte; the loss, the outputs and the leaves keep buffers of their own; and the arena is
+ * smaller than the tensors it holds. */
+START_TEST(memplan_shares_only_disjoint_lifetimes) {
+  char *src = read_text(sources[_i]);
+  Graph *g = th_compile(src, 16, NULL);
+  ck_assert(g != NULL);
+  int n = g->nodes.n;
+  int *last = calloc((size_t)n, sizeof(int));
+  for (int id = 0; id < n; id++)
+    for (int i = 0; i < ir_node(g, id)->nin; i++) last[ir_node(g, id)->in[i]] = id;
+  int64_t held = 0;
+  for (int a = 0; a < n; a++) {
+    const Node *x = ir_node(g, a);
+    if (x->arena < 0) continue;
+    ck_assert_msg(x->kind == NK_OP && a != g->loss, "%s is in the arena", x->name);
+    for (int o = 0; o < g->outputs.n; o++) ck_assert(g->outputs.v[o].node != a);
+    held += ir_tensor_bytes(x);
+    for (int b = a + 1; b < n; b++) {
+      const Node *y = ir_node(g, b);
+      if (y->arena < 0 || b > last[a]) continue; /* b is written after a's last reader */
+      int apart = x->arena + ir_tensor_bytes(x) <= y->arena || y->arena + ir_tensor_bytes(y) <= x->arena;
+      ck_assert_msg(apart, "%s and %s are alive together and share bytes", x->name, y->name);
+    }
+  }
+  ck_assert_msg(g->arena_bytes > 0 && g->arena_bytes < held, "arena %lld bytes for %lld bytes of tensors",
+                (long long)g->arena_bytes, (long long)held);
+  free(last);
+  free(src);
+  ir_free(g);
 }
 END_TEST
 
@@ -132,6 +167,7 @@ int main(void) {
   tcase_add_test(t, reader_rejects_bad_text);
   tcase_add_test(t, verifier_catches_broken_graphs);
   tcase_add_test(t, passes_run_from_text);
+  tcase_add_loop_test(t, memplan_shares_only_disjoint_lifetimes, 0, sizeof sources / sizeof *sources);
   suite_add_tcase(s, t);
   return th_run(s);
 }
