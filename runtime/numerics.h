@@ -36,6 +36,9 @@ nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int thr
 nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint8_t *q, float *scale, int64_t *bad,
                       int threads);
 
+/* relu: x when x > 0, 0 otherwise; a NaN stays NaN (x != x) */
+static inline float nm_relu(float x) { return x > 0 || x != x ? x : 0.0f; }
+
 /* Quantized values of at most 4 bits are stored packed (q4): element i in the low (i even) or
  * high (i odd) nibble of byte i / 2, two's complement when signed; an odd count leaves the
  * last high nibble 0. nm_quantize packs whenever bits <= 4. */

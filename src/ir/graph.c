@@ -153,6 +153,32 @@ void ir_toposort(Graph *g) {
   free(where);
 }
 
+void ir_remove(Graph *g, const char *dead) {
+  int n = g->nodes.n, k = 0;
+  int *where = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+  for (int id = 0; id < n; id++) {
+    Node *node = g->nodes.v[id];
+    if (dead[id]) {
+      where[id] = -1;
+      free(node->name);
+      free(node);
+      continue;
+    }
+    where[id] = k;
+    node->id = k;
+    for (int j = 0; j < node->nin; j++) {
+      node->in[j] = where[node->in[j]];
+      SQ_ASSERT(node->in[j] >= 0);
+    }
+    g->nodes.v[k++] = node;
+  }
+  g->nodes.n = k;
+  if (g->loss >= 0) SQ_ASSERT((g->loss = where[g->loss]) >= 0);
+  for (int i = 0; i < g->outputs.n; i++) SQ_ASSERT((g->outputs.v[i].node = where[g->outputs.v[i].node]) >= 0);
+  rebuild_names(g);
+  free(where);
+}
+
 void ir_attr_defaults(Node *n) {
   const OpInfo *oi = &op_info[n->op];
   for (int i = 0; i < oi->nattr; i++) {

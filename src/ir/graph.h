@@ -89,6 +89,9 @@ void ir_rename(Graph *g, int id, const char *name); /* made unique like ir_add's
 /* Restores topological order after a pass gave a node inputs that come later in the list
  * (ids change; nodes that were in order keep their relative order). */
 void ir_toposort(Graph *g);
+/* Removes the nodes with dead[id] set; no remaining node, loss or output may refer to them.
+ * The others keep their order (their ids close up). */
+void ir_remove(Graph *g, const char *dead);
 char *ir_unique_name(const Graph *g, const char *base); /* base, or base.2, base.3 ... (malloc'd) */
 
 /* Attributes (by name; an unknown name is an internal error). */

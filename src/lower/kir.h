@@ -60,6 +60,7 @@ typedef struct {
   int64_t a_bs, a_sm, a_sk, b_bs, b_sk, b_sn;
   KElem a, b;
   int bias;  /* input 2 is a bias of N floats */
+  int relu;  /* a relu folded in by the fuse pass: applied as each output is written */
   int vec;   /* vector width (lanes) of the loop over n */
   DotPlan dp;
 } GemmKernel;
@@ -136,6 +137,7 @@ typedef struct {
   int64_t block, blocks;  /* quantize */
   int bits, groups, is_unsigned;
   int packed;             /* quantize: the output is q4, two values a byte */
+  int relu;               /* batchnorm: a relu folded in by the fuse pass, on the output */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */

@@ -82,6 +82,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
     k->batch = 1;
     k->a_sm = k->K, k->a_sk = 1, k->b_sk = 1, k->b_sn = k->K;
     k->bias = 1;
+    k->relu = (int)ir_int(n, "relu");
   } else if (n->op == OP_matmul || n->op == OP_qmatmul) {
     int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
     const Shape *as = &a->shape, *bs = &b->shape;
@@ -261,7 +262,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   case OP_l1_batchnorm: case OP_batchnorm: case OP_l1_layernorm: case OP_layernorm:
     norm_view(&x0->shape, n->op == OP_l1_layernorm || n->op == OP_layernorm, k);
     k->eps = ir_num(n, "eps");
-    if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum");
+    if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
     return 1;
   case OP_l1_batchnorm_dx: case OP_l1_batchnorm_dgamma: case OP_batchnorm_dx: case OP_batchnorm_dgamma:
   case OP_l1_layernorm_dx: case OP_l1_layernorm_dgamma: case OP_layernorm_dx: case OP_layernorm_dgamma: {
@@ -345,11 +346,11 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     const GemmKernel *k = &p->gemm.v[i];
     const Node *n = ir_node(g, k->node);
     sb_printf(&b, "gemm %%%s (%s): batch=%lld M=%lld N=%lld K=%lld A=%s[bs=%lld,m=%lld,k=%lld] "
-                  "B=%s[bs=%lld,k=%lld,n=%lld]%s%s vec=%d\n",
+                  "B=%s[bs=%lld,k=%lld,n=%lld]%s%s%s vec=%d\n",
               n->name, op_info[n->op].name, (long long)k->batch, (long long)k->M, (long long)k->N, (long long)k->K,
               elem[k->a], (long long)k->a_bs, (long long)k->a_sm, (long long)k->a_sk, elem[k->b], (long long)k->b_bs,
               (long long)k->b_sk, (long long)k->b_sn, k->a == KE_F32 ? "" : " acc=i32 dequant=scale_a*scale_b",
-              k->bias ? " +bias" : "", k->vec);
+              k->bias ? " +bias" : "", k->relu ? " relu" : "", k->vec);
     print_dot(&b, &k->dp);
   }
   static const char *const kinds[] = {"fwd", "dx", "dw"};
@@ -384,6 +385,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     sb_printf(&b, "channels %%%s (%s): [outer=%lld, channels=%lld, inner=%lld]", ir_node(g, k->node)->name,
               op_info[k->op].name, (long long)k->outer, (long long)k->channels, (long long)k->inner);
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
+    if (k->relu) sb_puts(&b, " relu");
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);
     sb_puts(&b, "\n");
   }

@@ -63,7 +63,7 @@ void gelu_grad(GradCtx *c, const Node *n, int dy) { unary_grad(c, n, dy, OP_gelu
 int relu_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *y = REF_OUT(c, n);
-  for (int64_t i = 0; i < y->n; i++) y->f[i] = x->f[i] > 0 || isnan(x->f[i]) ? x->f[i] : 0; /* NaN stays NaN */
+  for (int64_t i = 0; i < y->n; i++) y->f[i] = nm_relu(x->f[i]);
   return 1;
 }
 int relu_grad_ref(RefCtx *c, const Node *n) {

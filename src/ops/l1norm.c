@@ -21,6 +21,7 @@ int l1_layernorm_dgamma_shape(ShapeCtx *c, Node *n) { return layernorm_dgamma_sh
 
 /* The gradient graph has the L2 form's structure with the L1 ops in it. */
 void l1_batchnorm_grad(GradCtx *c, const Node *n, int dy) {
+  GRAD_NOT_FUSED(n);
   norm_grads(c, n, dy, OP_l1_batchnorm_dx, OP_l1_batchnorm_dgamma, 1);
 }
 void l1_layernorm_grad(GradCtx *c, const Node *n, int dy) {
@@ -34,7 +35,7 @@ int l1_batchnorm_ref(RefCtx *c, const Node *n) {
   float eps = (float)ir_num(n, "eps");
   if (!c->training) {
     nm_l1_forward(x->f, geo, rm->f, rs->f, gam->f, bet->f, NM_AFFINE_PER_CHANNEL, eps, y->f, 1);
-    return 1;
+    return ref_fused_relu(n, y);
   }
   float *mean = xmalloc(sizeof(float) * (size_t)geo.channels), *s1 = xmalloc(sizeof(float) * (size_t)geo.channels);
   nm_l1_stats(x->f, geo, mean, s1, 1);
@@ -46,7 +47,7 @@ int l1_batchnorm_ref(RefCtx *c, const Node *n) {
   }
   free(mean);
   free(s1);
-  return 1;
+  return ref_fused_relu(n, y);
 }
 
 int l1_batchnorm_dx_ref(RefCtx *c, const Node *n) {

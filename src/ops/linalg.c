@@ -47,6 +47,7 @@ int linear_shape(ShapeCtx *c, Node *n) {
 }
 
 void linear_grad(GradCtx *c, const Node *n, int dy) {
+  GRAD_NOT_FUSED(n);
   const Node *x = ir_in(c->g, n, 0);
   int rank = x->shape.rank;
   int64_t K = x->shape.d[rank - 1], N = ir_int(n, "out"), M = shape_numel(&x->shape) / K;
@@ -76,7 +77,7 @@ int linear_ref(RefCtx *c, const Node *n) {
   ref_gemm(M, N, K, x->f, K, 1, w->f, 1, K, y->f, 0);
   for (int64_t m = 0; m < M; m++)
     for (int64_t o = 0; o < N; o++) y->f[m * N + o] += b->f[o];
-  return 1;
+  return ref_fused_relu(n, y);
 }
 
 /* ---- matmul: op(a) x op(b) where op transposes the last two axes when trans_a/trans_b is set.

@@ -63,7 +63,10 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, i
   }
 }
 
-void batchnorm_grad(GradCtx *c, const Node *n, int dy) { norm_grads(c, n, dy, OP_batchnorm_dx, OP_batchnorm_dgamma, 1); }
+void batchnorm_grad(GradCtx *c, const Node *n, int dy) {
+  GRAD_NOT_FUSED(n);
+  norm_grads(c, n, dy, OP_batchnorm_dx, OP_batchnorm_dgamma, 1);
+}
 
 int batchnorm_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
@@ -83,7 +86,7 @@ int batchnorm_ref(RefCtx *c, const Node *n) {
     double inv = 1.0 / sqrt(var + eps);
     FOR_CHANNEL(q, ch, i) y->f[i] = (float)(gam->f[ch] * (x->f[i] - mean) * inv + bet->f[ch]);
   }
-  return 1;
+  return ref_fused_relu(n, y);
 }
 
 int batchnorm_dx_shape(ShapeCtx *c, Node *n) { return shape_set(c, n, DT_F32, ir_in(c->g, n, 1)->shape); }

@@ -85,6 +85,7 @@ static int ref_qgemm(RefCtx *c, const Node *n, int64_t M, int64_t N, int64_t K, 
 int qlinear_shape(ShapeCtx *c, Node *n) { return linear_shape(c, n); }
 
 void qlinear_grad(GradCtx *c, const Node *n, int dy) {
+  GRAD_NOT_FUSED(n);
   const Node *x = ir_in(c->g, n, 0);
   int rank = x->shape.rank;
   int64_t K = x->shape.d[rank - 1], N = ir_int(n, "out"), M = shape_numel(&x->shape) / K;
@@ -116,7 +117,8 @@ void qlinear_grad(GradCtx *c, const Node *n, int dy) {
 int qlinear_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
   int64_t K = x->d[x->rank - 1], N = w->d[0];
-  return ref_qgemm(c, n, x->n / K, N, K, (QOperand){x, 0, K, 1}, (QOperand){w, 0, 1, K}, REF_OUT(c, n)->f, b->f);
+  return ref_qgemm(c, n, x->n / K, N, K, (QOperand){x, 0, K, 1}, (QOperand){w, 0, 1, K}, REF_OUT(c, n)->f, b->f) &&
+         ref_fused_relu(n, REF_OUT(c, n));
 }
 
 /* ---- qmatmul(qa, qb): batched like matmul ---- */

@@ -70,6 +70,10 @@ typedef struct RefCtx {
   char *err;   /* set by ref_fail */
 } RefCtx;
 int ref_fail(RefCtx *c, const Node *n, const char *fmt, ...) SQ_PRINTF(3, 4); /* returns 0 */
+/* The relu the fuse pass folded into n (its attribute relu = 1), on n's output y; returns 1 */
+int ref_fused_relu(const Node *n, Tensor *y);
+/* Gradient rules run before fuse: a node with a folded relu has none */
+#define GRAD_NOT_FUSED(n) SQ_ASSERT(!ir_int((n), "relu"))
 #define REF_IN(c, n, i) (&(c)->t[(n)->in[i]])
 #define REF_OUT(c, n) (&(c)->t[(n)->id])
 

@@ -18,6 +18,7 @@ int pass_l1norm(Graph *g, PassCtx *c);
 int pass_quantize(Graph *g, PassCtx *c);
 int pass_autodiff(Graph *g, PassCtx *c);
 int pass_groups(Graph *g, PassCtx *c);
+int pass_fuse(Graph *g, PassCtx *c);
 int pass_memplan(Graph *g, PassCtx *c);
 
 /* Runs every pass in order, verifying after each. Returns 1 ok, 0 on a user error. */

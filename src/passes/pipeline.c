@@ -16,11 +16,12 @@ static const Pass pipeline[] = {
     {"quantize", pass_quantize, 1},
     {"autodiff", pass_autodiff, 1},
     {"groups", pass_groups, 1},
+    {"fuse", pass_fuse, 1},
     {"memplan", pass_memplan, 1},
 };
 enum { NPASSES = sizeof pipeline / sizeof *pipeline };
 
-const char *const pipeline_pass_names[] = {"shapes", "l1norm", "quantize", "autodiff", "groups", "memplan", NULL};
+const char *const pipeline_pass_names[] = {"shapes", "l1norm", "quantize", "autodiff", "groups", "fuse", "memplan", NULL};
 _Static_assert(sizeof pipeline_pass_names / sizeof *pipeline_pass_names == NPASSES + 1, "pass name list");
 
 int pipeline_run(Graph *g, PassCtx *c) {

@@ -64,6 +64,64 @@ static size_t train(Graph *g, uint64_t seed, int steps, unsigned char **bits) {
   return n;
 }
 
+/* The graph as it stood after the groups pass: before fuse and memplan. */
+static Graph *before_fuse(const char *rel, int64_t batch) {
+  char *path = xasprintf("%s/%s", th_root(), rel), *text = NULL;
+  size_t len;
+  const char *err;
+  char *src = sq_read_file(path, &len, &err);
+  ck_assert_msg(src != NULL, "cannot read %s: %s", path, err);
+  FILE *mem = open_memstream(&text, &len);
+  CompileOptions o;
+  compile_options_default(&o);
+  o.batch = batch, o.dump = mem, o.dump_after = "groups";
+  Graph *full = compile_source(rel, src, strlen(src), &o, mem);
+  fclose(mem);
+  ck_assert(full != NULL);
+  const char *at = strstr(text, "; after groups\n");
+  ck_assert(at != NULL);
+  char *rerr = NULL;
+  Graph *g = ir_read(at + strlen("; after groups\n"), &rerr);
+  ck_assert_msg(g != NULL, "%s", rerr);
+  ir_free(full);
+  free(text);
+  free(src);
+  free(path);
+  return g;
+}
+
+/* fuse folds the relus into their producers and memplan shares tensor memory: neither may
+ * change a bit of what training computes. */
+START_TEST(fuse_and_memplan_keep_the_bits) {
+  static const char *const models[] = {"examples/mlp.sq", "examples/cnn.sq"};
+  for (int m = 0; m < 2; m++) {
+    Graph *plain = before_fuse(models[m], 4);
+    char *src = NULL;
+    {
+      char *path = xasprintf("%s/%s", th_root(), models[m]);
+      size_t len;
+      const char *err;
+      src = sq_read_file(path, &len, &err);
+      free(path);
+    }
+    Graph *fused = th_compile(src, 4, NULL);
+    int relus = 0, folded = 0;
+    for (int i = 0; i < fused->nodes.n; i++) {
+      const Node *n = ir_node(fused, i);
+      relus += n->kind == NK_OP && n->op == OP_relu;
+      folded += n->kind == NK_OP && (n->op == OP_l1_batchnorm || n->op == OP_qlinear) && ir_int(n, "relu");
+    }
+    ck_assert_msg(relus == 0 && folded > 0 && fused->arena_bytes > 0, "%s: %d relu nodes left, %d folded", models[m], relus, folded);
+    unsigned char *a, *b;
+    size_t n = train(plain, 7, 3, &a);
+    ck_assert_uint_eq(train(fused, 7, 3, &b), n);
+    ck_assert_msg(memcmp(a, b, n) == 0, "%s: fused and memory-planned training differs", models[m]);
+    free(a), free(b), free(src);
+    ir_free(plain), ir_free(fused);
+  }
+}
+END_TEST
+
 START_TEST(same_seed_same_bits) {
   Graph *g = mlp(8);
   unsigned char *a, *b, *c;
@@ -293,6 +351,7 @@ int main(void) {
   TCase *t = tcase_create("executor");
   tcase_set_timeout(t, 300);
   tcase_add_test(t, same_seed_same_bits);
+  tcase_add_test(t, fuse_and_memplan_keep_the_bits);
   tcase_add_test(t, initialisation_follows_the_graph);
   tcase_add_test(t, optimizer_updates_match_their_formulas);
   tcase_add_test(t, bad_steps_leave_parameters_unchanged);

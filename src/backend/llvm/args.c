@@ -80,6 +80,10 @@ void gen_next_phase(Gen *g, Phases *p) {
 }
 
 /* ---- values ---- */
+LLVMValueRef gen_relu(Gen *g, LLVMValueRef x) {
+  LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
+  return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealUGT, x, zero, ""), x, zero, "relu");
+}
 LLVMValueRef gen_load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx) {
   if (!kelem_packed(e)) {
     LLVMValueRef v = gen_load(g, g->i8, base, idx);

@@ -84,8 +84,7 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef zero = gen_f32c(g, 0);
   switch (k->op) {
   case OP_relu: {
-    LLVMValueRef x = ld(g, p[0], i);
-    LLVMBuildStore(g->b, LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealUGT, x, zero, ""), x, zero, ""), at(g, out, i));
+    LLVMBuildStore(g->b, gen_relu(g, ld(g, p[0], i)), at(g, out, i));
     break;
   }
   case OP_relu_grad: {

@@ -58,7 +58,8 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
       LLVMValueRef nb = gen_loop_begin(g, &ln, gen_i64(g, k->N), "nb");
       LLVMValueRef p = elem_ptr(g, g->f32, out, LLVMBuildAdd(g->b, orow, nb, ""));
       LLVMValueRef bb = LLVMBuildLoad2(g->b, g->f32, elem_ptr(g, g->f32, bias, nb), "bias_n");
-      LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), bb, ""), p);
+      LLVMValueRef y = LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), bb, "");
+      LLVMBuildStore(g->b, k->relu ? gen_relu(g, y) : y, p);
       gen_loop_end(g, &ln, k->vec);
     }
   } else {
@@ -90,6 +91,7 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name) {
       y = sum;
       if (bias) y = LLVMBuildFAdd(g->b, y, LLVMBuildLoad2(g->b, g->f32, elem_ptr(g, g->f32, bias, n), "bias_n"), "y");
     }
+    if (k->relu) y = gen_relu(g, y);
     LLVMBuildStore(g->b, y, elem_ptr(g, g->f32, out, LLVMBuildAdd(g->b, orow, n, "")));
     gen_loop_end(g, &ln, 0);
   }

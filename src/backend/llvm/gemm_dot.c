@@ -486,6 +486,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef row = k->swap ? n : m, colx = k->swap ? m : n; /* of the product as stored */
   LLVMValueRef y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
   y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
+  if (d->gk && d->gk->relu) y = gen_relu(g, y);
   gen_store(g, y, out, d->out_index(d, bt, row, colx));
   LLVMBuildBr(B, skip);
   LLVMPositionBuilderAtEnd(B, skip);

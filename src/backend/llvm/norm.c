@@ -53,6 +53,8 @@ static void store_lanes(Norm *n, LLVMValueRef v, LLVMValueRef base, LLVMValueRef
     gen_store(n->g, LLVMBuildExtractElement(B, v, LLVMConstInt(n->g->i32, (unsigned)j, 0), ""), base,
               LLVMBuildAdd(B, e, gen_i64(n->g, j * n->k->inner), ""));
 }
+/* the forward output as written: with the relu the fuse pass folded in */
+static LLVMValueRef out_relu(Norm *n, LLVMValueRef y) { return n->k->relu ? gen_relu(n->g, y) : y; }
 /* per-channel values (gamma, running statistics, dgamma): the group's w consecutive floats */
 static LLVMValueRef ld_chan(Norm *n, LLVMValueRef base, LLVMValueRef c) {
   LLVMValueRef v = LLVMBuildLoad2(B, vt(n, n->g->f32), gen_at(n->g, n->g->f32, base, c), "");
@@ -168,7 +170,7 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
     for (int j = 0, w = n->w; j < w; j++) {
       LLVMValueRef mj = lane(n, mf, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
       LLVMValueRef xh = fmul(n, fsub(n, ld(n, n->x, l.e), mj), ij);
-      store_lanes(n, fadd(n, fmul(n, affine(n, n->gamma, cj, &l), xh), affine(n, n->beta, cj, &l)), out, l.e);
+      store_lanes(n, out_relu(n, fadd(n, fmul(n, affine(n, n->gamma, cj, &l), xh), affine(n, n->beta, cj, &l))), out, l.e);
       lane_end(n, &l, w);
     }
     return;
@@ -186,7 +188,7 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
   for (int j = 0, w = n->w; j < w; j++) { /* gamma * (x - mean) * inv + beta, in double */
     LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
     LLVMValueRef y = fmul(n, fmul(n, ext(n, affine(n, n->gamma, cj, &l)), fsub(n, ext(n, ld(n, n->x, l.e)), mj)), ij);
-    store_lanes(n, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, cj, &l)))), out, l.e);
+    store_lanes(n, out_relu(n, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, cj, &l))))), out, l.e);
     lane_end(n, &l, w);
   }
 }
