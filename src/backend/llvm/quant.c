@@ -2,26 +2,50 @@
  * nm_shiftquant), in three phases: the ranges (parts over blocks or channels), the scale and
  * the groups (part 0), then the rounding (parts over elements or rows). Non-finite input or a
  * range float32 cannot scale sets the failure flag (the reference body then says which). */
+#include <math.h>
 #include "gen.h"
 
 static LLVMValueRef scratch_f32(Gen *g, int64_t i) {
   return gen_at(g, g->f32, gen_arg(g, KA_SCRATCH), gen_i64(g, i));
 }
 
-/* max |x[i]| over i in [lo, lo + n); fails on a NaN or Inf */
+enum { AMAX_LANES = 16 };
+
+/* max |x[i]| over i in [lo, lo + n) of each of `outer` rows stride_outer apart; fails on a NaN
+ * or Inf. AMAX_LANES at a time, then the rest: a max is exact, so the order is free. */
 static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef n, int64_t stride_outer, int64_t outer) {
-  LLVMValueRef m = gen_var(g, gen_f32c(g, 0), "m"), bad = gen_var(g, LLVMConstInt(LLVMInt1TypeInContext(g->ctx), 0, 0), "bad");
-  Loop lo_, li;
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(g->ctx), vt = LLVMVectorType(g->f32, AMAX_LANES);
+  LLVMValueRef m = gen_var(g, gen_f32c(g, 0), "m"), bad = gen_var(g, LLVMConstInt(i1, 0, 0), "bad");
+  LLVMValueRef vm = gen_var(g, LLVMConstNull(vt), "vm"), vbad = gen_var(g, LLVMConstNull(LLVMVectorType(i1, AMAX_LANES)), "vbad");
+  LLVMValueRef infs[AMAX_LANES];
+  for (int j = 0; j < AMAX_LANES; j++) infs[j] = LLVMConstReal(g->f32, INFINITY);
+  LLVMValueRef inf = LLVMConstVector(infs, AMAX_LANES);
+  Loop lo_, lv, li;
   LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
   LLVMValueRef base = LLVMBuildAdd(g->b, lo, LLVMBuildMul(g->b, o, gen_i64(g, stride_outer), ""), "");
-  LLVMValueRef i = gen_loop_begin(g, &li, n, "i");
-  LLVMValueRef v = gen_load(g, g->f32, x, LLVMBuildAdd(g->b, base, i, ""));
-  LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, bad), LLVMBuildNot(g->b, gen_finite(g, v), ""), ""), bad);
-  LLVMBuildStore(g->b, gen_fmax(g, gen_intrinsic(g, "llvm.fabs", v), gen_get(g, m)), m);
+  LLVMValueRef nv = LLVMBuildSDiv(g->b, n, gen_i64(g, AMAX_LANES), "nv"), done = LLVMBuildMul(g->b, nv, gen_i64(g, AMAX_LANES), "");
+  LLVMValueRef v = gen_loop_begin(g, &lv, nv, "v");
+  LLVMValueRef at = gen_at(g, g->f32, x, LLVMBuildAdd(g->b, base, LLVMBuildMul(g->b, v, gen_i64(g, AMAX_LANES), ""), ""));
+  LLVMValueRef xv = LLVMBuildLoad2(g->b, vt, at, "");
+  LLVMSetAlignment(xv, 4);
+  LLVMValueRef a = gen_intrinsic(g, "llvm.fabs", xv);
+  LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, vbad), LLVMBuildFCmp(g->b, LLVMRealUGE, a, inf, ""), ""), vbad);
+  LLVMBuildStore(g->b, gen_fmax(g, a, gen_get(g, vm)), vm);
+  gen_loop_end(g, &lv, 0);
+  LLVMValueRef i = gen_loop_begin(g, &li, LLVMBuildSub(g->b, n, done, ""), "i");
+  LLVMValueRef e = gen_load(g, g->f32, x, LLVMBuildAdd(g->b, base, LLVMBuildAdd(g->b, done, i, ""), ""));
+  LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, bad), LLVMBuildNot(g->b, gen_finite(g, e), ""), ""), bad);
+  LLVMBuildStore(g->b, gen_fmax(g, gen_intrinsic(g, "llvm.fabs", e), gen_get(g, m)), m);
   gen_loop_end(g, &li, 0);
   gen_loop_end(g, &lo_, 0);
-  gen_fail_if(g, gen_get(g, bad));
-  return gen_get(g, m);
+  LLVMValueRef lanes = gen_get(g, vm), flags = gen_get(g, vbad), mx = gen_get(g, m), b = gen_get(g, bad);
+  for (int j = 0; j < AMAX_LANES; j++) {
+    LLVMValueRef at_j = LLVMConstInt(g->i32, (unsigned)j, 0);
+    mx = gen_fmax(g, LLVMBuildExtractElement(g->b, lanes, at_j, ""), mx);
+    b = LLVMBuildOr(g->b, b, LLVMBuildExtractElement(g->b, flags, at_j, ""), "");
+  }
+  gen_fail_if(g, b);
+  return mx;
 }
 
 static LLVMValueRef clamp(Gen *g, LLVMValueRef v, float lo, float hi) {
