@@ -316,17 +316,3 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
     FOR_CHANNEL_ELEMS(geo, c, i, k) dgamma[k] += (float)(g[i] * ((x[i] - mean) * inv));
   }
 }
-
-/* ---- 4-bit packing ---- */
-void nm_pack4(const uint8_t *q, int64_t n, uint8_t *packed) {
-  for (int64_t i = 0; i < n; i += 2)
-    packed[i / 2] = (uint8_t)((q[i] & 0x0f) | (i + 1 < n ? (q[i + 1] & 0x0f) << 4 : 0));
-}
-
-void nm_unpack4(const uint8_t *packed, int64_t n, int is_unsigned, uint8_t *q) {
-  for (int64_t i = 0; i < n; i++) {
-    int v = (packed[i / 2] >> (4 * (i & 1))) & 0x0f;
-    if (!is_unsigned && v >= 8) v -= 16; /* sign-extend the nibble */
-    q[i] = (uint8_t)(int8_t)v;
-  }
-}

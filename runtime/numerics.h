@@ -84,7 +84,4 @@ void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *
 void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
                     float *dx, float *dgamma, int threads);
 
-/* Two 4-bit values a byte: element 2i in the low nibble, 2i+1 in the high one. */
-void nm_pack4(const uint8_t *q, int64_t n, uint8_t *packed);
-void nm_unpack4(const uint8_t *packed, int64_t n, int is_unsigned, uint8_t *q);
 #endif
