@@ -38,6 +38,8 @@ nm_status nm_quantize(const float *x, int64_t n, int bits, int is_unsigned, uint
 
 /* relu: x when x > 0, 0 otherwise; a NaN stays NaN (x != x) */
 static inline float nm_relu(float x) { return x > 0 || x != x ? x : 0.0f; }
+/* its gradient: dy where x > 0, else 0 */
+static inline float nm_relu_grad(float dy, float x) { return x > 0 ? dy : 0.0f; }
 
 /* Quantized values of at most 4 bits are stored packed (q4): element i in the low (i even) or
  * high (i odd) nibble of byte i / 2, two's complement when signed; an odd count leaves the

@@ -16,7 +16,7 @@ pass=0; fail=0
 printf 'sdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml" # odd tiles: the same bits
 src="src/base/util.c src/base/diag.c src/ir/graph.c src/ir/read.c src/ir/print.c src/interp/interp.c
      runtime/rng.c runtime/numerics.c runtime/threads.c $(ls "$root"/src/ops/*.c | sed "s|$root/||")"
-for m in "examples/mlp.sq 8" "examples/mlp.sq 8 --bits 32" "tests/models/conv_strided.sq 3" "tests/models/conv_strided.sq 3 --bits 32" "tests/models/residual.sq 4 --bits 6" "tests/models/pools.sq 3 --bits 32" "tests/models/regress.sq 5 --bits 32" "examples/cnn.sq 2" "tests/models/embed.sq 4" "tests/models/embed.sq 4 --bits 32 --norm l2" "examples/cnn.sq 2 --tune $tmp/tiles.yaml" "examples/cnn.sq 16"; do
+for m in "examples/mlp.sq 8" "examples/mlp.sq 8 --bits 32" "tests/models/conv_strided.sq 3" "tests/models/conv_strided.sq 3 --bits 32" "tests/models/residual.sq 4 --bits 6" "tests/models/pools.sq 3 --bits 32" "tests/models/regress.sq 5 --bits 32" "examples/cnn.sq 2" "tests/models/embed.sq 4" "tests/models/embed.sq 4 --bits 32 --norm l2" "examples/cnn.sq 2 --tune $tmp/tiles.yaml" "examples/cnn.sq 16" "tests/models/overlap.sq 3"; do
   set -- $m
   model=$1 batch=$2; shift 2
   name=$(basename "$model" .sq)$*

@@ -118,6 +118,7 @@ typedef struct {
   int64_t k, s, p, Ho, Wo;         /* pooling: x is [N, C, H, W] = dim[0..3] */
   int64_t perm[SQ_MAX_RANK];       /* transpose */
   float value;                     /* fill */
+  int relu;                        /* maxpool_grad: the relu_grad the fuse pass folded in */
 } RedKernel;
 
 /* Ops over the [outer, channels, inner] view of their main tensor, with a reduction per

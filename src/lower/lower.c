@@ -216,6 +216,7 @@ static int red_of(const Graph *g, const Node *n, RedKernel *k) {
   case OP_global_avgpool: k->kind = RED_GAP; return 1;
   case OP_global_avgpool_grad: k->kind = RED_GAP_GRAD; return 1;
   case OP_maxpool2d: case OP_maxpool2d_grad: case OP_avgpool2d: case OP_avgpool2d_grad:
+    if (n->op == OP_maxpool2d_grad) k->relu = (int)ir_int(n, "relu");
     k->kind = n->op == OP_maxpool2d ? RED_MAXPOOL : n->op == OP_maxpool2d_grad ? RED_MAXPOOL_GRAD
             : n->op == OP_avgpool2d ? RED_AVGPOOL : RED_AVGPOOL_GRAD;
     k->k = ir_int(n, "kernel"), k->s = ir_int(n, "stride"), k->p = ir_int(n, "padding");

@@ -69,7 +69,7 @@ int relu_ref(RefCtx *c, const Node *n) {
 int relu_grad_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
   Tensor *dx = REF_OUT(c, n);
-  for (int64_t i = 0; i < dx->n; i++) dx->f[i] = x->f[i] > 0 ? dy->f[i] : 0;
+  for (int64_t i = 0; i < dx->n; i++) dx->f[i] = nm_relu_grad(dy->f[i], x->f[i]);
   return 1;
 }
 

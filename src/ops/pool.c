@@ -78,6 +78,8 @@ int maxpool2d_grad_ref(RefCtx *c, const Node *n) {
     for (int64_t oh = 0; oh < q.Ho; oh++)
       for (int64_t ow = 0; ow < q.Wo; ow++)
         dx->f[window_argmax(&q, x->f, pl, oh, ow)] += dy->f[(pl * q.Ho + oh) * q.Wo + ow];
+  if (ir_int(n, "relu")) /* the relu_grad(dx, x) the fuse pass folded in */
+    for (int64_t i = 0; i < dx->n; i++) dx->f[i] = nm_relu_grad(dx->f[i], x->f[i]);
   return 1;
 }
 

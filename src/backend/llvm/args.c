@@ -80,6 +80,10 @@ void gen_next_phase(Gen *g, Phases *p) {
 }
 
 /* ---- values ---- */
+LLVMValueRef gen_relu_grad(Gen *g, LLVMValueRef dy, LLVMValueRef x) {
+  LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
+  return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, x, zero, ""), dy, zero, "relu_grad");
+}
 LLVMValueRef gen_relu(Gen *g, LLVMValueRef x) {
   LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
   return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealUGT, x, zero, ""), x, zero, "relu");

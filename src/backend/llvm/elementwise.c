@@ -81,15 +81,13 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   LLVMValueRef j = flat && k->op != OP_mse ? gen_loop_part(g, &li, k->inner, "j")
                                           : gen_loop_begin(g, &li, gen_i64(g, k->inner), "j");
   LLVMValueRef i = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, k->inner), ""), j, "i");
-  LLVMValueRef zero = gen_f32c(g, 0);
   switch (k->op) {
   case OP_relu: {
     LLVMBuildStore(g->b, gen_relu(g, ld(g, p[0], i)), at(g, out, i));
     break;
   }
   case OP_relu_grad: {
-    LLVMValueRef dy = ld(g, p[0], i), x = ld(g, p[1], i);
-    LLVMBuildStore(g->b, LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, x, zero, ""), dy, zero, ""), at(g, out, i));
+    LLVMBuildStore(g->b, gen_relu_grad(g, ld(g, p[0], i), ld(g, p[1], i)), at(g, out, i));
     break;
   }
   case OP_add:

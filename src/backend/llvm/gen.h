@@ -49,6 +49,7 @@ LLVMValueRef gen_load(Gen *g, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i);
 void gen_store(Gen *g, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i);       /* base[i] = v */
 /* nm_relu on a float or a vector of floats: x unless x <= 0 (a NaN passes: unordered) */
 LLVMValueRef gen_relu(Gen *g, LLVMValueRef x);
+LLVMValueRef gen_relu_grad(Gen *g, LLVMValueRef dy, LLVMValueRef x); /* nm_relu_grad: x > 0 ? dy : 0 */
 /* element idx of an integer operand as i32: a byte, or a nibble of a packed (q4) one */
 LLVMValueRef gen_load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx);
 LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */

@@ -158,7 +158,8 @@ static void maxpool_tiled(Gen *g, const RedKernel *k, LLVMValueRef a, LLVMValueR
     LLVMValueRef z = LLVMConstReal(g->f32, 0.0), gv = LLVMBuildFAdd(g->b, z, ld(g, dy, o), "");
     for (int64_t t = 0; t < kk * kk; t++) {
       LLVMValueRef hit = LLVMBuildICmp(g->b, LLVMIntEQ, arg, LLVMConstInt(g->i32, (unsigned long long)t, 0), "");
-      LLVMBuildStore(g->b, LLVMBuildSelect(g->b, hit, gv, z, ""), at(g, out, idx[t]));
+      LLVMValueRef v = LLVMBuildSelect(g->b, hit, gv, z, "");
+      LLVMBuildStore(g->b, k->relu ? gen_relu_grad(g, v, best) : v, at(g, out, idx[t])); /* x = best where hit */
     }
   }
   gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0), gen_loop_end(g, &lp, 0);
@@ -250,7 +251,14 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     } else {
       LLVMBuildStore(g->b, ld(g, x, m), at(g, out, at_out));
     }
-    gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+    gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0);
+    if (grad && k->relu) { /* the folded relu_grad, once the plane's sums are done */
+      int64_t hw = k->dim[2] * k->dim[3];
+      LLVMValueRef i = gen_loop_begin(g, &l2, gen_i64(g, hw), "e"), e = add(g, mul(g, plane, hw), i);
+      LLVMBuildStore(g->b, gen_relu_grad(g, ld(g, out, e), ld(g, x, e)), at(g, out, e));
+      gen_loop_end(g, &l2, 0);
+    }
+    gen_loop_end(g, &l1, 0);
   }
   LLVMBuildRetVoid(g->b);
   return fn;
