@@ -409,6 +409,44 @@ static LLVMValueRef dot4(Gen *g, const DotPlan *k, LLVMValueRef acc, LLVMValueRe
 
 enum { MAX_MR = 8, MAX_NR = 8 };
 
+/* The epilogue of one accumulator vector: row m, columns n .. n + lanes - 1 of the product, all
+ * inside it. Each lane computes what the element epilogue does, (float)(acc - corr) * scale +
+ * bias (+ 0.0 without one), then the folded relu; lanes that are consecutive in the output
+ * (a row-major product, not transposed) go out in one store, others one by one. */
+static void epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n, LLVMValueRef acc, LLVMValueRef out,
+                            LLVMValueRef scale, LLVMValueRef bias) {
+  Gen *g = d->g;
+  const DotPlan *k = d->p;
+  unsigned lanes = (unsigned)k->lanes;
+  LLVMTypeRef vi32 = LLVMVectorType(g->i32, lanes), vf32 = LLVMVectorType(g->f32, lanes);
+  LLVMValueRef corr = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->corr, n), "corr");
+  LLVMSetAlignment(corr, 4);
+  LLVMValueRef zero = LLVMConstNull(vf32), splat_idx = LLVMConstNull(vi32);
+  LLVMValueRef sv = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vf32), scale, LLVMConstInt(g->i32, 0, 0), ""),
+                                           LLVMGetUndef(vf32), splat_idx, "");
+  LLVMValueRef y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, LLVMBuildSub(B, acc, corr, ""), vf32, ""), sv, "deq");
+  LLVMValueRef b = zero; /* +0.0 in every lane, as the element epilogue adds */
+  if (bias && !k->swap) { /* the bias runs along the columns: the lanes */
+    b = LLVMBuildLoad2(B, vf32, gen_at(g, g->f32, bias, n), "bias");
+    LLVMSetAlignment(b, 4);
+  } else if (bias) { /* transposed: one output column, m */
+    b = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vf32), gen_load(g, g->f32, bias, m), LLVMConstInt(g->i32, 0, 0), ""),
+                               LLVMGetUndef(vf32), splat_idx, "");
+  }
+  y = LLVMBuildFAdd(B, y, b, "y");
+  if (d->gk && d->gk->relu) y = gen_relu(g, y);
+  int contiguous = !k->swap && (d->gk || d->ck->kind == CONV_DW);
+  if (contiguous) {
+    LLVMSetAlignment(LLVMBuildStore(B, y, gen_at(g, g->f32, out, d->out_index(d, bt, m, n))), 4);
+    return;
+  }
+  for (unsigned l = 0; l < lanes; l++) {
+    LLVMValueRef nl = add(g, n, gen_i64(g, l));
+    LLVMValueRef at = k->swap ? d->out_index(d, bt, nl, m) : d->out_index(d, bt, m, nl);
+    gen_store(g, LLVMBuildExtractElement(B, y, LLVMConstInt(g->i32, l, 0), ""), out, at);
+  }
+}
+
 static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef bias) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
@@ -472,9 +510,19 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
       LLVMValueRef p = gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes));
       LLVMSetAlignment(LLVMBuildStore(B, gen_get(g, acc[r][j]), p), 4);
     }
-  LLVMBasicBlockRef after_epilogue = NULL;
+  LLVMBasicBlockRef after_epilogue = NULL, edge, done;
   if (d->chunk) if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, k->chunks - 1), ""), &after_epilogue);
-  /* epilogue over the valid part of the tile */
+  /* a tile wholly inside the product: its vectors go out straight from the accumulators */
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+  LLVMBasicBlockRef whole = LLVMAppendBasicBlockInContext(g->ctx, fn, "whole");
+  edge = LLVMAppendBasicBlockInContext(g->ctx, fn, "edge"), done = LLVMAppendBasicBlockInContext(g->ctx, fn, "written");
+  LLVMBuildCondBr(B, LLVMBuildAnd(B, lt(g, m0, d->rows - mr + 1), lt(g, n0, d->cols - nr * lanes + 1), ""), whole, edge);
+  LLVMPositionBuilderAtEnd(B, whole);
+  for (int rr = 0; rr < mr; rr++)
+    for (int j = 0; j < nr; j++) epilogue_vector(d, bt, add(g, m0, gen_i64(g, rr)), add(g, n0, gen_i64(g, j * lanes)), gen_get(g, acc[rr][j]), out, scale, bias);
+  LLVMBuildBr(B, done);
+  LLVMPositionBuilderAtEnd(B, edge);
+  /* the edge tiles: element by element over the valid part */
   LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, mr), "r"), m = add(g, m0, r);
   LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, nr * lanes), "c"), n = add(g, n0, c);
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->ctx, LLVMGetBasicBlockParent(LLVMGetInsertBlock(B)), "store");
@@ -492,6 +540,8 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMPositionBuilderAtEnd(B, skip);
   gen_loop_end(g, &lc, 0);
   gen_loop_end(g, &lr, 0);
+  LLVMBuildBr(B, done);
+  LLVMPositionBuilderAtEnd(B, done);
   if (after_epilogue) if_end(g, after_epilogue);
   gen_loop_end(g, &lnb, 0);
   gen_loop_end(g, &lrb, 0);
