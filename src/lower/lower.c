@@ -39,7 +39,8 @@ int dot_lanes(DotIsa d) { return d == DOT_VNNI ? 16 : d == DOT_AVX2 ? 8 : 4; }
 /* AVX2 keeps a vector of ones for vpmaddwd: one register fewer for the tile */
 int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : d == DOT_AVX2 ? 15 : 32; }
 
-/* Largest block of U rows packed on a thread's stack (bytes): a few L1 lines' worth of rows */
+/* Largest block of U rows packed per tile on a thread's stack (bytes), far inside any thread
+ * stack; longer rows are packed whole in phase 0 */
 enum { U_TILE_MAX = 64 * 1024 };
 
 /* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the

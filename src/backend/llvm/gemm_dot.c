@@ -1,13 +1,16 @@
 /* gemm_dot.c: integer GEMMs and convolutions on the target's 4-byte dot-product instruction,
  * emitted explicitly (LLVM does not form vpdpbusd, vpmaddubsw + vpmaddwd or sdot from loops).
  * Convolutions forward and dx first copy their activation channels-last (a phase of its own).
- * Then one phase packs both operands into scratch: the broadcast side U as rows of kp bytes
- * (+128 when it is signed and the ISA wants it unsigned), the vector side S as blocks of `lanes`
- * columns holding 4 consecutive k of a column in each i32 lane, and the correction 128 * column
- * sum of S. The last phase: each part takes blocks of mr rows; a tile of mr x nr vector
- * accumulators walks k four bytes at a time; the epilogue subtracts the correction and
- * dequantizes as the reference does ((float)acc * scale + bias, or + 0.0). Integer sums are
- * exact in any order, so the bits equal the reference's. */
+ * A phase packs the vector side S as blocks of `lanes` columns holding 4 consecutive k of a
+ * column in each i32 lane, with the correction 128 * column sum of S when U is biased. The
+ * broadcast side U (rows of kp bytes, +128 when it is signed and the ISA wants it unsigned) is
+ * packed in that phase too, or, when mr of its rows fit on the stack, per block of mr rows
+ * right before the block's tiles (an implicit GEMM: no patch matrix). The last phase: each part
+ * takes blocks of mr rows; a tile of mr x nr vector accumulators walks k four bytes at a time;
+ * the epilogue subtracts the correction and dequantizes as the reference does ((float)acc *
+ * scale + bias, or + 0.0, then the relu the fuse pass folded in). Convolution dW runs these
+ * phases once per chunk of images, keeping its accumulators in scratch. Integer sums are exact
+ * in any order, so the bits equal the reference's. */
 #include <string.h>
 #include <llvm-c/Core.h>
 #include "gen.h"
@@ -49,7 +52,6 @@ struct Dot {
   LLVMValueRef chunk;                     /* i64: dW's chunk, else NULL */
   int64_t rows, cols;                     /* of the computed product (transposed when swap) */
 };
-
 
 /* ---- a GemmKernel: strided operands ---- */
 static LLVMValueRef gemm_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid) {
@@ -117,7 +119,6 @@ static LLVMValueRef masked(Gen *g, LLVMValueRef valid, LLVMValueRef v) {
   return valid ? LLVMBuildSelect(B, valid, v, LLVMConstInt(g->i32, 0, 0), "") : v;
 }
 
-/* any operand: one element function call per k */
 /* the two values of a q4 byte (numerics.h's nm_q4_get) as i32: element 2j, then 2j + 1 */
 static void nibbles(Gen *g, KElem e, LLVMValueRef byte, LLVMValueRef v[2]) {
   LLVMValueRef b = LLVMBuildZExt(B, byte, g->i32, ""), eight = LLVMConstInt(g->i32, 8, 0);
