@@ -173,8 +173,14 @@ void ir_remove(Graph *g, const char *dead) {
     g->nodes.v[k++] = node;
   }
   g->nodes.n = k;
-  if (g->loss >= 0) SQ_ASSERT((g->loss = where[g->loss]) >= 0);
-  for (int i = 0; i < g->outputs.n; i++) SQ_ASSERT((g->outputs.v[i].node = where[g->outputs.v[i].node]) >= 0);
+  if (g->loss >= 0) {
+    g->loss = where[g->loss];
+    SQ_ASSERT(g->loss >= 0);
+  }
+  for (int i = 0; i < g->outputs.n; i++) {
+    g->outputs.v[i].node = where[g->outputs.v[i].node];
+    SQ_ASSERT(g->outputs.v[i].node >= 0);
+  }
   rebuild_names(g);
   free(where);
 }

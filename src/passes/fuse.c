@@ -47,8 +47,8 @@ static int readers(const Graph *g, int id) {
 int pass_fuse(Graph *g, PassCtx *c) {
   (void)c;
   int n = g->nodes.n;
-  char *dead = calloc((size_t)(n ? n : 1), 1);
-  int *to = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* a folded relu's readers read its producer */
+  char *dead = xcalloc((size_t)(n ? n : 1), 1);
+  int *to = xmalloc(sizeof(int) * (size_t)(n ? n : 1)); /* a folded relu's readers read its producer */
   for (int id = 0; id < n; id++) to[id] = id;
   for (int p = 0; p < n; p++) {
     Node *prod = ir_node(g, p);

@@ -1,7 +1,7 @@
 /* memplan: places the tensors a training step makes and uses up into one activation arena,
  * at static offsets from their lifetimes. A tensor lives from the node that writes it to the
- * last node that reads it, in the order the runtime runs nodes (node order: forward, backward,
- * updates); two tensors share bytes only when their lifetimes are disjoint, so a node's output
+ * last node that reads it, in the order the runtime runs nodes (the forward and backward nodes
+ * in node order, then the updates); two tensors share bytes only when their lifetimes are disjoint, so a node's output
  * never shares with its inputs. Inference runs a subsequence of the same order, in which every
  * lifetime only shrinks, so the same offsets hold. Kept out of the arena, each in its own
  * buffer: inputs, labels, parameters and state (they outlive a step), the loss and the outputs
@@ -22,21 +22,27 @@ static int by_offset(const void *a, const void *b) {
 
 int pass_memplan(Graph *g, PassCtx *c) {
   (void)c;
-  int n = g->nodes.n;
-  int64_t *last = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-  char *keep = calloc((size_t)(n ? n : 1), 1);
+  int n = g->nodes.n, k = 0;
+  int64_t *last = xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+  int *order = xmalloc(sizeof(int) * (size_t)(n ? n : 1)), *pos = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+  char *keep = xcalloc((size_t)(n ? n : 1), 1);
+  for (int upd = 0; upd < 2; upd++) /* run order */
+    for (int id = 0; id < n; id++)
+      if ((ir_node(g, id)->role == ROLE_UPD) == upd) pos[id] = k, order[k++] = id;
   for (int id = 0; id < n; id++) last[id] = -1;
   for (int id = 0; id < n; id++) {
     const Node *x = ir_node(g, id);
-    for (int i = 0; i < x->nin; i++) last[x->in[i]] = id;
+    for (int i = 0; i < x->nin; i++)
+      if (pos[id] > last[x->in[i]]) last[x->in[i]] = pos[id];
   }
   if (g->loss >= 0) keep[g->loss] = 1;
   for (int i = 0; i < g->outputs.n; i++) keep[g->outputs.v[i].node] = 1;
-  Life *life = malloc(sizeof(Life) * (size_t)(n ? n : 1));
-  Life **placed = malloc(sizeof(Life *) * (size_t)(n ? n : 1));
+  Life *life = xmalloc(sizeof(Life) * (size_t)(n ? n : 1));
+  Life **placed = xmalloc(sizeof(Life *) * (size_t)(n ? n : 1));
   int nl = 0;
   g->arena_bytes = 0;
-  for (int id = 0; id < n; id++) {
+  for (int at_pos = 0; at_pos < n; at_pos++) {
+    int id = order[at_pos];
     Node *x = ir_node(g, id);
     x->arena = -1;
     int64_t bytes = (ir_tensor_bytes(x) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
@@ -44,18 +50,20 @@ int pass_memplan(Graph *g, PassCtx *c) {
     /* first fit among the placed tensors still alive when this one is written */
     int np = 0;
     for (int j = 0; j < nl; j++)
-      if (life[j].last >= id) placed[np++] = &life[j];
+      if (life[j].last >= at_pos) placed[np++] = &life[j];
     qsort(placed, (size_t)np, sizeof *placed, by_offset);
     int64_t at = 0;
     for (int j = 0; j < np && placed[j]->at < at + bytes; j++)
       if (placed[j]->at + placed[j]->bytes > at) at = placed[j]->at + placed[j]->bytes;
-    life[nl++] = (Life){id, id, last[id], bytes, at};
+    life[nl++] = (Life){id, at_pos, last[id], bytes, at};
     x->arena = at;
     if (at + bytes > g->arena_bytes) g->arena_bytes = at + bytes;
   }
   free(placed);
   free(life);
   free(keep);
+  free(pos);
+  free(order);
   free(last);
   return 1;
 }
