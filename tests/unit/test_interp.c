@@ -9,8 +9,8 @@
 #include "../../tools/data/fashion_mnist.h"
 #include "harness.h"
 
-static char *mlp_source(void) {
-  char *path = xasprintf("%s/examples/mlp.sq", th_root());
+static char *read_source(const char *rel) {
+  char *path = xasprintf("%s/%s", th_root(), rel);
   size_t len;
   const char *err;
   char *s = sq_read_file(path, &len, &err);
@@ -20,7 +20,7 @@ static char *mlp_source(void) {
 }
 
 static Graph *mlp(int64_t batch) {
-  char *src = mlp_source();
+  char *src = read_source("examples/mlp.sq");
   Graph *g = th_compile(src, batch, NULL);
   free(src);
   ck_assert(g != NULL);
@@ -66,11 +66,8 @@ static size_t train(Graph *g, uint64_t seed, int steps, unsigned char **bits) {
 
 /* The graph as it stood after the groups pass: before fuse and memplan. */
 static Graph *before_fuse(const char *rel, int64_t batch) {
-  char *path = xasprintf("%s/%s", th_root(), rel), *text = NULL;
+  char *src = read_source(rel), *text = NULL;
   size_t len;
-  const char *err;
-  char *src = sq_read_file(path, &len, &err);
-  ck_assert_msg(src != NULL, "cannot read %s: %s", path, err);
   FILE *mem = open_memstream(&text, &len);
   CompileOptions o;
   compile_options_default(&o);
@@ -86,7 +83,6 @@ static Graph *before_fuse(const char *rel, int64_t batch) {
   ir_free(full);
   free(text);
   free(src);
-  free(path);
   return g;
 }
 
@@ -95,16 +91,9 @@ static Graph *before_fuse(const char *rel, int64_t batch) {
 START_TEST(fuse_and_memplan_keep_the_bits) {
   static const char *const models[] = {"examples/mlp.sq", "examples/cnn.sq"};
   for (int m = 0; m < 2; m++) {
-    Graph *plain = before_fuse(models[m], 4);
-    char *src = NULL;
-    {
-      char *path = xasprintf("%s/%s", th_root(), models[m]);
-      size_t len;
-      const char *err;
-      src = sq_read_file(path, &len, &err);
-      free(path);
-    }
-    Graph *fused = th_compile(src, 4, NULL);
+    Graph *plain = before_fuse(models[m], 2);
+    char *src = read_source(models[m]);
+    Graph *fused = th_compile(src, 2, NULL);
     int relus = 0, folded = 0;
     for (int i = 0; i < fused->nodes.n; i++) {
       const Node *n = ir_node(fused, i);
@@ -113,8 +102,8 @@ START_TEST(fuse_and_memplan_keep_the_bits) {
     }
     ck_assert_msg(relus == 0 && folded > 0 && fused->arena_bytes > 0, "%s: %d relu nodes left, %d folded", models[m], relus, folded);
     unsigned char *a, *b;
-    size_t n = train(plain, 7, 3, &a);
-    ck_assert_uint_eq(train(fused, 7, 3, &b), n);
+    size_t n = train(plain, 7, 2, &a);
+    ck_assert_uint_eq(train(fused, 7, 2, &b), n);
     ck_assert_msg(memcmp(a, b, n) == 0, "%s: fused and memory-planned training differs", models[m]);
     free(a), free(b), free(src);
     ir_free(plain), ir_free(fused);
