@@ -93,12 +93,15 @@ LLVMValueRef gen_load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx) {
     LLVMValueRef v = gen_load(g, g->i8, base, idx);
     return kelem_unsigned(e) ? LLVMBuildZExt(g->b, v, g->i32, "") : LLVMBuildSExt(g->b, v, g->i32, "");
   }
-  /* nm_q4_get: the nibble (idx & 1) of byte idx / 2; signed: (v ^ 8) - 8 */
+  /* nm_q4_get: the nibble (idx & 1) of byte idx / 2 */
   LLVMValueRef byte = LLVMBuildZExt(g->b, gen_load(g, g->i8, base, LLVMBuildAShr(g->b, idx, gen_i64(g, 1), "")), g->i32, "");
   LLVMValueRef sh = LLVMBuildTrunc(g->b, LLVMBuildShl(g->b, LLVMBuildAnd(g->b, idx, gen_i64(g, 1), ""), gen_i64(g, 2), ""), g->i32, "");
-  LLVMValueRef v = LLVMBuildAnd(g->b, LLVMBuildLShr(g->b, byte, sh, ""), LLVMConstInt(g->i32, 15, 0), "");
-  if (kelem_unsigned(e)) return v;
-  return LLVMBuildSub(g->b, LLVMBuildXor(g->b, v, LLVMConstInt(g->i32, 8, 0), ""), LLVMConstInt(g->i32, 8, 0), "");
+  return gen_q4_value(g, e, LLVMBuildAnd(g->b, LLVMBuildLShr(g->b, byte, sh, ""), LLVMConstInt(g->i32, 15, 0), ""));
+}
+LLVMValueRef gen_q4_value(Gen *g, KElem e, LLVMValueRef nibble) { /* nm_q4_get: (v ^ 8) - 8 when signed */
+  if (kelem_unsigned(e)) return nibble;
+  LLVMValueRef eight = LLVMConstInt(g->i32, 8, 0);
+  return LLVMBuildSub(g->b, LLVMBuildXor(g->b, nibble, eight, ""), eight, "");
 }
 LLVMValueRef gen_i64(Gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
 LLVMValueRef gen_f32c(Gen *g, float v) { return LLVMConstReal(g->f32, (double)v); }

@@ -121,11 +121,9 @@ static LLVMValueRef masked(Gen *g, LLVMValueRef valid, LLVMValueRef v) {
 
 /* the two values of a q4 byte (numerics.h's nm_q4_get) as i32: element 2j, then 2j + 1 */
 static void nibbles(Gen *g, KElem e, LLVMValueRef byte, LLVMValueRef v[2]) {
-  LLVMValueRef b = LLVMBuildZExt(B, byte, g->i32, ""), eight = LLVMConstInt(g->i32, 8, 0);
-  v[0] = LLVMBuildAnd(B, b, LLVMConstInt(g->i32, 15, 0), "");
-  v[1] = LLVMBuildLShr(B, b, LLVMConstInt(g->i32, 4, 0), "");
-  if (!kelem_unsigned(e))
-    for (int i = 0; i < 2; i++) v[i] = LLVMBuildSub(B, LLVMBuildXor(B, v[i], eight, ""), eight, "");
+  LLVMValueRef b = LLVMBuildZExt(B, byte, g->i32, "");
+  v[0] = gen_q4_value(g, e, LLVMBuildAnd(B, b, LLVMConstInt(g->i32, 15, 0), ""));
+  v[1] = gen_q4_value(g, e, LLVMBuildLShr(B, b, LLVMConstInt(g->i32, 4, 0), ""));
 }
 
 /* any operand: one element function call per k; a q4 operand whose rows start on a byte and

@@ -52,6 +52,8 @@ LLVMValueRef gen_relu(Gen *g, LLVMValueRef x);
 LLVMValueRef gen_relu_grad(Gen *g, LLVMValueRef dy, LLVMValueRef x); /* nm_relu_grad: x > 0 ? dy : 0 */
 /* element idx of an integer operand as i32: a byte, or a nibble of a packed (q4) one */
 LLVMValueRef gen_load_q(Gen *g, KElem e, LLVMValueRef base, LLVMValueRef idx);
+/* a q4 nibble (an i32 in 0..15) as its value: itself, or two's complement when signed */
+LLVMValueRef gen_q4_value(Gen *g, KElem e, LLVMValueRef nibble);
 LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */
 LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                           /* libm's ldexpf(x, e) */
 LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */
