@@ -265,9 +265,11 @@ static float affine_of(const float *v, nm_affine a, int64_t c, int64_t k) {
   return v ? v[a == NM_AFFINE_PER_CHANNEL ? c : k] : 1.0f;
 }
 
+float nm_l1_inv(float sigma1, float eps) { return (float)(1.0 / (NM_KAPPA * sigma1 + eps)); }
+
 static void forward_block(void *ctx, int64_t c) {
   L1Job *j = ctx;
-  float inv = (float)(1.0 / (NM_KAPPA * j->sigma1[c] + j->eps)), mu = j->mean[c];
+  float inv = nm_l1_inv(j->sigma1[c], j->eps), mu = j->mean[c];
   FOR_CHANNEL_ELEMS(j->geo, c, i, k)
     j->y[i] = affine_of(j->gamma, j->affine, c, k) * ((j->x[i] - mu) * inv) + affine_of(j->beta, j->affine, c, k);
 }
@@ -315,4 +317,76 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
     double inv = 1.0 / (NM_KAPPA * s1 + eps);
     FOR_CHANNEL_ELEMS(geo, c, i, k) dgamma[k] += (float)(g[i] * ((x[i] - mean) * inv));
   }
+}
+
+/* ---- L1 batchnorm from saved statistics ---- */
+typedef struct {
+  const float *x, *g, *gamma, *stats, *dgamma, *dbeta;
+  nm_chan geo;
+  float eps;
+  float *out;
+} BnJob;
+
+static double lanes_sum(double *p) {
+  for (int w = NM_LANES / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++) p[l] += p[l + w];
+  return p[0];
+}
+
+static void batch_stats_block(void *ctx, int64_t c) {
+  BnJob *j = ctx;
+  nm_chan geo = j->geo;
+  double s[NM_LANES] = {0}, a[NM_LANES] = {0}, m = (double)(geo.outer * geo.inner);
+  int64_t sign = 0;
+  FOR_CHANNEL_ELEMS(geo, c, i, k) s[k % NM_LANES] += j->x[i];
+  float mu = (float)(lanes_sum(s) / m);
+  FOR_CHANNEL_ELEMS(geo, c, i, k) {
+    a[k % NM_LANES] += fabs((double)j->x[i] - (double)mu);
+    sign += (j->x[i] > mu) - (j->x[i] < mu);
+  }
+  float s1 = (float)(lanes_sum(a) / m);
+  int64_t C = geo.channels;
+  j->out[NM_BN_MEAN * C + c] = mu;
+  j->out[NM_BN_SIGMA1 * C + c] = s1;
+  j->out[NM_BN_INV * C + c] = nm_l1_inv(s1, j->eps);
+  j->out[NM_BN_MSIGN * C + c] = (float)((double)sign / m);
+}
+
+void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int threads) {
+  BnJob j = {.x = x, .geo = geo, .eps = eps, .out = stats};
+  rt_parallel(threads, geo.channels, batch_stats_block, &j);
+}
+
+static void bn_dgamma_block(void *ctx, int64_t c) {
+  BnJob *j = ctx;
+  int64_t C = j->geo.channels;
+  float mu = j->stats[NM_BN_MEAN * C + c], inv = j->stats[NM_BN_INV * C + c];
+  double s[NM_LANES] = {0};
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) s[k % NM_LANES] += (double)j->g[i] * (double)((j->x[i] - mu) * inv);
+  j->out[c] = (float)lanes_sum(s);
+}
+
+void nm_l1_bn_dgamma(const float *x, const float *g, nm_chan geo, const float *stats, float *dgamma, int threads) {
+  BnJob j = {.x = x, .g = g, .geo = geo, .stats = stats, .out = dgamma};
+  rt_parallel(threads, geo.channels, bn_dgamma_block, &j);
+}
+
+static void bn_dx_block(void *ctx, int64_t c) {
+  BnJob *j = ctx;
+  int64_t C = j->geo.channels;
+  double m = (double)(j->geo.outer * j->geo.inner), gam = j->gamma[c], inv = j->stats[NM_BN_INV * C + c];
+  double mg = gam * j->dbeta[c] / m, mgx = gam * j->dgamma[c] / m;
+  float mu = j->stats[NM_BN_MEAN * C + c];
+  float a = (float)(gam * inv), b = (float)(-NM_KAPPA * mgx * inv);
+  float c0 = (float)((NM_KAPPA * mgx * j->stats[NM_BN_MSIGN * C + c] - mg) * inv);
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
+    float s = j->x[i] > mu ? b : j->x[i] < mu ? -b : 0.0f;
+    j->out[i] = (a * j->g[i] + s) + c0;
+  }
+}
+
+void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dgamma,
+                 const float *dbeta, float *dx, int threads) {
+  BnJob j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .stats = stats, .dgamma = dgamma, .dbeta = dbeta, .out = dx};
+  rt_parallel(threads, geo.channels, bn_dx_block, &j);
 }

@@ -86,4 +86,27 @@ void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *
 void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
                     float *dx, float *dgamma, int threads);
 
+/* 1 / (kappa * sigma1 + eps) in double, rounded to float: the divisor of every L1 layer */
+float nm_l1_inv(float sigma1, float eps);
+
+/* L1 batchnorm as the training step runs it: the forward pass saves the batch's statistics
+ * and both gradients reuse them, so the backward pass reads x and g once for the sums and once
+ * for dx. A channel's sums run in NM_LANES double partial sums, element k of each row (its
+ * inner index) into lane k % NM_LANES; the lanes then add pairwise (l + l + 8, then + 4, + 2,
+ * + 1). A vector of NM_LANES doubles computes exactly this. */
+enum { NM_LANES = 16 };
+/* rows of the statistics tensor, [NM_BN_STATS][channels] */
+enum { NM_BN_MEAN, NM_BN_SIGMA1, NM_BN_INV, NM_BN_MSIGN, NM_BN_STATS };
+/* mean (float), sigma1 = mean|x - mean| (x and the float mean in double), inv = nm_l1_inv,
+ * msign = mean of sign(x - mean) (sign(0) = 0) */
+void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int threads);
+/* dgamma[c] = sum of g * xhat, xhat = (x - mean) * inv in float (the forward pass's) */
+void nm_l1_bn_dgamma(const float *x, const float *g, nm_chan geo, const float *stats, float *dgamma, int threads);
+/* nm_l1_backward's dx from the saved statistics, dgamma and dbeta = sum of g: per channel
+ * a = gamma*inv, b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv rounded to float (mg =
+ * gamma*dbeta/m, mgx = gamma*dgamma/m, in double), then dx = (a*g + s) + c in float, s = b
+ * where x > mean, -b where x < mean, else 0. */
+void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dgamma,
+                 const float *dbeta, float *dx, int threads);
+
 #endif

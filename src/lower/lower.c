@@ -261,7 +261,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->scratch = 4 * (1 + 2 * k->channels); /* inv, ranges, groups */
     return k->groups >= 1;
   }
-  case OP_l1_batchnorm: case OP_batchnorm: case OP_l1_layernorm: case OP_layernorm:
+  case OP_l1_batchnorm_stats: case OP_l1_batchnorm: case OP_batchnorm: case OP_l1_layernorm: case OP_layernorm:
     norm_view(&x0->shape, n->op == OP_l1_layernorm || n->op == OP_layernorm, k);
     k->eps = ir_num(n, "eps");
     if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
@@ -271,7 +271,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     int per_row = n->op == OP_l1_layernorm_dx || n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dx ||
                   n->op == OP_layernorm_dgamma;
     norm_view(&ir_in(g, n, 1)->shape, per_row, k);
-    k->eps = ir_num(n, "eps");
+    if (n->op != OP_l1_batchnorm_dx && n->op != OP_l1_batchnorm_dgamma) k->eps = ir_num(n, "eps"); /* theirs is in the statistics */
     if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, 1 / divisor */
     return 1;
   }

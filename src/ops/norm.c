@@ -41,11 +41,17 @@ int batchnorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel) {
+int norm_dbeta(GradCtx *c, const Node *n, int dy, int per_channel) {
   int rank = ir_in(c->g, n, 0)->shape.rank, naxes = 0;
   int64_t axes[SQ_MAX_RANK];
   for (int i = 0; i < rank; i++) /* beta's gradient sums dy over every axis but the affine one */
     if (per_channel ? i != 1 : i != rank - 1) axes[naxes++] = i;
+  Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
+  ir_set_list(db, "axes", axes, naxes);
+  return grad_finish(c, db);
+}
+
+void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel) {
   if (grad_needed(c, n->in[0])) {
     Node *dx = GRAD_OP(c, n, dx_op, dy, n->in[0], n->in[1]);
     ir_copy_attrs(dx, n);
@@ -56,11 +62,7 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, i
     ir_copy_attrs(dg, n);
     grad_accum(c, n->in[1], grad_finish(c, dg));
   }
-  if (grad_needed(c, n->in[2])) {
-    Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
-    ir_set_list(db, "axes", axes, naxes);
-    grad_accum(c, n->in[2], grad_finish(c, db));
-  }
+  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], norm_dbeta(c, n, dy, per_channel));
 }
 
 void batchnorm_grad(GradCtx *c, const Node *n, int dy) {

@@ -1,5 +1,5 @@
-/* norm.c: batchnorm and layernorm, L1 (runtime/numerics.c's nm_l1_*) and L2
- * (src/ops/norm.c), forward and gradients, with the reference's exact operations: statistics
+/* norm.c: L1 layernorm (runtime/numerics.c's nm_l1_*), L2 batchnorm and layernorm
+ * (src/ops/norm.c), forward and gradients (L1 batchnorm: l1_batchnorm.c), with the reference's exact operations: statistics
  * summed in double in element order, each C expression's float or double rounding kept (a
  * float product promoted afterwards stays a float product). One channel (batchnorm) or row
  * (layernorm) per unit of work; a layernorm's dgamma sums across rows, so its row statistics
@@ -155,17 +155,8 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
     stats(n, c, &mean, &spread);
   }
   ChanLoop l;
-  if (n->l1) { /* nm_l1_forward with float statistics; running stats (1 - mom) * r + mom * stat in float */
+  if (n->l1) { /* a layernorm's nm_l1_forward with float statistics (batchnorm: l1_batchnorm.c) */
     LLVMValueRef mf = to_f32(n, mean), sf = to_f32(n, spread);
-    if (bn) {
-      LLVMValueRef mom = f(n, (float)k->momentum), keep = f(n, 1.0f - (float)k->momentum);
-      LLVMValueRef rmv = ld_chan(n, rm, c), rsv = ld_chan(n, rs, c);
-      LLVMValueRef nrm = fadd(n, fmul(n, keep, rmv), fmul(n, mom, mf)), nrs = fadd(n, fmul(n, keep, rsv), fmul(n, mom, sf));
-      st_chan(n, LLVMBuildSelect(B, train, nrm, rmv, ""), rm, c);
-      st_chan(n, LLVMBuildSelect(B, train, nrs, rsv, ""), rs, c);
-      mf = LLVMBuildSelect(B, train, mf, rmv, "mu");
-      sf = LLVMBuildSelect(B, train, sf, rsv, "s1");
-    }
     LLVMValueRef inv = to_f32(n, fdiv(n, d(n, 1.0), l1_divisor(n, ext(n, sf))));
     for (int j = 0, w = n->w; j < w; j++) {
       LLVMValueRef mj = lane(n, mf, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
@@ -193,47 +184,37 @@ static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, 
   }
 }
 
-/* nm_l1_backward for channel c: dx (with gamma) or dgamma[c] (per channel) */
-static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx, LLVMValueRef dgamma) {
+/* nm_l1_backward's dx for row c of a layernorm (batchnorm: l1_batchnorm.c) */
+static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   Gen *g = n->g;
   LLVMValueRef mean, s1;
   stats(n, c, &mean, &s1);
   LLVMValueRef inv = fdiv(n, d(n, 1.0), l1_divisor(n, s1)), m = d(n, count(n->k));
   LLVMValueRef sg = gen_var(g, d(n, 0), "sg"), sgx = gen_var(g, d(n, 0), "sgx"), ssgn = gen_var(g, d(n, 0), "ssgn");
-  LLVMValueRef dg = gen_var(g, d(n, 0), "dg");
-  LLVMBuildStore(B, d(n, 0), sg), LLVMBuildStore(B, d(n, 0), sgx), LLVMBuildStore(B, d(n, 0), ssgn), LLVMBuildStore(B, d(n, 0), dg);
+  LLVMBuildStore(B, d(n, 0), sg), LLVMBuildStore(B, d(n, 0), sgx), LLVMBuildStore(B, d(n, 0), ssgn);
   ChanLoop l;
-  for (int pass = 0; pass < 2; pass++) {
-    if (pass == 1 && dx) { /* (gh - mean(gh) - kappa * mean(gh xhat) * (sgn - mean(sgn))) * inv */
-      LLVMValueRef mg = fdiv(n, gen_get(g, sg), m), kmgx = fmul(n, d(n, NM_KAPPA), fdiv(n, gen_get(g, sgx), m));
-      LLVMValueRef msgn = fdiv(n, gen_get(g, ssgn), m);
-      for (int j = 0, w = n->w; j < w; j++) {
-        LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), gj = lane(n, mg, j), kj = lane(n, kmgx, j), sj = lane(n, msgn, j);
-        LLVMValueRef cj = lane_begin(n, &l, c, j);
-        LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
-        LLVMValueRef gh = fmul(n, ext(n, affine(n, n->gamma, cj, &l)), ext(n, ld(n, n->dy, l.e)));
-        LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), g->f64, ""),
-                                LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), g->f64, ""));
-        store_lanes(n, to_f32(n, fmul(n, fsub(n, fsub(n, gh, gj), fmul(n, kj, fsub(n, sgn, sj))), ij)), dx, l.e);
-        lane_end(n, &l, w);
-      }
-      break;
-    }
-    chan_begin(n, &l, c);
-    LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
-    if (pass == 0) {
-      LLVMValueRef gh = fmul(n, dx ? ext(n, affine(n, n->gamma, c, &l)) : d(n, 1.0), ext(n, ld(n, n->dy, l.e)));
-      LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), vt(n, g->f64), ""),
-                              LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), vt(n, g->f64), ""));
-      LLVMBuildStore(B, fadd(n, gen_get(g, sg), gh), sg);
-      LLVMBuildStore(B, fadd(n, gen_get(g, sgx), fmul(n, gh, fmul(n, dev, inv))), sgx);
-      LLVMBuildStore(B, fadd(n, gen_get(g, ssgn), sgn), ssgn);
-    } else {
-      LLVMBuildStore(B, fadd(n, gen_get(g, dg), fmul(n, ext(n, ld(n, n->dy, l.e)), fmul(n, dev, inv))), dg);
-    }
-    chan_end(n, &l);
+  chan_begin(n, &l, c); /* the sums of gh, gh * xhat and sgn */
+  LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
+  LLVMValueRef gh = fmul(n, ext(n, affine(n, n->gamma, c, &l)), ext(n, ld(n, n->dy, l.e)));
+  LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), vt(n, g->f64), ""),
+                          LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), vt(n, g->f64), ""));
+  LLVMBuildStore(B, fadd(n, gen_get(g, sg), gh), sg);
+  LLVMBuildStore(B, fadd(n, gen_get(g, sgx), fmul(n, gh, fmul(n, dev, inv))), sgx);
+  LLVMBuildStore(B, fadd(n, gen_get(g, ssgn), sgn), ssgn);
+  chan_end(n, &l);
+  /* (gh - mean(gh) - kappa * mean(gh xhat) * (sgn - mean(sgn))) * inv */
+  LLVMValueRef mg = fdiv(n, gen_get(g, sg), m), kmgx = fmul(n, d(n, NM_KAPPA), fdiv(n, gen_get(g, sgx), m));
+  LLVMValueRef msgn = fdiv(n, gen_get(g, ssgn), m);
+  for (int j = 0, w = n->w; j < w; j++) {
+    LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), gj = lane(n, mg, j), kj = lane(n, kmgx, j), sj = lane(n, msgn, j);
+    LLVMValueRef cj = lane_begin(n, &l, c, j);
+    LLVMValueRef devj = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
+    LLVMValueRef ghj = fmul(n, ext(n, affine(n, n->gamma, cj, &l)), ext(n, ld(n, n->dy, l.e)));
+    LLVMValueRef sgnj = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, devj, d(n, 0), ""), g->f64, ""),
+                             LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, devj, d(n, 0), ""), g->f64, ""));
+    store_lanes(n, to_f32(n, fmul(n, fsub(n, fsub(n, ghj, gj), fmul(n, kj, fsub(n, sgnj, sj))), ij)), dx, l.e);
+    lane_end(n, &l, w);
   }
-  if (dgamma) st_chan(n, to_f32(n, gen_get(g, dg)), dgamma, c);
 }
 
 /* src/ops/norm.c's batchnorm_dx / layernorm_dx (gamma) or the per-channel dgamma */
@@ -306,10 +287,9 @@ LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name) {
   OpCode op = k->op;
   Norm n = {g, k, NULL, NULL, NULL, NULL, 0, 8};
   while (k->channels % n.w) n.w /= 2; /* groups of channels that divide them */
-  n.l1 = op == OP_l1_batchnorm || op == OP_l1_layernorm || op == OP_l1_batchnorm_dx || op == OP_l1_batchnorm_dgamma ||
-         op == OP_l1_layernorm_dx || op == OP_l1_layernorm_dgamma;
-  int fwd = op == OP_l1_batchnorm || op == OP_l1_layernorm || op == OP_batchnorm || op == OP_layernorm;
-  int dgamma = op == OP_l1_batchnorm_dgamma || op == OP_l1_layernorm_dgamma || op == OP_batchnorm_dgamma || op == OP_layernorm_dgamma;
+  n.l1 = op == OP_l1_layernorm || op == OP_l1_layernorm_dx || op == OP_l1_layernorm_dgamma; /* L1 batchnorm: l1_batchnorm.c */
+  int fwd = op == OP_l1_layernorm || op == OP_batchnorm || op == OP_layernorm;
+  int dgamma = op == OP_l1_layernorm_dgamma || op == OP_batchnorm_dgamma || op == OP_layernorm_dgamma;
   g->scratch = k->scratch;
   if (fwd) { /* (x, gamma, beta[, running mean, running spread]) */
     n.x = gen_input(g, 0), n.gamma = gen_input(g, 1), n.beta = gen_input(g, 2);
@@ -328,7 +308,7 @@ LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name) {
     } else {
       Loop l;
       LLVMValueRef c = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->channels / n.w, "group"), gen_i64(g, n.w), "c");
-      if (n.l1) l1_backward(&n, c, dgamma ? NULL : out, dgamma ? out : NULL);
+      if (n.l1) l1_backward(&n, c, out);
       else l2_backward(&n, c, dgamma ? NULL : out, dgamma ? out : NULL);
       gen_loop_end(g, &l, 0);
     }

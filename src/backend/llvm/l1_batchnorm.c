@@ -1,0 +1,233 @@
+/* l1_batchnorm.c: L1 batchnorm's kernels as runtime/numerics.c defines them:
+ * l1_batchnorm_stats (nm_l1_batch_stats), l1_batchnorm (nm_l1_forward from the saved
+ * statistics, or the running ones in inference), l1_batchnorm_dgamma (nm_l1_bn_dgamma) and
+ * l1_batchnorm_dx (nm_l1_bn_dx). One channel per unit of work. The sums run in one vector of
+ * NM_LANES doubles, lane k % NM_LANES taking element k of each row as the reference's lanes do;
+ * the elementwise passes are scalar loops that the vectorizer widens. */
+#include "../../../runtime/numerics.h"
+#include "gen.h"
+
+typedef struct {
+  Gen *g;
+  const ChanKernel *k;
+  LLVMTypeRef vf, vd, vl; /* NM_LANES floats, doubles, i64 */
+} Bn;
+
+#define B (b->g->b)
+static LLVMValueRef splat(Bn *b, LLVMValueRef v, LLVMTypeRef vt) {
+  LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt), v, LLVMConstInt(b->g->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(b->g->i32, NM_LANES)), "");
+}
+static LLVMValueRef ext(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->vd, ""); }
+static LLVMValueRef f64(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->g->f64, ""); }
+static LLVMValueRef f32(Bn *b, LLVMValueRef v) { return LLVMBuildFPTrunc(B, v, b->g->f32, ""); }
+static LLVMValueRef dconst(Bn *b, double v) { return gen_f64c(b->g, v); }
+/* row r of the statistics tensor, channel c */
+static LLVMValueRef stat(Bn *b, LLVMValueRef stats, int row, LLVMValueRef c) {
+  return gen_load(b->g, b->g->f32, stats, LLVMBuildAdd(B, c, gen_i64(b->g, row * b->k->channels), ""));
+}
+
+/* The lanes' sum as the reference adds them: lane l + lane l + w for w = 8, 4, 2, 1. */
+static LLVMValueRef lanes_sum(Bn *b, LLVMValueRef v) {
+  for (int w = NM_LANES / 2; w >= 1; w /= 2) {
+    LLVMValueRef lo[NM_LANES / 2], hi[NM_LANES / 2];
+    for (int l = 0; l < w; l++) lo[l] = LLVMConstInt(b->g->i32, (unsigned)l, 0), hi[l] = LLVMConstInt(b->g->i32, (unsigned)(l + w), 0);
+    LLVMValueRef a = LLVMBuildShuffleVector(B, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(lo, (unsigned)w), "");
+    LLVMValueRef c = LLVMBuildShuffleVector(B, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(hi, (unsigned)w), "");
+    v = LLVMBuildFAdd(B, a, c, "");
+  }
+  return LLVMBuildExtractElement(B, v, LLVMConstInt(b->g->i32, 0, 0), "");
+}
+
+/* NM_LANES floats at &base[e]; the first `n` of them when n < NM_LANES, the other lanes `pass` */
+static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass) {
+  LLVMValueRef at = gen_at(b->g, b->g->f32, base, e);
+  if (n == NM_LANES) {
+    LLVMValueRef v = LLVMBuildLoad2(B, b->vf, at, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+  }
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx), types[2] = {b->vf, b->g->ptr};
+  LLVMValueRef mask[NM_LANES];
+  for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(i1, j < n, 0);
+  unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(b->g->mod, id, types, 2);
+  LLVMValueRef args[4] = {at, LLVMConstInt(b->g->i32, 4, 0), LLVMConstVector(mask, NM_LANES), splat(b, pass, b->vf)};
+  return LLVMBuildCall2(B, LLVMIntrinsicGetType(b->g->ctx, id, types, 2), fn, args, 4, "");
+}
+
+/* body(v) for the vectors of channel c: in each row, its full vectors, then the row's last
+ * inner % NM_LANES elements with the other lanes `pass` (values that add nothing). Streams
+ * (x, and g in dgamma) are read at the same elements. */
+typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
+static void each_vector(Bn *b, LLVMValueRef c, int ns, const LLVMValueRef *base, const LLVMValueRef *pass, LaneBody body,
+                        void *ctx) {
+  Gen *g = b->g;
+  const ChanKernel *k = b->k;
+  int64_t full = k->inner / NM_LANES, rest = k->inner % NM_LANES;
+  Loop lo, lv;
+  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->outer), "o"), v[2];
+  LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, ""), gen_i64(g, k->inner), "row");
+  if (full) {
+    LLVMValueRef i = gen_loop_begin(g, &lv, gen_i64(g, full), "v");
+    LLVMValueRef e = LLVMBuildAdd(B, row, LLVMBuildMul(B, i, gen_i64(g, NM_LANES), ""), "");
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, NM_LANES, NULL);
+    body(b, v, ctx);
+    gen_loop_end(g, &lv, 0);
+  }
+  if (rest) {
+    LLVMValueRef e = LLVMBuildAdd(B, row, gen_i64(g, full * NM_LANES), "");
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, (int)rest, pass[s]);
+    body(b, v, ctx);
+  }
+  gen_loop_end(g, &lo, 0);
+}
+
+/* for each element i of channel c (outer, then inner): the builder in the body, i returned */
+typedef struct { Loop o, i; } ElemLoop;
+static LLVMValueRef elems_begin(Bn *b, ElemLoop *l, LLVMValueRef c) {
+  const ChanKernel *k = b->k;
+  LLVMValueRef o = gen_loop_begin(b->g, &l->o, gen_i64(b->g, k->outer), "o");
+  LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(b->g, k->channels), ""), c, ""), gen_i64(b->g, k->inner), "");
+  return LLVMBuildAdd(B, row, gen_loop_begin(b->g, &l->i, gen_i64(b->g, k->inner), "j"), "e");
+}
+static void elems_end(Bn *b, ElemLoop *l) {
+  gen_loop_end(b->g, &l->i, 0); /* the vectorizer widens it */
+  gen_loop_end(b->g, &l->o, 0);
+}
+
+/* ---- l1_batchnorm_stats ---- */
+typedef struct { LLVMValueRef sum, abs, sign, mu, mud; } StatsAcc;
+static void add_x(Bn *b, LLVMValueRef *v, void *ctx) {
+  StatsAcc *a = ctx;
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->sum), ext(b, v[0]), ""), a->sum);
+}
+static void add_dev(Bn *b, LLVMValueRef *v, void *ctx) {
+  StatsAcc *a = ctx;
+  LLVMValueRef dev = gen_intrinsic(b->g, "llvm.fabs", LLVMBuildFSub(B, ext(b, v[0]), a->mud, ""));
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->abs), dev, ""), a->abs);
+  LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], a->mu, ""), b->vl, "");
+  LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], a->mu, ""), b->vl, "");
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, a->sign), LLVMBuildSub(B, up, down, ""), ""), a->sign);
+}
+
+static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
+  Gen *g = b->g;
+  double m = (double)(b->k->outer * b->k->inner);
+  StatsAcc a = {gen_var(g, LLVMConstNull(b->vd), "sum"), gen_var(g, LLVMConstNull(b->vd), "abs"),
+                gen_var(g, LLVMConstNull(b->vl), "sign"), NULL, NULL};
+  LLVMBuildStore(B, LLVMConstNull(b->vd), a.sum), LLVMBuildStore(B, LLVMConstNull(b->vd), a.abs);
+  LLVMBuildStore(B, LLVMConstNull(b->vl), a.sign);
+  LLVMValueRef zero = gen_f32c(g, 0);
+  each_vector(b, c, 1, &x, &zero, add_x, &a);
+  LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.sum)), dconst(b, m), "mean"));
+  a.mu = splat(b, mu, b->vf), a.mud = ext(b, a.mu);
+  each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
+  LLVMValueRef s1 = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "sigma1"));
+  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, a.sign)); /* exact in any order */
+  LLVMValueRef inv = f32(b, LLVMBuildFDiv(B, dconst(b, 1.0), LLVMBuildFAdd(B, LLVMBuildFMul(B, dconst(b, NM_KAPPA), f64(b, s1), ""), dconst(b, (double)(float)b->k->eps), ""), "inv"));
+  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, m), ""));
+  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SIGMA1] = s1, [NM_BN_INV] = inv, [NM_BN_MSIGN] = msign};
+  for (int r = 0; r < NM_BN_STATS; r++) gen_store(g, row[r], out, LLVMBuildAdd(B, c, gen_i64(g, r * b->k->channels), ""));
+}
+
+/* ---- l1_batchnorm ---- */
+static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+  Gen *g = b->g;
+  const ChanKernel *k = b->k;
+  LLVMValueRef x = gen_input(g, 0), gamma = gen_input(g, 1), beta = gen_input(g, 2), rm = gen_input(g, 3), rs = gen_input(g, 4);
+  LLVMValueRef st = gen_input(g, 5);
+  LLVMValueRef train = LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "");
+  LLVMValueRef rmv = gen_load(g, g->f32, rm, c), rsv = gen_load(g, g->f32, rs, c);
+  /* training: the batch's statistics, and the running ones move towards them ((1 - mom) * r + mom * stat in float) */
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+  LLVMBasicBlockRef batch = LLVMAppendBasicBlockInContext(g->ctx, fn, "batch"), running = LLVMAppendBasicBlockInContext(g->ctx, fn, "running");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(g->ctx, fn, "normalize");
+  LLVMBuildCondBr(B, train, batch, running);
+  LLVMPositionBuilderAtEnd(B, batch);
+  LLVMValueRef mom = gen_f32c(g, (float)k->momentum), keep = gen_f32c(g, 1.0f - (float)k->momentum);
+  LLVMValueRef bmu = stat(b, st, NM_BN_MEAN, c), bs1 = stat(b, st, NM_BN_SIGMA1, c), binv = stat(b, st, NM_BN_INV, c);
+  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rmv, ""), LLVMBuildFMul(B, mom, bmu, ""), ""), rm, c);
+  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs1, ""), ""), rs, c);
+  LLVMBuildBr(B, join);
+  LLVMPositionBuilderAtEnd(B, running);
+  LLVMValueRef rinv = f32(b, LLVMBuildFDiv(B, dconst(b, 1.0), LLVMBuildFAdd(B, LLVMBuildFMul(B, dconst(b, NM_KAPPA), f64(b, rsv), ""), dconst(b, (double)(float)k->eps), ""), ""));
+  LLVMBuildBr(B, join);
+  LLVMPositionBuilderAtEnd(B, join);
+  LLVMValueRef mu = LLVMBuildPhi(B, g->f32, "mu"), inv = LLVMBuildPhi(B, g->f32, "inv");
+  LLVMBasicBlockRef from[2] = {batch, running};
+  LLVMAddIncoming(mu, (LLVMValueRef[]){bmu, rmv}, from, 2);
+  LLVMAddIncoming(inv, (LLVMValueRef[]){binv, rinv}, from, 2);
+  LLVMValueRef gam = gen_load(g, g->f32, gamma, c), bet = gen_load(g, g->f32, beta, c);
+  ElemLoop l;
+  LLVMValueRef e = elems_begin(b, &l, c);
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, gen_load(g, g->f32, x, e), mu, ""), inv, "");
+  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, gam, xh, ""), bet, "");
+  gen_store(g, k->relu ? gen_relu(g, y) : y, out, e);
+  elems_end(b, &l);
+}
+
+/* ---- l1_batchnorm_dgamma ---- */
+typedef struct { LLVMValueRef acc, mu, inv; } DgAcc;
+static void add_gxh(Bn *b, LLVMValueRef *v, void *ctx) {
+  DgAcc *a = ctx;
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], a->mu, ""), a->inv, "");
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->acc), LLVMBuildFMul(B, ext(b, v[1]), ext(b, xh), ""), ""), a->acc);
+}
+static void dgamma(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+  Gen *g = b->g;
+  LLVMValueRef st = gen_input(g, 2), mu = stat(b, st, NM_BN_MEAN, c);
+  DgAcc a = {gen_var(g, LLVMConstNull(b->vd), "acc"), splat(b, mu, b->vf), splat(b, stat(b, st, NM_BN_INV, c), b->vf)};
+  LLVMBuildStore(B, LLVMConstNull(b->vd), a.acc);
+  LLVMValueRef base[2] = {gen_input(g, 1), gen_input(g, 0)}, pass[2] = {mu, gen_f32c(g, 0)}; /* x, g */
+  each_vector(b, c, 2, base, pass, add_gxh, &a);
+  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.acc))), out, c);
+}
+
+/* ---- l1_batchnorm_dx ---- */
+static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+  Gen *g = b->g;
+  LLVMValueRef dy = gen_input(g, 0), x = gen_input(g, 1), st = gen_input(g, 3);
+  LLVMValueRef m = dconst(b, (double)(b->k->outer * b->k->inner)), kappa = dconst(b, NM_KAPPA);
+  LLVMValueRef gam = f64(b, gen_load(g, g->f32, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
+  LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, gen_input(g, 5), c)), ""), m, "mg");
+  LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, gen_input(g, 4), c)), ""), m, "mgx");
+  LLVMValueRef mu = stat(b, st, NM_BN_MEAN, c), msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
+  LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, ""));
+  LLVMValueRef bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
+  LLVMValueRef cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
+  LLVMValueRef nbv = LLVMBuildFNeg(B, bv, "");
+  ElemLoop l;
+  LLVMValueRef e = elems_begin(b, &l, c), xv = gen_load(g, g->f32, x, e);
+  LLVMValueRef s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
+                                   LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), nbv, gen_f32c(g, 0), ""), "");
+  LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, gen_load(g, g->f32, dy, e), ""), s, ""), cv, "");
+  gen_store(g, v, out, e);
+  elems_end(b, &l);
+}
+#undef B
+
+LLVMValueRef gen_l1_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
+  LLVMValueRef fn = gen_kernel_function(g, name), out = gen_arg(g, KA_OUT);
+  Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(g->i64, NM_LANES)};
+  g->scratch = k->scratch;
+  if (k->op == OP_l1_batchnorm_stats) { /* inference normalizes with the running statistics */
+    LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "training"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "inference");
+    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), ""), work, skip);
+    LLVMPositionBuilderAtEnd(g->b, skip);
+    LLVMBuildRetVoid(g->b);
+    LLVMPositionBuilderAtEnd(g->b, work);
+  }
+  Loop l;
+  LLVMValueRef c = gen_loop_part(g, &l, k->channels, "c");
+  switch (k->op) {
+  case OP_l1_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
+  case OP_l1_batchnorm: forward(&b, c, out); break;
+  case OP_l1_batchnorm_dgamma: dgamma(&b, c, out); break;
+  case OP_l1_batchnorm_dx: dx(&b, c, out); break;
+  default: SQ_INTERNAL("not an L1 batchnorm op: %s", op_info[k->op].name);
+  }
+  gen_loop_end(g, &l, 0);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
