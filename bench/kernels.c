@@ -1,9 +1,9 @@
-/* kernels.c: times the generated GEMM, convolution and normalization kernels of one model,
- * linked with the model's object (sqc --emit=obj) and the runtime. After two training steps on
- * synthetic data (so tensors hold realistic values) each such node runs alone, REPS times; the
- * median goes out as one line per node:
- *   gemm NAME ROLE M N K seconds      (convolutions as their GEMM: rows, columns, reduction)
- *   norm NAME OP seconds
+/* kernels.c: times the generated kernels of one model, linked with the model's object (sqc
+ * --emit=obj) and the runtime. After two training steps on synthetic data (so tensors hold
+ * realistic values) each op node runs alone, REPS times; the median goes out as one line per node:
+ *   gemm NAME ROLE M N K seconds      (GEMMs; convolutions as their GEMM: rows, columns, reduction)
+ *   norm NAME OP seconds              (normalization layers)
+ *   op NAME OP seconds                (every other node: where the rest of a step goes)
  * Usage: kernels THREADS REPS */
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,8 +91,8 @@ int main(int argc, char **argv) {
     const Node *n = ir_node(g, id);
     int64_t M = 0, N = 0, K = 0;
     const char *role = "";
-    int gemm = n->kind == NK_OP && gemm_shape(g, n, &M, &N, &K, &role), norm = n->kind == NK_OP && is_norm(n->op);
-    if (!gemm && !norm) continue;
+    if (n->kind != NK_OP) continue;
+    int gemm = gemm_shape(g, n, &M, &N, &K, &role), norm = is_norm(n->op);
     interp_run_node(it, id); /* warm */
     for (int r = 0; r < reps; r++) {
       double t0 = now();
@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
     }
     double med = median(t, reps);
     if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, med);
-    else printf("norm %s %s %.9f\n", n->name, op_info[n->op].name, med);
+    else printf("%s %s %s %.9f\n", norm ? "norm" : "op", n->name, op_info[n->op].name, med);
   }
   free(t);
   interp_free(it);

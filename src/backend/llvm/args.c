@@ -152,3 +152,23 @@ LLVMValueRef gen_var(Gen *g, LLVMValueRef init, const char *name) {
 }
 
 LLVMValueRef gen_get(Gen *g, LLVMValueRef var) { return LLVMBuildLoad2(g->b, LLVMGetAllocatedType(var), var, ""); }
+
+/* llvm.masked.* with alignment 1: lanes off in the mask are neither read nor written */
+static LLVMValueRef masked_call(Gen *g, const char *name, LLVMTypeRef t0, LLVMTypeRef t1, LLVMValueRef *args, unsigned n) {
+  LLVMTypeRef types[2] = {t0, t1};
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  SQ_ASSERT(id != 0);
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, id, types, 2), LLVMGetIntrinsicDeclaration(g->mod, id, types, 2), args, n, "");
+}
+LLVMValueRef gen_masked_load(Gen *g, LLVMTypeRef vt, LLVMValueRef ptr, LLVMValueRef mask, LLVMValueRef pass) {
+  LLVMValueRef args[4] = {ptr, LLVMConstInt(g->i32, 1, 0), mask, pass};
+  return masked_call(g, "llvm.masked.load", vt, g->ptr, args, 4);
+}
+void gen_masked_store(Gen *g, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef mask) {
+  LLVMValueRef args[4] = {v, ptr, LLVMConstInt(g->i32, 1, 0), mask};
+  masked_call(g, "llvm.masked.store", LLVMTypeOf(v), g->ptr, args, 4);
+}
+LLVMValueRef gen_masked_gather(Gen *g, LLVMTypeRef vt, LLVMValueRef ptrs, LLVMValueRef mask, LLVMValueRef pass) {
+  LLVMValueRef args[4] = {ptrs, LLVMConstInt(g->i32, 1, 0), mask, pass};
+  return masked_call(g, "llvm.masked.gather", vt, LLVMTypeOf(ptrs), args, 4);
+}

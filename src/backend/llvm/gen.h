@@ -59,6 +59,11 @@ LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                         
 LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */
 LLVMValueRef gen_finite(Gen *g, LLVMValueRef x);                                  /* i1: x is neither NaN nor Inf */
 LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m);                    /* a > m ? a : m, as the C code */
+/* llvm.masked.load / store / gather, any alignment: lanes off in the mask are not touched
+ * (a load or gather gives `pass` there) */
+LLVMValueRef gen_masked_load(Gen *g, LLVMTypeRef vt, LLVMValueRef ptr, LLVMValueRef mask, LLVMValueRef pass);
+void gen_masked_store(Gen *g, LLVMValueRef v, LLVMValueRef ptr, LLVMValueRef mask);
+LLVMValueRef gen_masked_gather(Gen *g, LLVMTypeRef vt, LLVMValueRef ptrs, LLVMValueRef mask, LLVMValueRef pass);
 /* A scalar accumulator in a stack slot (promoted to a register by the optimizer). */
 LLVMValueRef gen_var(Gen *g, LLVMValueRef init, const char *name);
 LLVMValueRef gen_get(Gen *g, LLVMValueRef var);

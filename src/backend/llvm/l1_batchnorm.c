@@ -47,13 +47,10 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
     LLVMSetAlignment(v, 4);
     return v;
   }
-  LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx), types[2] = {b->vf, b->g->ptr};
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx);
   LLVMValueRef mask[NM_LANES];
   for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(i1, j < n, 0);
-  unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(b->g->mod, id, types, 2);
-  LLVMValueRef args[4] = {at, LLVMConstInt(b->g->i32, 4, 0), LLVMConstVector(mask, NM_LANES), splat(b, pass, b->vf)};
-  return LLVMBuildCall2(B, LLVMIntrinsicGetType(b->g->ctx, id, types, 2), fn, args, 4, "");
+  return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), splat(b, pass, b->vf));
 }
 
 /* body(v) for the vectors of channel c: in each row, its full vectors, then the row's last
