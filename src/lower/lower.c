@@ -44,16 +44,19 @@ int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : d == DOT_AVX2 ? 15 : 32
 enum { U_TILE_MAX = 64 * 1024 };
 
 /* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the
- * elements of the M x K and K x N operands, amax and bmax their largest values. */
-static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, int bmax, int64_t batch, int64_t M, int64_t N, int64_t K) {
+ * elements of the M x K and K x N operands, amax and bmax their largest values. b_on_u puts B
+ * on the U side when both are signed (convolution dW: its patches pack fastest as U rows). */
+static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, int bmax, int b_on_u, int64_t batch, int64_t M,
+                          int64_t N, int64_t K) {
   DotPlan d = {DOT_NONE};
   if (dot == DOT_NONE || a == KE_F32) return d;
   if (dot == DOT_VNNI || dot == DOT_AVX2) { /* U must be unsigned or biased, S signed */
     if (kelem_unsigned(a) && kelem_unsigned(b)) return d;
-    d.swap = kelem_unsigned(b);
     d.bias_u = !kelem_unsigned(a) && !kelem_unsigned(b);
     /* vpmaddubsw adds two u8 x s8 products into a saturating i16: exact only below 2^15 */
-    int umax = d.swap ? bmax : d.bias_u ? 128 + amax : amax, smax = d.swap ? amax : bmax;
+    int bias = d.bias_u ? 128 : 0, fits = dot != DOT_AVX2 || 2 * (bmax + bias) * amax <= 32767;
+    d.swap = kelem_unsigned(b) || (d.bias_u && b_on_u && fits);
+    int umax = (d.swap ? bmax : amax) + bias, smax = d.swap ? amax : bmax;
     if (dot == DOT_AVX2 && 2 * umax * smax > 32767) return d;
   } else { /* sdot: both signed; an unsigned operand must fit in int8 */
     if ((kelem_unsigned(a) && amax > 127) || (kelem_unsigned(b) && bmax > 127)) return d;
@@ -101,7 +104,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
   if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
-  k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), k->batch, k->M, k->N, k->K);
+  k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 0, k->batch, k->M, k->N, k->K);
   return 1;
 }
 
@@ -146,7 +149,10 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   else k->gm = k->O, k->gn = k->C * kk, k->gk = k->N * k->Ho * k->Wo;
   /* the GEMM's A (input 0) is patches of x (fwd), of dy (dx) or dy itself (dw); B (input 1) is
    * w or patches of x */
-  if (k->g == 1) k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 1, k->gm, k->gn, k->gk);
+  /* dW: x's patches as U rows (runs of input rows) and dy in groups of 4 pixels, when those fit */
+  int dw_swap = kind == CONV_DW && k->s == 1 && (k->Ho * k->Wo) % 4 == 0;
+  if (k->g == 1)
+    k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), dw_swap, 1, k->gm, k->gn, k->gk);
   if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */

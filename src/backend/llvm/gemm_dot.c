@@ -344,13 +344,13 @@ static LLVMValueRef splat_i64(Gen *g, LLVMValueRef v, int n) {
   return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)n)), "");
 }
 
-/* Stride 1, x as bytes, unbiased: U row t = tap (c, kh, kw) over the chunk's pixels is, per
- * output row, a run of input row ih = oh + kh - p shifted by kw - p: one masked load and
- * store of up to ROW_LANES pixels (the taps in the padding keep the row's 0). */
+/* Stride 1, x as bytes: U row t = tap (c, kh, kw) over the chunk's pixels is, per output
+ * row, a run of input row ih = oh + kh - p shifted by kw - p: one masked load and store of up
+ * to ROW_LANES pixels (+128 when U is biased; the taps in the padding keep the row's 0 or 128). */
 enum { ROW_LANES = 16 };
 static int dw_rows_by_vector(const Dot *d) {
   const ConvKernel *k = d->ck;
-  return k && k->kind == CONV_DW && d->p->swap && !d->p->bias_u && k->s == 1 && (d->p->unpacked || !kelem_packed(k->b));
+  return k && k->kind == CONV_DW && d->p->swap && k->s == 1 && (d->p->unpacked || !kelem_packed(k->b));
 }
 static void pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
   Gen *g = d->g;
@@ -373,6 +373,7 @@ static void pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
                                              LLVMBuildICmp(B, LLVMIntSLT, iw, splat_i64(g, gen_i64(g, k->W), ROW_LANES), "")));
     LLVMValueRef src = gen_at(g, g->i8, x, add(g, mul(g, add(g, plane, ih), k->W), add(g, shift, gen_i64(g, w0))));
     LLVMValueRef v = gen_masked_load(g, vb, src, from, LLVMConstNull(vb));
+    if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstTrunc(splat_i32(g, 128, ROW_LANES), vb), "");
     gen_masked_store(g, v, gen_at(g, g->i8, dst, add(g, mul(g, add(g, mul(g, nl, k->Ho), oh), k->Wo), gen_i64(g, w0))), inside);
   }
   if_end(g, after);
