@@ -4,6 +4,7 @@
  *   gemm NAME ROLE M N K seconds      (GEMMs; convolutions as their GEMM: rows, columns, reduction)
  *   norm NAME OP seconds              (normalization layers)
  *   op NAME OP seconds                (every other node: where the rest of a step goes)
+ *   step seconds                      (a whole training step, for the sum of the above)
  * Usage: kernels THREADS REPS */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,13 @@ int main(int argc, char **argv) {
     if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, med);
     else printf("%s %s %s %.9f\n", norm ? "norm" : "op", n->name, op_info[n->op].name, med);
   }
+  for (int r = 0; r < reps; r++) { /* whole steps: what the nodes' times leave out (dispatch, cold caches) */
+    double t0 = now();
+    float loss;
+    if (!interp_train_step(it, 0.01f, &loss)) return fprintf(stderr, "kernels: %s\n", interp_error(it)), 1;
+    t[r] = now() - t0;
+  }
+  printf("step %.9f\n", median(t, reps));
   free(t);
   interp_free(it);
   ir_free(g);
