@@ -1,0 +1,114 @@
+/* dot_pack_dw.c: convolution dW with x's patches on the U side (swap): U rows from runs of
+ * input rows by masked vector loads and stores, S blocks of dy by one gather of 4 pixels per
+ * lane. */
+#include "dot.h"
+
+#define B (g->b)
+
+static LLVMValueRef iota(Gen *g, int n) {
+  LLVMValueRef v[64];
+  for (int i = 0; i < n; i++) v[i] = gen_i64(g, i);
+  return LLVMConstVector(v, (unsigned)n);
+}
+static LLVMValueRef splat_i32(Gen *g, int v, unsigned n) {
+  LLVMValueRef c[64];
+  for (unsigned i = 0; i < n; i++) c[i] = LLVMConstInt(g->i32, (unsigned long long)v, 0);
+  return LLVMConstVector(c, n);
+}
+static LLVMValueRef splat_i64(Gen *g, LLVMValueRef v, int n) {
+  LLVMTypeRef vt = LLVMVectorType(g->i64, (unsigned)n);
+  LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt), v, LLVMConstInt(g->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)n)), "");
+}
+
+/* Stride 1, x as bytes: U row t = tap (c, kh, kw) over the chunk's pixels is, per output
+ * row, a run of input row ih = oh + kh - p shifted by kw - p: one masked load and store of up
+ * to ROW_LANES pixels (+128 when U is biased; the taps in the padding keep the row's 0 or 128). */
+enum { ROW_LANES = 16 };
+int dot_dw_rows_by_vector(const Dot *d) {
+  const ConvKernel *k = d->ck;
+  return k && k->kind == CONV_DW && d->p->swap && k->s == 1 && (d->p->unpacked || !kelem_packed(k->b));
+}
+void dot_pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMTypeRef vb = LLVMVectorType(g->i8, ROW_LANES);
+  LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
+  LLVMValueRef lane = iota(g, ROW_LANES), shift = add(g, kw, gen_i64(g, -k->p));
+  Loop ln, lh;
+  LLVMValueRef n0, nl = gen_loop_begin(g, &ln, dot_images(d, &n0), "n");
+  LLVMValueRef x = d->p->unpacked ? d->xbytes : d->Bm, n = d->p->unpacked ? nl : add(g, n0, nl);
+  LLVMValueRef plane = mul(g, add(g, mul(g, n, k->C), c), k->H);
+  LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh"), ih = add(g, oh, add(g, kh, gen_i64(g, -k->p)));
+  LLVMBasicBlockRef after;
+  if_begin(g, in_range(g, ih, k->H), &after);
+  for (int64_t w0 = 0; w0 < k->Wo; w0 += ROW_LANES) {
+    LLVMValueRef iw = LLVMBuildAdd(B, splat_i64(g, add(g, shift, gen_i64(g, w0)), ROW_LANES), lane, "iw");
+    LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i64, ROW_LANES));
+    LLVMValueRef inside = LLVMBuildICmp(B, LLVMIntSLT, lane, splat_i64(g, gen_i64(g, k->Wo - w0), ROW_LANES), "");
+    LLVMValueRef from = and_(g, inside, and_(g, LLVMBuildICmp(B, LLVMIntSGE, iw, zero, ""),
+                                             LLVMBuildICmp(B, LLVMIntSLT, iw, splat_i64(g, gen_i64(g, k->W), ROW_LANES), "")));
+    LLVMValueRef src = gen_at(g, g->i8, x, add(g, mul(g, add(g, plane, ih), k->W), add(g, shift, gen_i64(g, w0))));
+    LLVMValueRef v = gen_masked_load(g, vb, src, from, LLVMConstNull(vb));
+    if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstTrunc(splat_i32(g, 128, ROW_LANES), vb), "");
+    gen_masked_store(g, v, gen_at(g, g->i8, dst, add(g, mul(g, add(g, mul(g, nl, k->Ho), oh), k->Wo), gen_i64(g, w0))), inside);
+  }
+  if_end(g, after);
+  gen_loop_end(g, &lh, 0);
+  gen_loop_end(g, &ln, 0);
+}
+
+/* dy (bytes) on the S side with whole groups of 4 pixels in an image: S block blk holds dy
+ * channels blk * lanes + l; each k4 is one gather of an i32 (4 pixels) per lane. */
+int dot_dw_dy_by_gather(const Dot *d) {
+  const ConvKernel *k = d->ck;
+  return k && k->kind == CONV_DW && d->p->swap && !kelem_packed(k->a) && (k->Ho * k->Wo) % 4 == 0;
+}
+/* the sum of an i32's four signed bytes, per lane */
+static LLVMValueRef byte_sums(Gen *g, LLVMValueRef v) {
+  LLVMTypeRef vt = LLVMTypeOf(v);
+  unsigned n = LLVMGetVectorSize(vt);
+  LLVMValueRef s = NULL;
+  for (int b = 0; b < 4; b++) {
+    LLVMValueRef up = LLVMBuildShl(B, v, splat_i32(g, 24 - 8 * b, n), "");
+    LLVMValueRef x = LLVMBuildAShr(B, up, splat_i32(g, 24, n), "");
+    s = s ? LLVMBuildAdd(B, s, x, "") : x;
+  }
+  return s;
+}
+void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  const DotPlan *p = d->p;
+  int L = p->lanes;
+  int64_t hw = k->Ho * k->Wo;
+  LLVMTypeRef vi = LLVMVectorType(g->i32, (unsigned)L);
+  LLVMValueRef lane = iota(g, L), o = LLVMBuildAdd(B, splat_i64(g, mul(g, blk, L), L), lane, "o");
+  LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, splat_i64(g, gen_i64(g, k->O), L), "");
+  LLVMValueRef rows = LLVMBuildMul(B, o, splat_i64(g, gen_i64(g, hw), L), ""); /* channel o's offset in an image */
+  LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum");
+  LLVMBuildStore(B, LLVMConstNull(vi), sum);
+  Loop l;
+  LLVMValueRef n0, count = dot_images(d, &n0);
+  LLVMValueRef k4 = gen_loop_begin(g, &l, gen_i64(g, p->kp / 4), "k4"), nl = div_(g, k4, hw / 4);
+  LLVMValueRef base = add(g, mul(g, mul(g, add(g, n0, nl), k->O), hw), mul(g, rem_(g, k4, hw / 4), 4));
+  LLVMValueRef mask = LLVMBuildAnd(B, real, LLVMBuildICmp(B, LLVMIntSLT, splat_i64(g, nl, L), splat_i64(g, count, L), ""), "");
+  LLVMValueRef off = LLVMBuildAdd(B, splat_i64(g, base, L), rows, "");
+  LLVMValueRef ptrs = LLVMBuildGEP2(B, g->i8, d->A, &off, 1, "");
+  LLVMValueRef v = gen_masked_gather(g, vi, ptrs, mask, LLVMConstNull(vi));
+  LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, blk, p->kp / 4), k4), 4 * L));
+  LLVMSetAlignment(LLVMBuildStore(B, v, to), 1);
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), byte_sums(g, v), ""), sum);
+  gen_loop_end(g, &l, 0);
+  LLVMValueRef total = gen_get(g, sum);
+  for (int j = 0; j < L; j++) { /* the correction per column, as dot_pack() stores it */
+    LLVMValueRef n = add(g, mul(g, blk, L), gen_i64(g, j));
+    LLVMValueRef corr = LLVMBuildMul(B, LLVMBuildExtractElement(B, total, LLVMConstInt(g->i32, (unsigned)j, 0), ""),
+                                     LLVMConstInt(g->i32, p->bias_u ? 128 : 0, 0), "");
+    LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
+    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
+                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
+    gen_store(g, corr, d->corr, n);
+  }
+}
+#undef B
