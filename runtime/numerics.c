@@ -321,7 +321,7 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
 
 /* ---- L1 batchnorm from saved statistics ---- */
 typedef struct {
-  const float *x, *g, *gamma, *stats, *dgamma, *dbeta;
+  const float *x, *g, *gamma, *stats, *dparams;
   nm_chan geo;
   float eps;
   float *out;
@@ -357,25 +357,29 @@ void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int
   rt_parallel(threads, geo.channels, batch_stats_block, &j);
 }
 
-static void bn_dgamma_block(void *ctx, int64_t c) {
+static void bn_dparams_block(void *ctx, int64_t c) {
   BnJob *j = ctx;
   int64_t C = j->geo.channels;
   float mu = j->stats[NM_BN_MEAN * C + c], inv = j->stats[NM_BN_INV * C + c];
-  double s[NM_LANES] = {0};
-  FOR_CHANNEL_ELEMS(j->geo, c, i, k) s[k % NM_LANES] += (double)j->g[i] * (double)((j->x[i] - mu) * inv);
+  double s[NM_LANES] = {0}, b[NM_LANES] = {0};
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
+    s[k % NM_LANES] += (double)j->g[i] * (double)((j->x[i] - mu) * inv);
+    b[k % NM_LANES] += j->g[i];
+  }
   j->out[c] = (float)lanes_sum(s);
+  j->out[C + c] = (float)lanes_sum(b);
 }
 
-void nm_l1_bn_dgamma(const float *x, const float *g, nm_chan geo, const float *stats, float *dgamma, int threads) {
-  BnJob j = {.x = x, .g = g, .geo = geo, .stats = stats, .out = dgamma};
-  rt_parallel(threads, geo.channels, bn_dgamma_block, &j);
+void nm_l1_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads) {
+  BnJob j = {.x = x, .g = g, .geo = geo, .stats = stats, .out = dparams};
+  rt_parallel(threads, geo.channels, bn_dparams_block, &j);
 }
 
 static void bn_dx_block(void *ctx, int64_t c) {
   BnJob *j = ctx;
   int64_t C = j->geo.channels;
   double m = (double)(j->geo.outer * j->geo.inner), gam = j->gamma[c], inv = j->stats[NM_BN_INV * C + c];
-  double mg = gam * j->dbeta[c] / m, mgx = gam * j->dgamma[c] / m;
+  double mg = gam * j->dparams[C + c] / m, mgx = gam * j->dparams[c] / m;
   float mu = j->stats[NM_BN_MEAN * C + c];
   float a = (float)(gam * inv), b = (float)(-NM_KAPPA * mgx * inv);
   float c0 = (float)((NM_KAPPA * mgx * j->stats[NM_BN_MSIGN * C + c] - mg) * inv);
@@ -385,8 +389,8 @@ static void bn_dx_block(void *ctx, int64_t c) {
   }
 }
 
-void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dgamma,
-                 const float *dbeta, float *dx, int threads) {
-  BnJob j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .stats = stats, .dgamma = dgamma, .dbeta = dbeta, .out = dx};
+void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
+                 float *dx, int threads) {
+  BnJob j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .stats = stats, .dparams = dparams, .out = dx};
   rt_parallel(threads, geo.channels, bn_dx_block, &j);
 }

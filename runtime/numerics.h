@@ -100,13 +100,14 @@ enum { NM_BN_MEAN, NM_BN_SIGMA1, NM_BN_INV, NM_BN_MSIGN, NM_BN_STATS };
 /* mean (float), sigma1 = mean|x - mean| (x and the float mean in double), inv = nm_l1_inv,
  * msign = mean of sign(x - mean) (sign(0) = 0) */
 void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int threads);
-/* dgamma[c] = sum of g * xhat, xhat = (x - mean) * inv in float (the forward pass's) */
-void nm_l1_bn_dgamma(const float *x, const float *g, nm_chan geo, const float *stats, float *dgamma, int threads);
-/* nm_l1_backward's dx from the saved statistics, dgamma and dbeta = sum of g: per channel
+/* the parameters' gradients, [2][channels]: dgamma = sum of g * xhat (xhat = (x - mean) * inv
+ * in float, the forward pass's), then dbeta = sum of g */
+void nm_l1_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads);
+/* nm_l1_backward's dx from the saved statistics and dparams (dgamma, dbeta): per channel
  * a = gamma*inv, b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv rounded to float (mg =
  * gamma*dbeta/m, mgx = gamma*dgamma/m, in double), then dx = (a*g + s) + c in float, s = b
  * where x > mean, -b where x < mean, else 0. */
-void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dgamma,
-                 const float *dbeta, float *dx, int threads);
+void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
+                 float *dx, int threads);
 
 #endif

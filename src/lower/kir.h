@@ -102,7 +102,7 @@ typedef struct {
 
 /* Data movement and reductions over a row-major x of up to SQ_MAX_RANK axes:
  *   reduce_sum: out[index of the kept axes] += x[e], e in row-major order (the reference's order)
- *   copy (reshape, flatten): out[e] = x[e]
+ *   copy (reshape, flatten, row): out[e] = x[offset + e]
  *   maxpool2d / maxpool2d_grad: the first maximum of each window (rows, then columns)
  *   avgpool2d / _grad: window sums (padding counts in the divisor k*k), global_avgpool / _grad
  *   transpose: out in row-major order reads x through perm; fill: a constant */
@@ -119,6 +119,7 @@ typedef struct {
   int64_t perm[SQ_MAX_RANK];       /* transpose */
   float value;                     /* fill */
   int relu;                        /* maxpool_grad: the relu_grad the fuse pass folded in */
+  int64_t offset;                  /* copy: of the first element read (row) */
 } RedKernel;
 
 /* Ops over the [outer, channels, inner] view of their main tensor, with a reduction per

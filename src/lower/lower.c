@@ -200,6 +200,7 @@ static int red_of(const Graph *g, const Node *n, RedKernel *k) {
   for (int i = 0; i < x->shape.rank; i++) k->dim[i] = x->shape.d[i];
   switch (n->op) {
   case OP_reshape: case OP_flatten: k->kind = RED_COPY; return 1;
+  case OP_row: k->kind = RED_COPY, k->offset = ir_int(n, "index") * k->out_n; return 1;
   case OP_reduce_sum: {
     k->kind = RED_SUM;
     const AttrVal *ax = ir_attr(n, "axes");
@@ -272,12 +273,12 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->eps = ir_num(n, "eps");
     if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
     return 1;
-  case OP_l1_batchnorm_dx: case OP_l1_batchnorm_dgamma: case OP_batchnorm_dx: case OP_batchnorm_dgamma:
+  case OP_l1_batchnorm_dx: case OP_l1_batchnorm_dparams: case OP_batchnorm_dx: case OP_batchnorm_dgamma:
   case OP_l1_layernorm_dx: case OP_l1_layernorm_dgamma: case OP_layernorm_dx: case OP_layernorm_dgamma: {
     int per_row = n->op == OP_l1_layernorm_dx || n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dx ||
                   n->op == OP_layernorm_dgamma;
     norm_view(&ir_in(g, n, 1)->shape, per_row, k);
-    if (n->op != OP_l1_batchnorm_dx && n->op != OP_l1_batchnorm_dgamma) k->eps = ir_num(n, "eps"); /* theirs is in the statistics */
+    if (n->op != OP_l1_batchnorm_dx && n->op != OP_l1_batchnorm_dparams) k->eps = ir_num(n, "eps"); /* theirs is in the statistics */
     if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, 1 / divisor */
     return 1;
   }

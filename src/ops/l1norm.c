@@ -28,22 +28,35 @@ static int want_stats(ShapeCtx *c, const Node *n, int x, int stats) {
 }
 int l1_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && want_stats(c, n, 0, 5); }
 int l1_layernorm_shape(ShapeCtx *c, Node *n) { return layernorm_shape(c, n); }
-int l1_batchnorm_dx_shape(ShapeCtx *c, Node *n) { return batchnorm_dx_shape(c, n) && want_stats(c, n, 1, 3); }
-int l1_batchnorm_dgamma_shape(ShapeCtx *c, Node *n) { return batchnorm_dgamma_shape(c, n) && want_stats(c, n, 1, 2); }
+/* [dgamma; dbeta] of x's channels */
+static Shape dparams_shape(const Node *x) { return shape_make(2, (int64_t[]){2, x->shape.d[1]}); }
+int l1_batchnorm_dparams_shape(ShapeCtx *c, Node *n) {
+  return want_stats(c, n, 1, 2) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+}
+int l1_batchnorm_dx_shape(ShapeCtx *c, Node *n) {
+  const Node *dp = ir_in(c->g, n, 4);
+  Shape want = dparams_shape(ir_in(c->g, n, 1));
+  if (dp->dtype != DT_F32 || !shape_eq(&dp->shape, &want)) return shape_fail(c, n, "l1_batchnorm_dx wants the parameters' gradients");
+  return batchnorm_dx_shape(c, n) && want_stats(c, n, 1, 3);
+}
 int l1_layernorm_dx_shape(ShapeCtx *c, Node *n) { return layernorm_dx_shape(c, n); }
 int l1_layernorm_dgamma_shape(ShapeCtx *c, Node *n) { return layernorm_dgamma_shape(c, n); }
 
-/* From the saved statistics: dgamma = sum g * xhat and dbeta = sum g first, then dx reads
- * both (its mean(gamma*g) and mean(gamma*g*xhat) are gamma*dbeta/m and gamma*dgamma/m). */
+/* From the saved statistics: dgamma = sum g * xhat and dbeta = sum g in one pass first, then
+ * dx reads both (its mean(gamma*g) and mean(gamma*g*xhat) are gamma*dbeta/m and gamma*dgamma/m). */
+static int param_grad(GradCtx *c, const Node *n, int dparams, int row) {
+  Node *r = GRAD_OP(c, n, OP_row, dparams);
+  ir_set_num(r, "index", row);
+  return grad_finish(c, r);
+}
 void l1_batchnorm_grad(GradCtx *c, const Node *n, int dy) {
   GRAD_NOT_FUSED(n);
-  int x = n->in[0], gamma = n->in[1], stats = n->in[5], need_dx = grad_needed(c, x);
-  int dg = -1, db = -1;
-  if (need_dx || grad_needed(c, gamma)) dg = grad_finish(c, GRAD_OP(c, n, OP_l1_batchnorm_dgamma, dy, x, stats));
-  if (need_dx || grad_needed(c, n->in[2])) db = norm_dbeta(c, n, dy, 1);
-  if (need_dx) grad_accum(c, x, grad_finish(c, GRAD_OP(c, n, OP_l1_batchnorm_dx, dy, x, gamma, stats, dg, db)));
-  if (grad_needed(c, gamma)) grad_accum(c, gamma, dg);
-  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], db);
+  int x = n->in[0], gamma = n->in[1], beta = n->in[2], stats = n->in[5];
+  if (!grad_needed(c, x) && !grad_needed(c, gamma) && !grad_needed(c, beta)) return;
+  int dp = grad_finish(c, GRAD_OP(c, n, OP_l1_batchnorm_dparams, dy, x, stats));
+  if (grad_needed(c, x)) grad_accum(c, x, grad_finish(c, GRAD_OP(c, n, OP_l1_batchnorm_dx, dy, x, gamma, stats, dp)));
+  if (grad_needed(c, gamma)) grad_accum(c, gamma, param_grad(c, n, dp, 0));
+  if (grad_needed(c, beta)) grad_accum(c, beta, param_grad(c, n, dp, 1));
 }
 void l1_layernorm_grad(GradCtx *c, const Node *n, int dy) {
   norm_grads(c, n, dy, OP_l1_layernorm_dx, OP_l1_layernorm_dgamma, 0);
@@ -76,14 +89,13 @@ int l1_batchnorm_ref(RefCtx *c, const Node *n) {
 
 int l1_batchnorm_dx_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  nm_l1_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, REF_IN(c, n, 5)->f,
-              REF_OUT(c, n)->f, 1);
+  nm_l1_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, REF_OUT(c, n)->f, 1);
   return 1;
 }
 
-int l1_batchnorm_dgamma_ref(RefCtx *c, const Node *n) {
+int l1_batchnorm_dparams_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  nm_l1_bn_dgamma(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
+  nm_l1_bn_dparams(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
   return 1;
 }
 

@@ -41,7 +41,8 @@ int batchnorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-int norm_dbeta(GradCtx *c, const Node *n, int dy, int per_channel) {
+/* dbeta = dy summed over every axis but the affine one (a reduce_sum node) */
+static int norm_dbeta(GradCtx *c, const Node *n, int dy, int per_channel) {
   int rank = ir_in(c->g, n, 0)->shape.rank, naxes = 0;
   int64_t axes[SQ_MAX_RANK];
   for (int i = 0; i < rank; i++) /* beta's gradient sums dy over every axis but the affine one */

@@ -58,8 +58,6 @@ void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode d
 /* dx, dgamma by the given ops and dbeta = dy summed over every axis but the affine one
  * (axis 1 per channel for batchnorm, the last axis for layernorm). */
 void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel);
-/* dbeta = dy summed over every axis but the affine one (a reduce_sum node) */
-int norm_dbeta(GradCtx *c, const Node *n, int dy, int per_channel);
 
 /* ---- reference bodies ---- */
 typedef struct RefCtx {

@@ -127,3 +127,17 @@ int transpose_ref(RefCtx *c, const Node *n) {
   }
   return 1;
 }
+
+/* row `index` of a matrix (a copy; the L1 batchnorm's parameter gradients come as one) */
+int row_shape(ShapeCtx *c, Node *n) {
+  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 2, 2)) return 0;
+  const Node *x = ir_in(c->g, n, 0);
+  if (ir_int(n, "index") >= x->shape.d[0]) return shape_fail(c, n, "row %lld of a %lld-row matrix", (long long)ir_int(n, "index"), (long long)x->shape.d[0]);
+  return shape_set(c, n, DT_F32, shape_make(1, &x->shape.d[1]));
+}
+int row_ref(RefCtx *c, const Node *n) {
+  const Tensor *x = REF_IN(c, n, 0);
+  Tensor *y = REF_OUT(c, n);
+  memcpy(y->f, x->f + ir_int(n, "index") * y->n, sizeof(float) * (size_t)y->n);
+  return 1;
+}

@@ -277,21 +277,23 @@ START_TEST(l1_backward_matches_finite_differences) {
 }
 END_TEST
 
-/* L1 batchnorm from saved statistics (the training step's form): its dx and dgamma against
- * central differences of sum(w * y), y normalized with the batch's statistics of the perturbed
- * x; inner = 18 gives each row a full vector of lanes and a partial one. */
+/* L1 batchnorm from saved statistics (the training step's form): its dx, dgamma and dbeta
+ * against central differences of sum(w * y), y normalized with the batch's statistics of the
+ * perturbed x, and direct sums; inner = 18 gives each row a full vector of lanes and a partial one. */
 START_TEST(l1_batchnorm_from_saved_stats_matches_finite_differences) {
   nm_chan geo = {3, 2, 18};
   int64_t n = geo.outer * geo.channels * geo.inner, C = geo.channels;
   float *x = xmalloc(sizeof(float) * (size_t)n), *w = xmalloc(sizeof(float) * (size_t)n);
   float *dx = xmalloc(sizeof(float) * (size_t)n), *y = xmalloc(sizeof(float) * (size_t)n);
-  float gamma[2] = {0.75f, 1.5f}, beta[2] = {0.25f, -1}, ones[2] = {1, 1}, zeros[2] = {0}, dgamma[2], dbeta[2] = {0};
+  float gamma[2] = {0.75f, 1.5f}, beta[2] = {0.25f, -1}, ones[2] = {1, 1}, zeros[2] = {0}, dp[4];
+  double dbeta[2] = {0};
   float st[NM_BN_STATS * 2];
   for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 4, 3, (uint64_t)i), w[i] = rng_normal(1, 5, 3, (uint64_t)i);
   for (int64_t i = 0; i < n; i++) dbeta[(i / geo.inner) % C] += w[i];
   nm_l1_batch_stats(x, geo, 1e-5f, st, 1);
-  nm_l1_bn_dgamma(x, w, geo, st, dgamma, 1);
-  nm_l1_bn_dx(x, w, geo, gamma, st, dgamma, dbeta, dx, 1);
+  nm_l1_bn_dparams(x, w, geo, st, dp, 1);
+  nm_l1_bn_dx(x, w, geo, gamma, st, dp, dx, 1);
+  for (int64_t c = 0; c < C; c++) ck_assert_msg(fabs(dp[C + c] - dbeta[c]) < 1e-5 * (1 + fabs(dbeta[c])), "dbeta[%lld]", (long long)c);
   for (int64_t i = 0; i < n; i++) {
     double l[2];
     float keep = x[i];
@@ -312,7 +314,7 @@ START_TEST(l1_batchnorm_from_saved_stats_matches_finite_differences) {
     double want = 0;
     for (int64_t e = 0; e < n; e++)
       if ((e / geo.inner) % C == c) want += (double)w[e] * y[e];
-    ck_assert_msg(fabs(want - dgamma[c]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)c, dgamma[c], want);
+    ck_assert_msg(fabs(want - dp[c]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)c, dp[c], want);
     ck_assert_float_eq(st[NM_BN_INV * C + c], nm_l1_inv(st[NM_BN_SIGMA1 * C + c], 1e-5f));
   }
   free(x), free(w), free(dx), free(y);
@@ -324,7 +326,7 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
   float *x = gradient_like(rows, C, 7);
   int8_t *qt[3];
   uint8_t *q[3];
-  float s[3], ss[3], *dx[3], mean[3][40], s1[3][40], dg[3][40], bst[3][NM_BN_STATS * 40], bdg[3][40], *bdx[3];
+  float s[3], ss[3], *dx[3], mean[3][40], s1[3][40], dg[3][40], bst[3][NM_BN_STATS * 40], bdg[3][80], *bdx[3];
   int threads[3] = {1, 2, 4};
   for (int t = 0; t < 3; t++) {
     int64_t bad;
@@ -338,8 +340,8 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
     for (int c = 0; c < 40; c++) gamma[c] = 1.0f + (float)c / 40;
     nm_l1_backward(x, x, (nm_chan){rows, C, 1}, gamma, NM_AFFINE_PER_CHANNEL, 1e-5f, dx[t], dg[t], threads[t]);
     nm_l1_batch_stats(x, (nm_chan){rows / 20, C, 20}, 1e-5f, bst[t], threads[t]);
-    nm_l1_bn_dgamma(x, x, (nm_chan){rows / 20, C, 20}, bst[t], bdg[t], threads[t]);
-    nm_l1_bn_dx(x, x, (nm_chan){rows / 20, C, 20}, gamma, bst[t], bdg[t], gamma, bdx[t], threads[t]);
+    nm_l1_bn_dparams(x, x, (nm_chan){rows / 20, C, 20}, bst[t], bdg[t], threads[t]);
+    nm_l1_bn_dx(x, x, (nm_chan){rows / 20, C, 20}, gamma, bst[t], bdg[t], bdx[t], threads[t]);
   }
   for (int t = 1; t < 3; t++) {
     ck_assert_msg(memcmp(qt[0], qt[t], (size_t)n) == 0 && s[0] == s[t], "shiftquant differs at %d threads", threads[t]);

@@ -1,6 +1,6 @@
 /* l1_batchnorm.c: L1 batchnorm's kernels as runtime/numerics.c defines them:
  * l1_batchnorm_stats (nm_l1_batch_stats), l1_batchnorm (nm_l1_forward from the saved
- * statistics, or the running ones in inference), l1_batchnorm_dgamma (nm_l1_bn_dgamma) and
+ * statistics, or the running ones in inference), l1_batchnorm_dparams (nm_l1_bn_dparams) and
  * l1_batchnorm_dx (nm_l1_bn_dx). One channel per unit of work. The sums run in one vector of
  * NM_LANES doubles, lane k % NM_LANES taking element k of each row as the reference's lanes do;
  * the elementwise passes are scalar loops that the vectorizer widens. */
@@ -164,21 +164,24 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   elems_end(b, &l);
 }
 
-/* ---- l1_batchnorm_dgamma ---- */
-typedef struct { LLVMValueRef acc, mu, inv; } DgAcc;
-static void add_gxh(Bn *b, LLVMValueRef *v, void *ctx) {
-  DgAcc *a = ctx;
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], a->mu, ""), a->inv, "");
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->acc), LLVMBuildFMul(B, ext(b, v[1]), ext(b, xh), ""), ""), a->acc);
+/* ---- l1_batchnorm_dparams ---- */
+typedef struct { LLVMValueRef gxh, gsum, mu, inv; } DpAcc;
+static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
+  DpAcc *a = ctx;
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], a->mu, ""), a->inv, ""), gd = ext(b, v[1]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->gxh), LLVMBuildFMul(B, gd, ext(b, xh), ""), ""), a->gxh);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->gsum), gd, ""), a->gsum);
 }
-static void dgamma(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+static void dparams(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMValueRef st = gen_input(g, 2), mu = stat(b, st, NM_BN_MEAN, c);
-  DgAcc a = {gen_var(g, LLVMConstNull(b->vd), "acc"), splat(b, mu, b->vf), splat(b, stat(b, st, NM_BN_INV, c), b->vf)};
-  LLVMBuildStore(B, LLVMConstNull(b->vd), a.acc);
+  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), splat(b, mu, b->vf),
+             splat(b, stat(b, st, NM_BN_INV, c), b->vf)};
+  LLVMBuildStore(B, LLVMConstNull(b->vd), a.gxh), LLVMBuildStore(B, LLVMConstNull(b->vd), a.gsum);
   LLVMValueRef base[2] = {gen_input(g, 1), gen_input(g, 0)}, pass[2] = {mu, gen_f32c(g, 0)}; /* x, g */
-  each_vector(b, c, 2, base, pass, add_gxh, &a);
-  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.acc))), out, c);
+  each_vector(b, c, 2, base, pass, add_g, &a);
+  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.gxh))), out, c);
+  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.gsum))), out, LLVMBuildAdd(B, c, gen_i64(g, b->k->channels), ""));
 }
 
 /* ---- l1_batchnorm_dx ---- */
@@ -187,8 +190,9 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMValueRef dy = gen_input(g, 0), x = gen_input(g, 1), st = gen_input(g, 3);
   LLVMValueRef m = dconst(b, (double)(b->k->outer * b->k->inner)), kappa = dconst(b, NM_KAPPA);
   LLVMValueRef gam = f64(b, gen_load(g, g->f32, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
-  LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, gen_input(g, 5), c)), ""), m, "mg");
-  LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, gen_input(g, 4), c)), ""), m, "mgx");
+  LLVMValueRef dp = gen_input(g, 4), dbeta = gen_load(g, g->f32, dp, LLVMBuildAdd(B, c, gen_i64(g, b->k->channels), ""));
+  LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, dbeta), ""), m, "mg");
+  LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, dp, c)), ""), m, "mgx");
   LLVMValueRef mu = stat(b, st, NM_BN_MEAN, c), msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
   LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, ""));
   LLVMValueRef bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
@@ -220,7 +224,7 @@ LLVMValueRef gen_l1_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   switch (k->op) {
   case OP_l1_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
   case OP_l1_batchnorm: forward(&b, c, out); break;
-  case OP_l1_batchnorm_dgamma: dgamma(&b, c, out); break;
+  case OP_l1_batchnorm_dparams: dparams(&b, c, out); break;
   case OP_l1_batchnorm_dx: dx(&b, c, out); break;
   default: SQ_INTERNAL("not an L1 batchnorm op: %s", op_info[k->op].name);
   }

@@ -238,7 +238,7 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   Loop l1, l2, l3;
   if (k->kind == RED_COPY) {
     LLVMValueRef i = gen_loop_part(g, &l1, k->out_n, "e");
-    LLVMBuildStore(g->b, ld(g, p[0], i), at(g, out, i));
+    LLVMBuildStore(g->b, ld(g, p[0], add(g, i, gen_i64(g, k->offset))), at(g, out, i));
     gen_loop_end(g, &l1, 16);
   } else if (k->kind == RED_SUM) {
     reduce_sum(g, k, p[0], out);
