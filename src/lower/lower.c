@@ -387,6 +387,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     for (int d = 0; d < k->rank; d++) sb_printf(&b, "%s%lld", d ? "," : "", (long long)k->dim[d]);
     sb_printf(&b, "] out=%lld", (long long)k->out_n);
     if (k->kind >= RED_MAXPOOL && k->kind <= RED_AVGPOOL_GRAD) sb_printf(&b, " k=%lld s=%lld p=%lld", (long long)k->k, (long long)k->s, (long long)k->p);
+    if (k->offset) sb_printf(&b, " from=%lld", (long long)k->offset);
     sb_puts(&b, "\n");
   }
   for (int i = 0; i < p->chan.n; i++) {
