@@ -65,9 +65,9 @@ static int gemm_shape(const Graph *g, const Node *n, int64_t *M, int64_t *N, int
 }
 
 static int is_norm(OpCode op) {
-  return op == OP_l1_batchnorm_stats || op == OP_l1_batchnorm || op == OP_l1_batchnorm_dx || op == OP_l1_batchnorm_dparams || op == OP_batchnorm ||
-         op == OP_batchnorm_dx || op == OP_batchnorm_dgamma || op == OP_l1_layernorm || op == OP_layernorm ||
-         op == OP_l1_layernorm_dx || op == OP_layernorm_dx || op == OP_l1_layernorm_dgamma || op == OP_layernorm_dgamma;
+  return op == OP_batchnorm_stats || op == OP_l1_batchnorm || op == OP_l2_batchnorm || op == OP_batchnorm_dparams ||
+         op == OP_batchnorm_dx || op == OP_l1_layernorm || op == OP_layernorm || op == OP_l1_layernorm_dx ||
+         op == OP_layernorm_dx || op == OP_l1_layernorm_dgamma || op == OP_layernorm_dgamma;
 }
 
 int main(int argc, char **argv) {

@@ -319,11 +319,14 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
   }
 }
 
-/* ---- L1 batchnorm from saved statistics ---- */
+/* ---- batchnorm from saved statistics (L1 or L2) ---- */
+float nm_l2_inv(float var, float eps) { return (float)(1.0 / sqrt((double)var + eps)); }
+
 typedef struct {
-  const float *x, *g, *gamma, *stats, *dparams;
+  const float *x, *g, *gamma, *beta, *stats, *dparams, *mean, *inv;
   nm_chan geo;
   float eps;
+  int l2;
   float *out;
 } BnJob;
 
@@ -333,7 +336,7 @@ static double lanes_sum(double *p) {
   return p[0];
 }
 
-static void batch_stats_block(void *ctx, int64_t c) {
+static void bn_stats_block(void *ctx, int64_t c) {
   BnJob *j = ctx;
   nm_chan geo = j->geo;
   double s[NM_LANES] = {0}, a[NM_LANES] = {0}, m = (double)(geo.outer * geo.inner);
@@ -341,20 +344,33 @@ static void batch_stats_block(void *ctx, int64_t c) {
   FOR_CHANNEL_ELEMS(geo, c, i, k) s[k % NM_LANES] += j->x[i];
   float mu = (float)(lanes_sum(s) / m);
   FOR_CHANNEL_ELEMS(geo, c, i, k) {
-    a[k % NM_LANES] += fabs((double)j->x[i] - (double)mu);
-    sign += (j->x[i] > mu) - (j->x[i] < mu);
+    double d = (double)j->x[i] - (double)mu;
+    a[k % NM_LANES] += j->l2 ? d * d : fabs(d);
+    if (!j->l2) sign += (j->x[i] > mu) - (j->x[i] < mu);
   }
-  float s1 = (float)(lanes_sum(a) / m);
+  float spread = (float)(lanes_sum(a) / m);
   int64_t C = geo.channels;
   j->out[NM_BN_MEAN * C + c] = mu;
-  j->out[NM_BN_SIGMA1 * C + c] = s1;
-  j->out[NM_BN_INV * C + c] = nm_l1_inv(s1, j->eps);
+  j->out[NM_BN_SPREAD * C + c] = spread;
+  j->out[NM_BN_INV * C + c] = j->l2 ? nm_l2_inv(spread, j->eps) : nm_l1_inv(spread, j->eps);
   j->out[NM_BN_MSIGN * C + c] = (float)((double)sign / m);
 }
 
-void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int threads) {
-  BnJob j = {.x = x, .geo = geo, .eps = eps, .out = stats};
-  rt_parallel(threads, geo.channels, batch_stats_block, &j);
+void nm_bn_stats(const float *x, nm_chan geo, float eps, int l2, float *stats, int threads) {
+  BnJob j = {.x = x, .geo = geo, .eps = eps, .l2 = l2, .out = stats};
+  rt_parallel(threads, geo.channels, bn_stats_block, &j);
+}
+
+static void bn_forward_block(void *ctx, int64_t c) {
+  BnJob *j = ctx;
+  float mu = j->mean[c], inv = j->inv[c], gam = j->gamma[c], bet = j->beta[c];
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) j->out[i] = gam * ((j->x[i] - mu) * inv) + bet;
+}
+
+void nm_bn_forward(const float *x, nm_chan geo, const float *mean, const float *inv, const float *gamma, const float *beta,
+                   float *y, int threads) {
+  BnJob j = {.x = x, .geo = geo, .mean = mean, .inv = inv, .gamma = gamma, .beta = beta, .out = y};
+  rt_parallel(threads, geo.channels, bn_forward_block, &j);
 }
 
 static void bn_dparams_block(void *ctx, int64_t c) {
@@ -370,7 +386,7 @@ static void bn_dparams_block(void *ctx, int64_t c) {
   j->out[C + c] = (float)lanes_sum(b);
 }
 
-void nm_l1_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads) {
+void nm_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads) {
   BnJob j = {.x = x, .g = g, .geo = geo, .stats = stats, .out = dparams};
   rt_parallel(threads, geo.channels, bn_dparams_block, &j);
 }
@@ -380,8 +396,13 @@ static void bn_dx_block(void *ctx, int64_t c) {
   int64_t C = j->geo.channels;
   double m = (double)(j->geo.outer * j->geo.inner), gam = j->gamma[c], inv = j->stats[NM_BN_INV * C + c];
   double mg = gam * j->dparams[C + c] / m, mgx = gam * j->dparams[c] / m;
-  float mu = j->stats[NM_BN_MEAN * C + c];
-  float a = (float)(gam * inv), b = (float)(-NM_KAPPA * mgx * inv);
+  float mu = j->stats[NM_BN_MEAN * C + c], a = (float)(gam * inv);
+  if (j->l2) {
+    float b = (float)(-mgx * inv * inv), c0 = (float)(-mg * inv);
+    FOR_CHANNEL_ELEMS(j->geo, c, i, k) j->out[i] = (a * j->g[i] + b * (j->x[i] - mu)) + c0;
+    return;
+  }
+  float b = (float)(-NM_KAPPA * mgx * inv);
   float c0 = (float)((NM_KAPPA * mgx * j->stats[NM_BN_MSIGN * C + c] - mg) * inv);
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
     float s = j->x[i] > mu ? b : j->x[i] < mu ? -b : 0.0f;
@@ -389,8 +410,8 @@ static void bn_dx_block(void *ctx, int64_t c) {
   }
 }
 
-void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
-                 float *dx, int threads) {
-  BnJob j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .stats = stats, .dparams = dparams, .out = dx};
+void nm_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
+              int l2, float *dx, int threads) {
+  BnJob j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .stats = stats, .dparams = dparams, .l2 = l2, .out = dx};
   rt_parallel(threads, geo.channels, bn_dx_block, &j);
 }

@@ -89,25 +89,34 @@ void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *ga
 /* 1 / (kappa * sigma1 + eps) in double, rounded to float: the divisor of every L1 layer */
 float nm_l1_inv(float sigma1, float eps);
 
-/* L1 batchnorm as the training step runs it: the forward pass saves the batch's statistics
- * and both gradients reuse them, so the backward pass reads x and g once for the sums and once
- * for dx. A channel's sums run in NM_LANES double partial sums, element k of each row (its
- * inner index) into lane k % NM_LANES; the lanes then add pairwise (l + l + 8, then + 4, + 2,
- * + 1). A vector of NM_LANES doubles computes exactly this. */
+/* 1 / sqrt(var + eps) in double, rounded to float: the divisor of an L2 batchnorm */
+float nm_l2_inv(float var, float eps);
+
+/* Batchnorm as the training step runs it, L1 (spread = mean|x - mean|) or L2 (spread =
+ * variance): the forward pass saves the batch's statistics and both gradients reuse them, so
+ * the backward pass reads x and g once for the sums and once for dx. A channel's sums run in
+ * NM_LANES double partial sums, element k of each row (its inner index) into lane
+ * k % NM_LANES; the lanes then add pairwise (l + l + 8, then + 4, + 2, + 1). A vector of
+ * NM_LANES doubles computes exactly this. */
 enum { NM_LANES = 16 };
 /* rows of the statistics tensor, [NM_BN_STATS][channels] */
-enum { NM_BN_MEAN, NM_BN_SIGMA1, NM_BN_INV, NM_BN_MSIGN, NM_BN_STATS };
-/* mean (float), sigma1 = mean|x - mean| (x and the float mean in double), inv = nm_l1_inv,
- * msign = mean of sign(x - mean) (sign(0) = 0) */
-void nm_l1_batch_stats(const float *x, nm_chan geo, float eps, float *stats, int threads);
+enum { NM_BN_MEAN, NM_BN_SPREAD, NM_BN_INV, NM_BN_MSIGN, NM_BN_STATS };
+/* mean (float); spread = mean|x - mean| (L1) or mean (x - mean)^2 (L2), x and the float mean
+ * in double; inv = nm_l1_inv or nm_l2_inv of the spread; msign = mean of sign(x - mean)
+ * (sign(0) = 0; 0 for L2) */
+void nm_bn_stats(const float *x, nm_chan geo, float eps, int l2, float *stats, int threads);
+/* y = gamma * ((x - mean) * inv) + beta in float, per channel */
+void nm_bn_forward(const float *x, nm_chan geo, const float *mean, const float *inv, const float *gamma, const float *beta,
+                   float *y, int threads);
 /* the parameters' gradients, [2][channels]: dgamma = sum of g * xhat (xhat = (x - mean) * inv
  * in float, the forward pass's), then dbeta = sum of g */
-void nm_l1_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads);
-/* nm_l1_backward's dx from the saved statistics and dparams (dgamma, dbeta): per channel
- * a = gamma*inv, b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv rounded to float (mg =
- * gamma*dbeta/m, mgx = gamma*dgamma/m, in double), then dx = (a*g + s) + c in float, s = b
- * where x > mean, -b where x < mean, else 0. */
-void nm_l1_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
-                 float *dx, int threads);
+void nm_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads);
+/* dx from the saved statistics and dparams, per channel with mg = gamma*dbeta/m and mgx =
+ * gamma*dgamma/m in double: a = gamma*inv and, rounded to float,
+ *   L1: b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv; dx = (a*g + s) + c, s = b where
+ *       x > mean, -b where x < mean, else 0 (nm_l1_backward's formula);
+ *   L2: b = -mgx*inv*inv, c = -mg*inv; dx = (a*g + b*(x - mean)) + c. */
+void nm_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
+              int l2, float *dx, int threads);
 
 #endif

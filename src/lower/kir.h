@@ -140,6 +140,7 @@ typedef struct {
   int bits, groups, is_unsigned;
   int packed;             /* quantize: the output is q4, two values a byte */
   int relu;               /* batchnorm: a relu folded in by the fuse pass, on the output */
+  int l2;                 /* batchnorm from saved statistics: L2 (variance), else L1 */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */

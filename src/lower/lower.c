@@ -268,20 +268,25 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->scratch = 4 * (1 + 2 * k->channels); /* inv, ranges, groups */
     return k->groups >= 1;
   }
-  case OP_l1_batchnorm_stats: case OP_l1_batchnorm: case OP_batchnorm: case OP_l1_layernorm: case OP_layernorm:
-    norm_view(&x0->shape, n->op == OP_l1_layernorm || n->op == OP_layernorm, k);
+  case OP_batchnorm_stats: case OP_l1_batchnorm: case OP_l2_batchnorm:
+    norm_view(&x0->shape, 0, k);
     k->eps = ir_num(n, "eps");
-    if (n->op == OP_l1_batchnorm || n->op == OP_batchnorm) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
+    k->l2 = n->op == OP_l2_batchnorm || (n->op == OP_batchnorm_stats && ir_int(n, "l2"));
+    if (n->op != OP_batchnorm_stats) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
     return 1;
-  case OP_l1_batchnorm_dx: case OP_l1_batchnorm_dparams: case OP_batchnorm_dx: case OP_batchnorm_dgamma:
-  case OP_l1_layernorm_dx: case OP_l1_layernorm_dgamma: case OP_layernorm_dx: case OP_layernorm_dgamma: {
-    int per_row = n->op == OP_l1_layernorm_dx || n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dx ||
-                  n->op == OP_layernorm_dgamma;
-    norm_view(&ir_in(g, n, 1)->shape, per_row, k);
-    if (n->op != OP_l1_batchnorm_dx && n->op != OP_l1_batchnorm_dparams) k->eps = ir_num(n, "eps"); /* theirs is in the statistics */
+  case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
+    norm_view(&ir_in(g, n, 1)->shape, 0, k);
+    k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
+    return 1;
+  case OP_l1_layernorm: case OP_layernorm:
+    norm_view(&x0->shape, 1, k);
+    k->eps = ir_num(n, "eps");
+    return 1;
+  case OP_l1_layernorm_dx: case OP_l1_layernorm_dgamma: case OP_layernorm_dx: case OP_layernorm_dgamma:
+    norm_view(&ir_in(g, n, 1)->shape, 1, k);
+    k->eps = ir_num(n, "eps");
     if (n->op == OP_l1_layernorm_dgamma || n->op == OP_layernorm_dgamma) k->scratch = 16 * k->channels; /* row mean, 1 / divisor */
     return 1;
-  }
   case OP_cross_entropy: case OP_cross_entropy_grad: {
     const Shape *z = &ir_in(g, n, n->op == OP_cross_entropy ? 0 : 1)->shape;
     k->channels = z->d[0], k->inner = z->d[1];

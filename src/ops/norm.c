@@ -1,28 +1,10 @@
 /* norm.c: batchnorm (per channel, axis 1 of [N,C] or [N,C,H,W]) and layernorm (per row, over
- * the last axis), in their L2 forms, and their gradients. Statistics are summed in double in a
- * fixed order. Training batchnorm also updates the running mean and (unbiased) variance. */
+ * the last axis) as written, in their L2 forms, and layernorm's gradients. Statistics are summed
+ * in double in a fixed order. (The norms pass turns batchnorm into bnstats.c's forms.) */
 #include <math.h>
 #include <string.h>
+#include "../../runtime/numerics.h"
 #include "rules.h"
-
-/* Elements of channel ch in a [N,C,rest] tensor are at (n*C + ch)*rest + r. */
-typedef struct { int64_t N, C, rest; } ChanGeom;
-static ChanGeom chan_geom(const Tensor *x) {
-  ChanGeom q = {x->d[0], x->d[1], 1};
-  for (int i = 2; i < x->rank; i++) q.rest *= x->d[i];
-  return q;
-}
-#define FOR_CHANNEL(q, ch, idx) \
-  for (int64_t nn_ = 0; nn_ < (q).N; nn_++) \
-    for (int64_t r_ = 0, idx = (nn_ * (q).C + (ch)) * (q).rest; r_ < (q).rest; r_++, idx++)
-
-static void chan_stats(const Tensor *x, ChanGeom q, int64_t ch, double *mean, double *var) {
-  double s = 0, ss = 0, m = (double)(q.N * q.rest);
-  FOR_CHANNEL(q, ch, i) s += x->f[i];
-  *mean = s / m;
-  FOR_CHANNEL(q, ch, i) ss += (x->f[i] - *mean) * (x->f[i] - *mean);
-  *var = ss / m;
-}
 
 void batchnorm_init(InitCtx *c, Node *n) {
   (void)n;
@@ -41,18 +23,17 @@ int batchnorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-/* dbeta = dy summed over every axis but the affine one (a reduce_sum node) */
-static int norm_dbeta(GradCtx *c, const Node *n, int dy, int per_channel) {
+/* dbeta = dy summed over every axis but the last (a reduce_sum node) */
+static int norm_dbeta(GradCtx *c, const Node *n, int dy) {
   int rank = ir_in(c->g, n, 0)->shape.rank, naxes = 0;
   int64_t axes[SQ_MAX_RANK];
-  for (int i = 0; i < rank; i++) /* beta's gradient sums dy over every axis but the affine one */
-    if (per_channel ? i != 1 : i != rank - 1) axes[naxes++] = i;
+  for (int i = 0; i < rank - 1; i++) axes[naxes++] = i;
   Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
   ir_set_list(db, "axes", axes, naxes);
   return grad_finish(c, db);
 }
 
-void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel) {
+void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op) {
   if (grad_needed(c, n->in[0])) {
     Node *dx = GRAD_OP(c, n, dx_op, dy, n->in[0], n->in[1]);
     ir_copy_attrs(dx, n);
@@ -63,75 +44,19 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, i
     ir_copy_attrs(dg, n);
     grad_accum(c, n->in[1], grad_finish(c, dg));
   }
-  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], norm_dbeta(c, n, dy, per_channel));
+  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], norm_dbeta(c, n, dy));
 }
 
-void batchnorm_grad(GradCtx *c, const Node *n, int dy) {
-  GRAD_NOT_FUSED(n);
-  norm_grads(c, n, dy, OP_batchnorm_dx, OP_batchnorm_dgamma, 1);
-}
-
+/* As written, before the norms pass: the L2 form with saved statistics (bnstats.c), which
+ * l2_batchnorm computes in a node of its own. */
 int batchnorm_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
-  Tensor *rm = REF_IN(c, n, 3), *rv = REF_IN(c, n, 4), *y = REF_OUT(c, n);
-  ChanGeom q = chan_geom(x);
-  double eps = ir_num(n, "eps"), mom = ir_num(n, "momentum"), m = (double)(q.N * q.rest);
-  for (int64_t ch = 0; ch < q.C; ch++) {
-    double mean, var;
-    if (c->training) {
-      chan_stats(x, q, ch, &mean, &var);
-      double unbiased = m > 1 ? var * m / (m - 1) : var;
-      rm->f[ch] = (float)((1 - mom) * rm->f[ch] + mom * mean);
-      rv->f[ch] = (float)((1 - mom) * rv->f[ch] + mom * unbiased);
-    } else {
-      mean = rm->f[ch], var = rv->f[ch];
-    }
-    double inv = 1.0 / sqrt(var + eps);
-    FOR_CHANNEL(q, ch, i) y->f[i] = (float)(gam->f[ch] * (x->f[i] - mean) * inv + bet->f[ch]);
-  }
-  return ref_fused_relu(n, y);
-}
-
-int batchnorm_dx_shape(ShapeCtx *c, Node *n) { return shape_set(c, n, DT_F32, ir_in(c->g, n, 1)->shape); }
-int batchnorm_dgamma_shape(ShapeCtx *c, Node *n) {
-  return shape_set(c, n, DT_F32, shape_make(1, &ir_in(c->g, n, 1)->shape.d[1]));
-}
-
-/* dx = gamma/sigma * (dy - mean(dy) - xhat * mean(dy * xhat)), per channel (batch statistics). */
-int batchnorm_dx_ref(RefCtx *c, const Node *n) {
-  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1), *gam = REF_IN(c, n, 2);
-  Tensor *dx = REF_OUT(c, n);
-  ChanGeom q = chan_geom(x);
-  double eps = ir_num(n, "eps"), m = (double)(q.N * q.rest);
-  for (int64_t ch = 0; ch < q.C; ch++) {
-    double mean, var, sdy = 0, sdyx = 0;
-    chan_stats(x, q, ch, &mean, &var);
-    double inv = 1.0 / sqrt(var + eps);
-    FOR_CHANNEL(q, ch, i) {
-      sdy += dy->f[i];
-      sdyx += dy->f[i] * (x->f[i] - mean) * inv;
-    }
-    FOR_CHANNEL(q, ch, i) {
-      double xh = (x->f[i] - mean) * inv;
-      dx->f[i] = (float)(gam->f[ch] * inv * (dy->f[i] - sdy / m - xh * sdyx / m));
-    }
-  }
-  return 1;
-}
-
-int batchnorm_dgamma_ref(RefCtx *c, const Node *n) {
-  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  Tensor *dg = REF_OUT(c, n);
-  ChanGeom q = chan_geom(x);
-  double eps = ir_num(n, "eps");
-  for (int64_t ch = 0; ch < q.C; ch++) {
-    double mean, var, s = 0;
-    chan_stats(x, q, ch, &mean, &var);
-    double inv = 1.0 / sqrt(var + eps);
-    FOR_CHANNEL(q, ch, i) s += dy->f[i] * (x->f[i] - mean) * inv;
-    dg->f[ch] = (float)s;
-  }
-  return 1;
+  const Tensor *x = REF_IN(c, n, 0);
+  float *stats = xmalloc(sizeof(float) * (size_t)(NM_BN_STATS * x->d[1]));
+  nm_chan geo = {x->d[0], x->d[1], x->n / (x->d[0] * x->d[1])};
+  if (c->training) nm_bn_stats(x->f, geo, (float)ir_num(n, "eps"), 1, stats, 1);
+  int ok = bn_forward_ref(c, n, stats, 1);
+  free(stats);
+  return ok;
 }
 
 /* ---- layernorm over the last axis (D); rows are all leading elements ---- */
@@ -149,7 +74,7 @@ int layernorm_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_F32, x->shape);
 }
 
-void layernorm_grad(GradCtx *c, const Node *n, int dy) { norm_grads(c, n, dy, OP_layernorm_dx, OP_layernorm_dgamma, 0); }
+void layernorm_grad(GradCtx *c, const Node *n, int dy) { norm_grads(c, n, dy, OP_layernorm_dx, OP_layernorm_dgamma); }
 
 static void row_stats(const float *x, int64_t D, double *mean, double *var) {
   double s = 0, ss = 0;

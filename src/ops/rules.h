@@ -55,9 +55,11 @@ int grad_unbroadcast(GradCtx *c, const Node *fwd, int g, int target);
 void matmul_grads(GradCtx *c, const Node *n, int dy, OpCode op);
 /* dx, dw of a (q)conv2d from g (dy or its ShiftQuant form) and db from dy. */
 void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode dw_op);
-/* dx, dgamma by the given ops and dbeta = dy summed over every axis but the affine one
- * (axis 1 per channel for batchnorm, the last axis for layernorm). */
-void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op, int per_channel);
+/* A layernorm's dx and dgamma by the given ops and dbeta = dy summed over every axis but the last. */
+void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op);
+/* A batchnorm's forward pass from saved statistics (bnstats.c): in training, the batch's
+ * ([NM_BN_STATS][channels]) and a running update; in inference, the running statistics. */
+int bn_forward_ref(struct RefCtx *c, const Node *n, const float *stats, int l2);
 
 /* ---- reference bodies ---- */
 typedef struct RefCtx {

@@ -13,7 +13,7 @@
 #include "passes.h"
 
 static int folds_relu(OpCode op) {
-  return op == OP_linear || op == OP_qlinear || op == OP_l1_batchnorm || op == OP_batchnorm;
+  return op == OP_linear || op == OP_qlinear || op == OP_l1_batchnorm || op == OP_l2_batchnorm;
 }
 
 /* the relu reading p, when every reader of p is that relu or a relu_grad of it */

@@ -277,45 +277,48 @@ START_TEST(l1_backward_matches_finite_differences) {
 }
 END_TEST
 
-/* L1 batchnorm from saved statistics (the training step's form): its dx, dgamma and dbeta
+/* Batchnorm from saved statistics (the training step's form), L1 and L2: dx, dgamma and dbeta
  * against central differences of sum(w * y), y normalized with the batch's statistics of the
  * perturbed x, and direct sums; inner = 18 gives each row a full vector of lanes and a partial one. */
-START_TEST(l1_batchnorm_from_saved_stats_matches_finite_differences) {
+START_TEST(batchnorm_from_saved_stats_matches_finite_differences) {
   nm_chan geo = {3, 2, 18};
   int64_t n = geo.outer * geo.channels * geo.inner, C = geo.channels;
   float *x = xmalloc(sizeof(float) * (size_t)n), *w = xmalloc(sizeof(float) * (size_t)n);
   float *dx = xmalloc(sizeof(float) * (size_t)n), *y = xmalloc(sizeof(float) * (size_t)n);
   float gamma[2] = {0.75f, 1.5f}, beta[2] = {0.25f, -1}, ones[2] = {1, 1}, zeros[2] = {0}, dp[4];
-  double dbeta[2] = {0};
-  float st[NM_BN_STATS * 2];
-  for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 4, 3, (uint64_t)i), w[i] = rng_normal(1, 5, 3, (uint64_t)i);
-  for (int64_t i = 0; i < n; i++) dbeta[(i / geo.inner) % C] += w[i];
-  nm_l1_batch_stats(x, geo, 1e-5f, st, 1);
-  nm_l1_bn_dparams(x, w, geo, st, dp, 1);
-  nm_l1_bn_dx(x, w, geo, gamma, st, dp, dx, 1);
-  for (int64_t c = 0; c < C; c++) ck_assert_msg(fabs(dp[C + c] - dbeta[c]) < 1e-5 * (1 + fabs(dbeta[c])), "dbeta[%lld]", (long long)c);
-  for (int64_t i = 0; i < n; i++) {
-    double l[2];
-    float keep = x[i];
-    for (int k = 0; k < 2; k++) {
-      x[i] = keep + (k ? -1e-3f : 1e-3f);
-      float s[NM_BN_STATS * 2];
-      nm_l1_batch_stats(x, geo, 1e-5f, s, 1);
-      nm_l1_forward(x, geo, s + NM_BN_MEAN * C, s + NM_BN_SIGMA1 * C, gamma, beta, NM_AFFINE_PER_CHANNEL, 1e-5f, y, 1);
-      l[k] = 0;
-      for (int64_t e = 0; e < n; e++) l[k] += (double)w[e] * y[e];
+  for (int l2 = 0; l2 < 2; l2++) {
+    double dbeta[2] = {0};
+    float st[NM_BN_STATS * 2];
+    for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 4, 3, (uint64_t)i), w[i] = rng_normal(1, 5, 3, (uint64_t)i);
+    for (int64_t i = 0; i < n; i++) dbeta[(i / geo.inner) % C] += w[i];
+    nm_bn_stats(x, geo, 1e-5f, l2, st, 1);
+    nm_bn_dparams(x, w, geo, st, dp, 1);
+    nm_bn_dx(x, w, geo, gamma, st, dp, l2, dx, 1);
+    for (int64_t c = 0; c < C; c++) ck_assert_msg(fabs(dp[C + c] - dbeta[c]) < 1e-5 * (1 + fabs(dbeta[c])), "dbeta[%lld]", (long long)c);
+    for (int64_t i = 0; i < n; i++) {
+      double l[2];
+      float keep = x[i];
+      for (int k = 0; k < 2; k++) {
+        x[i] = keep + (k ? -1e-3f : 1e-3f);
+        float s[NM_BN_STATS * 2];
+        nm_bn_stats(x, geo, 1e-5f, l2, s, 1);
+        nm_bn_forward(x, geo, s + NM_BN_MEAN * C, s + NM_BN_INV * C, gamma, beta, y, 1);
+        l[k] = 0;
+        for (int64_t e = 0; e < n; e++) l[k] += (double)w[e] * y[e];
+      }
+      x[i] = keep;
+      double fd = (l[0] - l[1]) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
+      ck_assert_msg(fabs(fd - dx[i]) < 5e-3 + 1e-2 * fabs(dx[i]), "l2 %d: dx[%lld] %g, finite difference %g", l2, (long long)i, dx[i], fd);
     }
-    x[i] = keep;
-    double fd = (l[0] - l[1]) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
-    ck_assert_msg(fabs(fd - dx[i]) < 5e-3 + 1e-2 * fabs(dx[i]), "dx[%lld] %g, finite difference %g", (long long)i, dx[i], fd);
-  }
-  nm_l1_forward(x, geo, st + NM_BN_MEAN * C, st + NM_BN_SIGMA1 * C, ones, zeros, NM_AFFINE_PER_CHANNEL, 1e-5f, y, 1);
-  for (int64_t c = 0; c < C; c++) { /* dgamma = sum of w * xhat; the saved inverse is the forward pass's */
-    double want = 0;
-    for (int64_t e = 0; e < n; e++)
-      if ((e / geo.inner) % C == c) want += (double)w[e] * y[e];
-    ck_assert_msg(fabs(want - dp[c]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)c, dp[c], want);
-    ck_assert_float_eq(st[NM_BN_INV * C + c], nm_l1_inv(st[NM_BN_SIGMA1 * C + c], 1e-5f));
+    nm_bn_forward(x, geo, st + NM_BN_MEAN * C, st + NM_BN_INV * C, ones, zeros, y, 1);
+    for (int64_t c = 0; c < C; c++) { /* dgamma = sum of w * xhat; the saved inverse is the divisor of the spread */
+      double want = 0;
+      for (int64_t e = 0; e < n; e++)
+        if ((e / geo.inner) % C == c) want += (double)w[e] * y[e];
+      ck_assert_msg(fabs(want - dp[c]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)c, dp[c], want);
+      float s = st[NM_BN_SPREAD * C + c];
+      ck_assert_float_eq(st[NM_BN_INV * C + c], l2 ? nm_l2_inv(s, 1e-5f) : nm_l1_inv(s, 1e-5f));
+    }
   }
   free(x), free(w), free(dx), free(y);
 }
@@ -339,9 +342,9 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
     float gamma[40];
     for (int c = 0; c < 40; c++) gamma[c] = 1.0f + (float)c / 40;
     nm_l1_backward(x, x, (nm_chan){rows, C, 1}, gamma, NM_AFFINE_PER_CHANNEL, 1e-5f, dx[t], dg[t], threads[t]);
-    nm_l1_batch_stats(x, (nm_chan){rows / 20, C, 20}, 1e-5f, bst[t], threads[t]);
-    nm_l1_bn_dparams(x, x, (nm_chan){rows / 20, C, 20}, bst[t], bdg[t], threads[t]);
-    nm_l1_bn_dx(x, x, (nm_chan){rows / 20, C, 20}, gamma, bst[t], bdg[t], bdx[t], threads[t]);
+    nm_bn_stats(x, (nm_chan){rows / 20, C, 20}, 1e-5f, 0, bst[t], threads[t]);
+    nm_bn_dparams(x, x, (nm_chan){rows / 20, C, 20}, bst[t], bdg[t], threads[t]);
+    nm_bn_dx(x, x, (nm_chan){rows / 20, C, 20}, gamma, bst[t], bdg[t], 0, bdx[t], threads[t]);
   }
   for (int t = 1; t < 3; t++) {
     ck_assert_msg(memcmp(qt[0], qt[t], (size_t)n) == 0 && s[0] == s[t], "shiftquant differs at %d threads", threads[t]);
@@ -352,7 +355,7 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
                   "L1 backward differs at %d threads", threads[t]);
     ck_assert_msg(!memcmp(bst[0], bst[t], sizeof bst[0]) && !memcmp(bdg[0], bdg[t], sizeof bdg[0]) &&
                       !memcmp(bdx[0], bdx[t], sizeof(float) * (size_t)n),
-                  "L1 batchnorm from saved statistics differs at %d threads", threads[t]);
+                  "batchnorm from saved statistics differs at %d threads", threads[t]);
   }
   for (int t = 0; t < 3; t++) free(qt[t]), free(q[t]), free(dx[t]), free(bdx[t]);
   free(x);
@@ -414,7 +417,7 @@ int main(void) {
   tcase_add_test(t, quantize_rounds_half_away_and_uses_the_unsigned_range);
   tcase_add_test(t, l1_forward_is_scale_invariant);
   tcase_add_test(t, l1_backward_matches_finite_differences);
-  tcase_add_test(t, l1_batchnorm_from_saved_stats_matches_finite_differences);
+  tcase_add_test(t, batchnorm_from_saved_stats_matches_finite_differences);
   tcase_add_test(t, same_bits_for_1_2_and_4_threads);
   tcase_add_test(t, pack4_round_trips);
   tcase_add_test(t, thread_pool_survives_threads_changes_and_fork);

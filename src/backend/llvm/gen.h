@@ -91,7 +91,7 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
 LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
 LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name);
-LLVMValueRef gen_l1_batchnorm(Gen *g, const ChanKernel *k, const char *name); /* its stats, forward, dgamma, dx */
+LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name); /* from saved statistics, L1 or L2 */
 LLVMValueRef gen_rows(Gen *g, const ChanKernel *k, const char *name);
 LLVMValueRef gen_chan(Gen *g, const ChanKernel *k, const char *name); /* one of the three, by op */
 #endif

@@ -1,9 +1,8 @@
-/* norm.c: L1 layernorm (runtime/numerics.c's nm_l1_*), L2 batchnorm and layernorm
- * (src/ops/norm.c), forward and gradients (L1 batchnorm: l1_batchnorm.c), with the reference's exact operations: statistics
- * summed in double in element order, each C expression's float or double rounding kept (a
- * float product promoted afterwards stays a float product). One channel (batchnorm) or row
- * (layernorm) per unit of work; a layernorm's dgamma sums across rows, so its row statistics
- * come first (phase 0) and the columns after (phase 1). */
+/* norm.c: layernorm, L1 (runtime/numerics.c's nm_l1_*) and L2 (src/ops/norm.c), forward and
+ * gradients, with the reference's exact operations: statistics summed in double in element
+ * order, each C expression's float or double rounding kept (a float product promoted afterwards
+ * stays a float product). One row per unit of work; dgamma sums across rows, so its row
+ * statistics come first (phase 0) and the columns after (phase 1). (Batchnorm: batchnorm.c.) */
 #include "../../../runtime/numerics.h"
 #include "gen.h"
 
@@ -53,17 +52,6 @@ static void store_lanes(Norm *n, LLVMValueRef v, LLVMValueRef base, LLVMValueRef
     gen_store(n->g, LLVMBuildExtractElement(B, v, LLVMConstInt(n->g->i32, (unsigned)j, 0), ""), base,
               LLVMBuildAdd(B, e, gen_i64(n->g, j * n->k->inner), ""));
 }
-/* the forward output as written: with the relu the fuse pass folded in */
-static LLVMValueRef out_relu(Norm *n, LLVMValueRef y) { return n->k->relu ? gen_relu(n->g, y) : y; }
-/* per-channel values (gamma, running statistics, dgamma): the group's w consecutive floats */
-static LLVMValueRef ld_chan(Norm *n, LLVMValueRef base, LLVMValueRef c) {
-  LLVMValueRef v = LLVMBuildLoad2(B, vt(n, n->g->f32), gen_at(n->g, n->g->f32, base, c), "");
-  LLVMSetAlignment(v, 4);
-  return v;
-}
-static void st_chan(Norm *n, LLVMValueRef v, LLVMValueRef base, LLVMValueRef c) {
-  LLVMSetAlignment(LLVMBuildStore(B, v, gen_at(n->g, n->g->f32, base, c)), 4);
-}
 
 /* the elements of channel c, outer then inner: element index and inner index */
 typedef struct { Loop o, i; LLVMValueRef e, j; } ChanLoop;
@@ -86,21 +74,17 @@ static void chan_end(Norm *n, ChanLoop *l) {
 static LLVMValueRef lane(Norm *n, LLVMValueRef v, int j) {
   return n->w == 1 ? v : LLVMBuildExtractElement(B, v, LLVMConstInt(n->g->i32, (unsigned)j, 0), "");
 }
-static LLVMValueRef lane_begin(Norm *n, ChanLoop *l, LLVMValueRef c, int j) {
-  LLVMValueRef cj = LLVMBuildAdd(B, c, gen_i64(n->g, j), "cj");
+static void lane_begin(Norm *n, ChanLoop *l, LLVMValueRef c, int j) {
   n->w = 1;
-  chan_begin(n, l, cj);
-  return cj;
+  chan_begin(n, l, LLVMBuildAdd(B, c, gen_i64(n->g, j), "cj"));
 }
 static void lane_end(Norm *n, ChanLoop *l, int w) {
   gen_loop_end(n->g, &l->i, 0); /* the vectorizer's own choice: a forced width warns where it cannot */
   gen_loop_end(n->g, &l->o, 0);
   n->w = w;
 }
-/* gamma or beta of an element: per channel, or per inner position (layernorm: the same for
- * every lane) */
-static LLVMValueRef affine(Norm *n, LLVMValueRef v, LLVMValueRef c, const ChanLoop *l) {
-  if (!n->k->per_inner) return ld_chan(n, v, c);
+/* gamma or beta of an element: per inner position, the same for every lane */
+static LLVMValueRef affine(Norm *n, LLVMValueRef v, const ChanLoop *l) {
   LLVMValueRef x = gen_load(n->g, n->g->f32, v, l->j);
   if (n->w == 1) return x;
   LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt(n, n->g->f32)), x, LLVMConstInt(n->g->i32, 0, 0), "");
@@ -133,58 +117,35 @@ static LLVMValueRef l2_inv(Norm *n, LLVMValueRef var) {
   return fdiv(n, d(n, 1.0), gen_intrinsic(n->g, "llvm.sqrt", fadd(n, var, d(n, n->k->eps))));
 }
 
-static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out, LLVMValueRef rm, LLVMValueRef rs) {
-  Gen *g = n->g;
-  const ChanKernel *k = n->k;
-  int bn = rm != NULL;
-  LLVMValueRef train = bn ? LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "") : NULL;
+/* a layernorm's rows: nm_l1_forward with float statistics (L1), or gamma * (x - mean) * inv +
+ * beta in double (L2) */
+static void forward(Norm *n, LLVMValueRef c, LLVMValueRef out) {
   LLVMValueRef mean, spread;
-  if (bn) { /* inference uses the running statistics: the batch's are computed in training only */
-    LLVMValueRef mv = gen_var(g, d(n, 0), "mean"), sv = gen_var(g, d(n, 0), "spread");
-    LLVMBuildStore(B, d(n, 0), mv), LLVMBuildStore(B, d(n, 0), sv);
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
-    LLVMBasicBlockRef yes = LLVMAppendBasicBlockInContext(g->ctx, fn, "batch_stats"), next = LLVMAppendBasicBlockInContext(g->ctx, fn, "next");
-    LLVMBuildCondBr(B, train, yes, next);
-    LLVMPositionBuilderAtEnd(B, yes);
-    stats(n, c, &mean, &spread);
-    LLVMBuildStore(B, mean, mv), LLVMBuildStore(B, spread, sv);
-    LLVMBuildBr(B, next);
-    LLVMPositionBuilderAtEnd(B, next);
-    mean = gen_get(g, mv), spread = gen_get(g, sv);
-  } else {
-    stats(n, c, &mean, &spread);
-  }
+  stats(n, c, &mean, &spread);
   ChanLoop l;
-  if (n->l1) { /* a layernorm's nm_l1_forward with float statistics (batchnorm: l1_batchnorm.c) */
+  if (n->l1) {
     LLVMValueRef mf = to_f32(n, mean), sf = to_f32(n, spread);
     LLVMValueRef inv = to_f32(n, fdiv(n, d(n, 1.0), l1_divisor(n, ext(n, sf))));
     for (int j = 0, w = n->w; j < w; j++) {
-      LLVMValueRef mj = lane(n, mf, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
+      LLVMValueRef mj = lane(n, mf, j), ij = lane(n, inv, j);
+      lane_begin(n, &l, c, j);
       LLVMValueRef xh = fmul(n, fsub(n, ld(n, n->x, l.e), mj), ij);
-      store_lanes(n, out_relu(n, fadd(n, fmul(n, affine(n, n->gamma, cj, &l), xh), affine(n, n->beta, cj, &l))), out, l.e);
+      store_lanes(n, fadd(n, fmul(n, affine(n, n->gamma, &l), xh), affine(n, n->beta, &l)), out, l.e);
       lane_end(n, &l, w);
     }
     return;
   }
-  if (bn) { /* running mean and unbiased variance, in double */
-    double m = count(k);
-    LLVMValueRef unbiased = m > 1 ? fdiv(n, fmul(n, spread, d(n, m)), d(n, m - 1)) : spread;
-    LLVMValueRef rmv = ld_chan(n, rm, c), rvv = ld_chan(n, rs, c), mom = d(n, k->momentum), keep = d(n, 1 - k->momentum);
-    st_chan(n, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rmv)), fmul(n, mom, mean))), rmv, ""), rm, c);
-    st_chan(n, LLVMBuildSelect(B, train, to_f32(n, fadd(n, fmul(n, keep, ext(n, rvv)), fmul(n, mom, unbiased))), rvv, ""), rs, c);
-    mean = LLVMBuildSelect(B, train, mean, ext(n, rmv), "mean");
-    spread = LLVMBuildSelect(B, train, spread, ext(n, rvv), "var");
-  }
   LLVMValueRef inv = l2_inv(n, spread);
-  for (int j = 0, w = n->w; j < w; j++) { /* gamma * (x - mean) * inv + beta, in double */
-    LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), cj = lane_begin(n, &l, c, j);
-    LLVMValueRef y = fmul(n, fmul(n, ext(n, affine(n, n->gamma, cj, &l)), fsub(n, ext(n, ld(n, n->x, l.e)), mj)), ij);
-    store_lanes(n, out_relu(n, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, cj, &l))))), out, l.e);
+  for (int j = 0, w = n->w; j < w; j++) {
+    LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j);
+    lane_begin(n, &l, c, j);
+    LLVMValueRef y = fmul(n, fmul(n, ext(n, affine(n, n->gamma, &l)), fsub(n, ext(n, ld(n, n->x, l.e)), mj)), ij);
+    store_lanes(n, to_f32(n, fadd(n, y, ext(n, affine(n, n->beta, &l)))), out, l.e);
     lane_end(n, &l, w);
   }
 }
 
-/* nm_l1_backward's dx for row c of a layernorm (batchnorm: l1_batchnorm.c) */
+/* nm_l1_backward's dx for row c of a layernorm */
 static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   Gen *g = n->g;
   LLVMValueRef mean, s1;
@@ -195,7 +156,7 @@ static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   ChanLoop l;
   chan_begin(n, &l, c); /* the sums of gh, gh * xhat and sgn */
   LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
-  LLVMValueRef gh = fmul(n, ext(n, affine(n, n->gamma, c, &l)), ext(n, ld(n, n->dy, l.e)));
+  LLVMValueRef gh = fmul(n, ext(n, affine(n, n->gamma, &l)), ext(n, ld(n, n->dy, l.e)));
   LLVMValueRef sgn = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, dev, d(n, 0), ""), vt(n, g->f64), ""),
                           LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, dev, d(n, 0), ""), vt(n, g->f64), ""));
   LLVMBuildStore(B, fadd(n, gen_get(g, sg), gh), sg);
@@ -207,9 +168,9 @@ static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   LLVMValueRef msgn = fdiv(n, gen_get(g, ssgn), m);
   for (int j = 0, w = n->w; j < w; j++) {
     LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), gj = lane(n, mg, j), kj = lane(n, kmgx, j), sj = lane(n, msgn, j);
-    LLVMValueRef cj = lane_begin(n, &l, c, j);
+    lane_begin(n, &l, c, j);
     LLVMValueRef devj = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
-    LLVMValueRef ghj = fmul(n, ext(n, affine(n, n->gamma, cj, &l)), ext(n, ld(n, n->dy, l.e)));
+    LLVMValueRef ghj = fmul(n, ext(n, affine(n, n->gamma, &l)), ext(n, ld(n, n->dy, l.e)));
     LLVMValueRef sgnj = fsub(n, LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOGT, devj, d(n, 0), ""), g->f64, ""),
                              LLVMBuildUIToFP(B, LLVMBuildFCmp(B, LLVMRealOLT, devj, d(n, 0), ""), g->f64, ""));
     store_lanes(n, to_f32(n, fmul(n, fsub(n, fsub(n, ghj, gj), fmul(n, kj, fsub(n, sgnj, sj))), ij)), dx, l.e);
@@ -217,10 +178,9 @@ static void l1_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   }
 }
 
-/* src/ops/norm.c's batchnorm_dx / layernorm_dx (gamma) or the per-channel dgamma */
-static void l2_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx, LLVMValueRef dgamma) {
+/* src/ops/norm.c's layernorm_dx: inv * ((g - s1/m) - xhat * s2 / m), g = gamma * dy (a float product) */
+static void l2_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx) {
   Gen *g = n->g;
-  int ln = n->k->per_inner;
   LLVMValueRef mean, var;
   stats(n, c, &mean, &var);
   LLVMValueRef inv = l2_inv(n, var), m = d(n, count(n->k));
@@ -228,27 +188,19 @@ static void l2_backward(Norm *n, LLVMValueRef c, LLVMValueRef dx, LLVMValueRef d
   LLVMBuildStore(B, d(n, 0), s1), LLVMBuildStore(B, d(n, 0), s2);
   ChanLoop l;
   chan_begin(n, &l, c);
-  LLVMValueRef dyv = ld(n, n->dy, l.e), dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean);
-  /* layernorm: g = gamma * dy, a float product; batchnorm (and dgamma): dy */
-  LLVMValueRef gv = dx && ln ? ext(n, fmul(n, affine(n, n->gamma, c, &l), dyv)) : ext(n, dyv);
+  LLVMValueRef dev = fsub(n, ext(n, ld(n, n->x, l.e)), mean), gv = ext(n, fmul(n, affine(n, n->gamma, &l), ld(n, n->dy, l.e)));
   LLVMBuildStore(B, fadd(n, gen_get(g, s1), gv), s1);
   LLVMBuildStore(B, fadd(n, gen_get(g, s2), fmul(n, fmul(n, gv, dev), inv)), s2);
   chan_end(n, &l);
-  if (dx) { /* k * ((g - s1/m) - xhat * s2 / m), k = inv (layernorm) or gamma * inv */
-    LLVMValueRef s1m = fdiv(n, gen_get(g, s1), m), s2v = gen_get(g, s2);
-    LLVMValueRef kv = ln ? inv : fmul(n, ext(n, ld_chan(n, n->gamma, c)), inv);
-    for (int j = 0, w = n->w; j < w; j++) {
-      LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), aj = lane(n, s1m, j), bj = lane(n, s2v, j), kj = lane(n, kv, j);
-      LLVMValueRef cj = lane_begin(n, &l, c, j);
-      LLVMValueRef dyj = ld(n, n->dy, l.e), devj = fsub(n, ext(n, ld(n, n->x, l.e)), mj);
-      LLVMValueRef gj = ln ? ext(n, fmul(n, affine(n, n->gamma, cj, &l), dyj)) : ext(n, dyj);
-      LLVMValueRef xh = fmul(n, devj, ij);
-      LLVMValueRef inner = fsub(n, fsub(n, gj, aj), fdiv(n, fmul(n, xh, bj), d(n, count(n->k))));
-      store_lanes(n, to_f32(n, fmul(n, kj, inner)), dx, l.e);
-      lane_end(n, &l, w);
-    }
+  LLVMValueRef s1m = fdiv(n, gen_get(g, s1), m), s2v = gen_get(g, s2);
+  for (int j = 0, w = n->w; j < w; j++) {
+    LLVMValueRef mj = lane(n, mean, j), ij = lane(n, inv, j), aj = lane(n, s1m, j), bj = lane(n, s2v, j);
+    lane_begin(n, &l, c, j);
+    LLVMValueRef devj = fsub(n, ext(n, ld(n, n->x, l.e)), mj), gj = ext(n, fmul(n, affine(n, n->gamma, &l), ld(n, n->dy, l.e)));
+    LLVMValueRef inner = fsub(n, fsub(n, gj, aj), fdiv(n, fmul(n, fmul(n, devj, ij), bj), d(n, count(n->k))));
+    store_lanes(n, to_f32(n, fmul(n, ij, inner)), dx, l.e);
+    lane_end(n, &l, w);
   }
-  if (dgamma) st_chan(n, to_f32(n, gen_get(g, s2)), dgamma, c);
 }
 
 /* a layernorm's dgamma[j] = sum over rows r of (float)(dy * ((x - mean_r) * inv_r)) (L1) or
@@ -287,31 +239,22 @@ LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name) {
   OpCode op = k->op;
   Norm n = {g, k, NULL, NULL, NULL, NULL, 0, 8};
   while (k->channels % n.w) n.w /= 2; /* groups of channels that divide them */
-  n.l1 = op == OP_l1_layernorm || op == OP_l1_layernorm_dx || op == OP_l1_layernorm_dgamma; /* L1 batchnorm: l1_batchnorm.c */
-  int fwd = op == OP_l1_layernorm || op == OP_batchnorm || op == OP_layernorm;
-  int dgamma = op == OP_l1_layernorm_dgamma || op == OP_batchnorm_dgamma || op == OP_layernorm_dgamma;
+  n.l1 = op == OP_l1_layernorm || op == OP_l1_layernorm_dx || op == OP_l1_layernorm_dgamma;
+  int fwd = op == OP_l1_layernorm || op == OP_layernorm, dgamma = op == OP_l1_layernorm_dgamma || op == OP_layernorm_dgamma;
+  SQ_ASSERT(k->per_inner);
   g->scratch = k->scratch;
-  if (fwd) { /* (x, gamma, beta[, running mean, running spread]) */
-    n.x = gen_input(g, 0), n.gamma = gen_input(g, 1), n.beta = gen_input(g, 2);
-    int bn = !k->per_inner;
-    LLVMValueRef rm = bn ? gen_input(g, 3) : NULL, rs = bn ? gen_input(g, 4) : NULL;
+  if (dgamma) { /* (dy, x) */
+    n.dy = gen_input(g, 0), n.x = gen_input(g, 1), n.w = 1; /* its phase 1 walks columns */
+    rows_dgamma(&n, out);
+  } else { /* (x, gamma, beta) or _dx(dy, x, gamma) */
+    if (fwd) n.x = gen_input(g, 0), n.gamma = gen_input(g, 1), n.beta = gen_input(g, 2);
+    else n.dy = gen_input(g, 0), n.x = gen_input(g, 1), n.gamma = gen_input(g, 2);
     Loop l;
     LLVMValueRef c = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->channels / n.w, "group"), gen_i64(g, n.w), "c");
-    forward(&n, c, out, rm, rs);
+    if (fwd) forward(&n, c, out);
+    else if (n.l1) l1_backward(&n, c, out);
+    else l2_backward(&n, c, out);
     gen_loop_end(g, &l, 0);
-  } else { /* _dx(dy, x, gamma), _dgamma(dy, x) */
-    n.dy = gen_input(g, 0), n.x = gen_input(g, 1);
-    if (!dgamma) n.gamma = gen_input(g, 2);
-    if (dgamma && k->per_inner) {
-      n.w = 1; /* its phase 1 walks columns */
-      rows_dgamma(&n, out);
-    } else {
-      Loop l;
-      LLVMValueRef c = LLVMBuildMul(g->b, gen_loop_part(g, &l, k->channels / n.w, "group"), gen_i64(g, n.w), "c");
-      if (n.l1) l1_backward(&n, c, out);
-      else l2_backward(&n, c, dgamma ? NULL : out, dgamma ? out : NULL);
-      gen_loop_end(g, &l, 0);
-    }
   }
   LLVMBuildRetVoid(g->b);
   return fn;

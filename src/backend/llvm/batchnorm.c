@@ -1,9 +1,9 @@
-/* l1_batchnorm.c: L1 batchnorm's kernels as runtime/numerics.c defines them:
- * l1_batchnorm_stats (nm_l1_batch_stats), l1_batchnorm (nm_l1_forward from the saved
- * statistics, or the running ones in inference), l1_batchnorm_dparams (nm_l1_bn_dparams) and
- * l1_batchnorm_dx (nm_l1_bn_dx). One channel per unit of work. The sums run in one vector of
- * NM_LANES doubles, lane k % NM_LANES taking element k of each row as the reference's lanes do;
- * the elementwise passes are scalar loops that the vectorizer widens. */
+/* batchnorm.c: the kernels of batchnorm with saved statistics, L1 or L2, as runtime/numerics.c
+ * defines them: batchnorm_stats (nm_bn_stats), l1_/l2_batchnorm (nm_bn_forward with the
+ * batch's statistics and a running update, or the running statistics in inference),
+ * batchnorm_dparams (nm_bn_dparams) and batchnorm_dx (nm_bn_dx). One channel per unit of work.
+ * The sums run in one vector of NM_LANES doubles, lane k % NM_LANES taking element k of each row
+ * as the reference's lanes do; the elementwise passes are scalar loops that the vectorizer widens. */
 #include "../../../runtime/numerics.h"
 #include "gen.h"
 
@@ -93,7 +93,15 @@ static void elems_end(Bn *b, ElemLoop *l) {
   gen_loop_end(b->g, &l->o, 0);
 }
 
-/* ---- l1_batchnorm_stats ---- */
+/* nm_l1_inv or nm_l2_inv of a float spread: 1 / (kappa * s + eps) or 1 / sqrt(s + eps) in double */
+static LLVMValueRef divisor_inv(Bn *b, LLVMValueRef spread) {
+  LLVMValueRef s = f64(b, spread), eps = dconst(b, (double)(float)b->k->eps);
+  LLVMValueRef den = b->k->l2 ? gen_intrinsic(b->g, "llvm.sqrt", LLVMBuildFAdd(B, s, eps, ""))
+                              : LLVMBuildFAdd(B, LLVMBuildFMul(B, dconst(b, NM_KAPPA), s, ""), eps, "");
+  return f32(b, LLVMBuildFDiv(B, dconst(b, 1.0), den, "inv"));
+}
+
+/* ---- batchnorm_stats ---- */
 typedef struct { LLVMValueRef sum, abs, sign, mu, mud; } StatsAcc;
 static void add_x(Bn *b, LLVMValueRef *v, void *ctx) {
   StatsAcc *a = ctx;
@@ -101,8 +109,10 @@ static void add_x(Bn *b, LLVMValueRef *v, void *ctx) {
 }
 static void add_dev(Bn *b, LLVMValueRef *v, void *ctx) {
   StatsAcc *a = ctx;
-  LLVMValueRef dev = gen_intrinsic(b->g, "llvm.fabs", LLVMBuildFSub(B, ext(b, v[0]), a->mud, ""));
+  LLVMValueRef d = LLVMBuildFSub(B, ext(b, v[0]), a->mud, "");
+  LLVMValueRef dev = b->k->l2 ? LLVMBuildFMul(B, d, d, "") : gen_intrinsic(b->g, "llvm.fabs", d);
   LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->abs), dev, ""), a->abs);
+  if (b->k->l2) return;
   LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], a->mu, ""), b->vl, "");
   LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], a->mu, ""), b->vl, "");
   LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, a->sign), LLVMBuildSub(B, up, down, ""), ""), a->sign);
@@ -120,15 +130,15 @@ static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
   LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.sum)), dconst(b, m), "mean"));
   a.mu = splat(b, mu, b->vf), a.mud = ext(b, a.mu);
   each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
-  LLVMValueRef s1 = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "sigma1"));
+  LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "spread"));
   LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, a.sign)); /* exact in any order */
-  LLVMValueRef inv = f32(b, LLVMBuildFDiv(B, dconst(b, 1.0), LLVMBuildFAdd(B, LLVMBuildFMul(B, dconst(b, NM_KAPPA), f64(b, s1), ""), dconst(b, (double)(float)b->k->eps), ""), "inv"));
   LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, m), ""));
-  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SIGMA1] = s1, [NM_BN_INV] = inv, [NM_BN_MSIGN] = msign};
+  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SPREAD] = spread, [NM_BN_INV] = divisor_inv(b, spread),
+                                   [NM_BN_MSIGN] = msign};
   for (int r = 0; r < NM_BN_STATS; r++) gen_store(g, row[r], out, LLVMBuildAdd(B, c, gen_i64(g, r * b->k->channels), ""));
 }
 
-/* ---- l1_batchnorm ---- */
+/* ---- l1_/l2_batchnorm ---- */
 static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   const ChanKernel *k = b->k;
@@ -136,19 +146,22 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMValueRef st = gen_input(g, 5);
   LLVMValueRef train = LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "");
   LLVMValueRef rmv = gen_load(g, g->f32, rm, c), rsv = gen_load(g, g->f32, rs, c);
-  /* training: the batch's statistics, and the running ones move towards them ((1 - mom) * r + mom * stat in float) */
+  /* training: the batch's statistics, and the running ones move towards them ((1 - mom) * r +
+   * mom * stat in float; L2's variance unbiased first) */
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
   LLVMBasicBlockRef batch = LLVMAppendBasicBlockInContext(g->ctx, fn, "batch"), running = LLVMAppendBasicBlockInContext(g->ctx, fn, "running");
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(g->ctx, fn, "normalize");
   LLVMBuildCondBr(B, train, batch, running);
   LLVMPositionBuilderAtEnd(B, batch);
   LLVMValueRef mom = gen_f32c(g, (float)k->momentum), keep = gen_f32c(g, 1.0f - (float)k->momentum);
-  LLVMValueRef bmu = stat(b, st, NM_BN_MEAN, c), bs1 = stat(b, st, NM_BN_SIGMA1, c), binv = stat(b, st, NM_BN_INV, c);
+  LLVMValueRef bmu = stat(b, st, NM_BN_MEAN, c), bs = stat(b, st, NM_BN_SPREAD, c), binv = stat(b, st, NM_BN_INV, c);
+  double m = (double)(k->outer * k->inner);
+  if (k->l2 && m > 1) bs = f32(b, LLVMBuildFDiv(B, LLVMBuildFMul(B, f64(b, bs), dconst(b, m), ""), dconst(b, m - 1), "")); /* unbiased */
   gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rmv, ""), LLVMBuildFMul(B, mom, bmu, ""), ""), rm, c);
-  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs1, ""), ""), rs, c);
+  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs, ""), ""), rs, c);
   LLVMBuildBr(B, join);
   LLVMPositionBuilderAtEnd(B, running);
-  LLVMValueRef rinv = f32(b, LLVMBuildFDiv(B, dconst(b, 1.0), LLVMBuildFAdd(B, LLVMBuildFMul(B, dconst(b, NM_KAPPA), f64(b, rsv), ""), dconst(b, (double)(float)k->eps), ""), ""));
+  LLVMValueRef rinv = divisor_inv(b, rsv);
   LLVMBuildBr(B, join);
   LLVMPositionBuilderAtEnd(B, join);
   LLVMValueRef mu = LLVMBuildPhi(B, g->f32, "mu"), inv = LLVMBuildPhi(B, g->f32, "inv");
@@ -164,7 +177,7 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   elems_end(b, &l);
 }
 
-/* ---- l1_batchnorm_dparams ---- */
+/* ---- batchnorm_dparams ---- */
 typedef struct { LLVMValueRef gxh, gsum, mu, inv; } DpAcc;
 static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
   DpAcc *a = ctx;
@@ -184,7 +197,7 @@ static void dparams(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.gsum))), out, LLVMBuildAdd(B, c, gen_i64(g, b->k->channels), ""));
 }
 
-/* ---- l1_batchnorm_dx ---- */
+/* ---- batchnorm_dx ---- */
 static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMValueRef dy = gen_input(g, 0), x = gen_input(g, 1), st = gen_input(g, 3);
@@ -194,25 +207,33 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, dbeta), ""), m, "mg");
   LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, dp, c)), ""), m, "mgx");
   LLVMValueRef mu = stat(b, st, NM_BN_MEAN, c), msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
-  LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, ""));
-  LLVMValueRef bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
-  LLVMValueRef cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
-  LLVMValueRef nbv = LLVMBuildFNeg(B, bv, "");
+  LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, "")), bv, cv;
+  if (b->k->l2) { /* b = -mgx*inv*inv, c = -mg*inv */
+    bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, LLVMBuildFNeg(B, mgx, ""), inv, ""), inv, ""));
+    cv = f32(b, LLVMBuildFMul(B, LLVMBuildFNeg(B, mg, ""), inv, ""));
+  } else { /* b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv */
+    bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
+    cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
+  }
   ElemLoop l;
-  LLVMValueRef e = elems_begin(b, &l, c), xv = gen_load(g, g->f32, x, e);
-  LLVMValueRef s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
-                                   LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), nbv, gen_f32c(g, 0), ""), "");
+  LLVMValueRef e = elems_begin(b, &l, c), xv = gen_load(g, g->f32, x, e), s;
+  if (b->k->l2) { /* b * (x - mean) */
+    s = LLVMBuildFMul(B, bv, LLVMBuildFSub(B, xv, mu, ""), "");
+  } else { /* b where x > mean, -b where x < mean, else 0 */
+    s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
+                        LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), gen_f32c(g, 0), ""), "");
+  }
   LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, gen_load(g, g->f32, dy, e), ""), s, ""), cv, "");
   gen_store(g, v, out, e);
   elems_end(b, &l);
 }
 #undef B
 
-LLVMValueRef gen_l1_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
+LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name), out = gen_arg(g, KA_OUT);
   Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(g->i64, NM_LANES)};
   g->scratch = k->scratch;
-  if (k->op == OP_l1_batchnorm_stats) { /* inference normalizes with the running statistics */
+  if (k->op == OP_batchnorm_stats) { /* inference normalizes with the running statistics */
     LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "training"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "inference");
     LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), ""), work, skip);
     LLVMPositionBuilderAtEnd(g->b, skip);
@@ -222,11 +243,11 @@ LLVMValueRef gen_l1_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   Loop l;
   LLVMValueRef c = gen_loop_part(g, &l, k->channels, "c");
   switch (k->op) {
-  case OP_l1_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
-  case OP_l1_batchnorm: forward(&b, c, out); break;
-  case OP_l1_batchnorm_dparams: dparams(&b, c, out); break;
-  case OP_l1_batchnorm_dx: dx(&b, c, out); break;
-  default: SQ_INTERNAL("not an L1 batchnorm op: %s", op_info[k->op].name);
+  case OP_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
+  case OP_l1_batchnorm: case OP_l2_batchnorm: forward(&b, c, out); break;
+  case OP_batchnorm_dparams: dparams(&b, c, out); break;
+  case OP_batchnorm_dx: dx(&b, c, out); break;
+  default: SQ_INTERNAL("not a batchnorm op: %s", op_info[k->op].name);
   }
   gen_loop_end(g, &l, 0);
   LLVMBuildRetVoid(g->b);

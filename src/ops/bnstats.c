@@ -1,0 +1,111 @@
+/* bnstats.c: batchnorm with saved statistics (DESIGN §4), the form every batchnorm trains in:
+ * L1 (divide by kappa * mean|x - mean| + eps; running mean and mean absolute deviation) or L2
+ * (divide by sqrt(variance + eps); running mean and unbiased variance). The batch statistics
+ * are a node of their own (batchnorm_stats, input 5 of l1_/l2_batchnorm), computed once and
+ * read by the gradients: batchnorm_dparams sums dgamma and dbeta in one pass, then
+ * batchnorm_dx is one pass over dy and x. The arithmetic is runtime/numerics.c's nm_bn_*. */
+#include "../../runtime/numerics.h"
+#include "rules.h"
+
+static nm_chan bn_geo(const Tensor *x) {
+  nm_chan g = {x->d[0], x->d[1], 1};
+  for (int i = 2; i < x->rank; i++) g.inner *= x->d[i];
+  return g;
+}
+
+/* ---- shapes ---- */
+/* the statistics tensor of x: [NM_BN_STATS, channels]; the parameter gradients: [2, channels] */
+static Shape stats_shape(const Node *x) { return shape_make(2, (int64_t[]){NM_BN_STATS, x->shape.d[1]}); }
+static Shape dparams_shape(const Node *x) { return shape_make(2, (int64_t[]){2, x->shape.d[1]}); }
+static int want(ShapeCtx *c, const Node *n, int i, Shape s, const char *what) {
+  const Node *t = ir_in(c->g, n, i);
+  if (t->dtype == DT_F32 && shape_eq(&t->shape, &s)) return 1;
+  return shape_fail(c, n, "%s wants %s", op_info[n->op].name, what);
+}
+#define WANT_STATS(c, n, x, i) want(c, n, i, stats_shape(ir_in((c)->g, n, x)), "the statistics of its input")
+
+int batchnorm_stats_shape(ShapeCtx *c, Node *n) {
+  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 2, 4)) return 0;
+  return shape_set(c, n, DT_F32, stats_shape(ir_in(c->g, n, 0)));
+}
+int l1_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && WANT_STATS(c, n, 0, 5); }
+int l2_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && WANT_STATS(c, n, 0, 5); }
+int batchnorm_dparams_shape(ShapeCtx *c, Node *n) {
+  return WANT_STATS(c, n, 1, 2) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+}
+int batchnorm_dx_shape(ShapeCtx *c, Node *n) {
+  const Node *x = ir_in(c->g, n, 1);
+  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") &&
+         shape_set(c, n, DT_F32, x->shape);
+}
+
+/* ---- gradients: dgamma and dbeta in one pass first, then dx reads both (its mean(gamma*g)
+ * and mean(gamma*g*xhat) are gamma*dbeta/m and gamma*dgamma/m) ---- */
+static int param_grad(GradCtx *c, const Node *n, int dparams, int row) {
+  Node *r = GRAD_OP(c, n, OP_row, dparams);
+  ir_set_num(r, "index", row);
+  return grad_finish(c, r);
+}
+static void bn_grad(GradCtx *c, const Node *n, int dy, int l2) {
+  GRAD_NOT_FUSED(n);
+  int x = n->in[0], gamma = n->in[1], beta = n->in[2], stats = n->in[5];
+  if (!grad_needed(c, x) && !grad_needed(c, gamma) && !grad_needed(c, beta)) return;
+  int dp = grad_finish(c, GRAD_OP(c, n, OP_batchnorm_dparams, dy, x, stats));
+  if (grad_needed(c, x)) {
+    Node *dx = GRAD_OP(c, n, OP_batchnorm_dx, dy, x, gamma, stats, dp);
+    ir_set_num(dx, "l2", l2);
+    grad_accum(c, x, grad_finish(c, dx));
+  }
+  if (grad_needed(c, gamma)) grad_accum(c, gamma, param_grad(c, n, dp, 0));
+  if (grad_needed(c, beta)) grad_accum(c, beta, param_grad(c, n, dp, 1));
+}
+void l1_batchnorm_grad(GradCtx *c, const Node *n, int dy) { bn_grad(c, n, dy, 0); }
+void l2_batchnorm_grad(GradCtx *c, const Node *n, int dy) { bn_grad(c, n, dy, 1); }
+
+/* ---- reference bodies ---- */
+int batchnorm_stats_ref(RefCtx *c, const Node *n) {
+  const Tensor *x = REF_IN(c, n, 0);
+  if (c->training) nm_bn_stats(x->f, bn_geo(x), (float)ir_num(n, "eps"), (int)ir_int(n, "l2"), REF_OUT(c, n)->f, 1);
+  return 1; /* inference normalizes with the running statistics */
+}
+
+int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2) {
+  const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
+  Tensor *rm = REF_IN(c, n, 3), *rs = REF_IN(c, n, 4), *y = REF_OUT(c, n);
+  nm_chan geo = bn_geo(x);
+  int64_t C = geo.channels;
+  float eps = (float)ir_num(n, "eps");
+  if (!c->training) { /* the running statistics */
+    float *inv = xmalloc(sizeof(float) * (size_t)C);
+    for (int64_t ch = 0; ch < C; ch++) inv[ch] = l2 ? nm_l2_inv(rs->f[ch], eps) : nm_l1_inv(rs->f[ch], eps);
+    nm_bn_forward(x->f, geo, rm->f, inv, gam->f, bet->f, y->f, 1);
+    free(inv);
+    return ref_fused_relu(n, y);
+  }
+  nm_bn_forward(x->f, geo, stats + NM_BN_MEAN * C, stats + NM_BN_INV * C, gam->f, bet->f, y->f, 1);
+  /* (1 - mom) * running + mom * batch in float; L2 keeps the unbiased variance */
+  float mom = (float)ir_num(n, "momentum");
+  double m = (double)(geo.outer * geo.inner);
+  for (int64_t ch = 0; ch < C; ch++) {
+    float spread = stats[NM_BN_SPREAD * C + ch];
+    if (l2 && m > 1) spread = (float)((double)spread * m / (m - 1));
+    rm->f[ch] = (1 - mom) * rm->f[ch] + mom * stats[NM_BN_MEAN * C + ch];
+    rs->f[ch] = (1 - mom) * rs->f[ch] + mom * spread;
+  }
+  return ref_fused_relu(n, y);
+}
+int l1_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 0); }
+int l2_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 1); }
+
+int batchnorm_dparams_ref(RefCtx *c, const Node *n) {
+  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
+  nm_bn_dparams(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
+  return 1;
+}
+
+int batchnorm_dx_ref(RefCtx *c, const Node *n) {
+  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
+  nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
+           REF_OUT(c, n)->f, 1);
+  return 1;
+}
