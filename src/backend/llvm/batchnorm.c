@@ -10,7 +10,7 @@
 typedef struct {
   Gen *g;
   const ChanKernel *k;
-  LLVMTypeRef vf, vd, vl; /* NM_LANES floats, doubles, i64 */
+  LLVMTypeRef vf, vd, vl; /* NM_LANES floats, doubles, integers (sign counts) */
 } Bn;
 
 #define B (b->g->b)
@@ -131,7 +131,8 @@ static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
   a.mu = splat(b, mu, b->vf), a.mud = ext(b, a.mu);
   each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
   LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "spread"));
-  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, a.sign)); /* exact in any order */
+  LLVMValueRef lanes = LLVMBuildSExt(B, gen_get(g, a.sign), LLVMVectorType(g->i64, NM_LANES), "");
+  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", lanes); /* exact in any order */
   LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, m), ""));
   LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SPREAD] = spread, [NM_BN_INV] = divisor_inv(b, spread),
                                    [NM_BN_MSIGN] = msign};
@@ -231,7 +232,9 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
 
 LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name), out = gen_arg(g, KA_OUT);
-  Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(g->i64, NM_LANES)};
+  /* a lane counts at most outer * ceil(inner / NM_LANES) signs: i32 unless that could overflow */
+  LLVMTypeRef count = k->outer * ((k->inner + NM_LANES - 1) / NM_LANES) < INT32_MAX ? g->i32 : g->i64;
+  Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES)};
   g->scratch = k->scratch;
   if (k->op == OP_batchnorm_stats) { /* inference normalizes with the running statistics */
     LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "training"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "inference");
