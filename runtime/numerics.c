@@ -225,14 +225,12 @@ done:
   return st;
 }
 
-/* ---- L1 normalization ---- */
+/* ---- L1 layernorm ---- */
 typedef struct {
   const float *x, *g, *gamma, *beta, *mean, *sigma1;
   nm_chan geo;
-  nm_affine affine;
   float eps;
   float *out_mean, *out_sigma1, *y, *dx;
-  float *dgamma; /* per channel (batchnorm) or NULL */
 } L1Job;
 
 #define FOR_CHANNEL_ELEMS(geo, c, idx, inner_i) \
@@ -260,24 +258,18 @@ void nm_l1_stats(const float *x, nm_chan geo, float *mean, float *sigma1, int th
   rt_parallel(threads, geo.channels, stats_block, &j);
 }
 
-/* gamma or beta for element (channel c, inner k); NULL reads as 1 (only dgamma is wanted then) */
-static float affine_of(const float *v, nm_affine a, int64_t c, int64_t k) {
-  return v ? v[a == NM_AFFINE_PER_CHANNEL ? c : k] : 1.0f;
-}
-
 float nm_l1_inv(float sigma1, float eps) { return (float)(1.0 / (NM_KAPPA * sigma1 + eps)); }
 
 static void forward_block(void *ctx, int64_t c) {
   L1Job *j = ctx;
   float inv = nm_l1_inv(j->sigma1[c], j->eps), mu = j->mean[c];
   FOR_CHANNEL_ELEMS(j->geo, c, i, k)
-    j->y[i] = affine_of(j->gamma, j->affine, c, k) * ((j->x[i] - mu) * inv) + affine_of(j->beta, j->affine, c, k);
+    j->y[i] = j->gamma[k] * ((j->x[i] - mu) * inv) + j->beta[k];
 }
 
 void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *sigma1, const float *gamma,
-                   const float *beta, nm_affine affine, float eps, float *y, int threads) {
-  L1Job j = {.x = x, .gamma = gamma, .beta = beta, .mean = mean, .sigma1 = sigma1, .geo = geo, .affine = affine,
-             .eps = eps, .y = y};
+                   const float *beta, float eps, float *y, int threads) {
+  L1Job j = {.x = x, .gamma = gamma, .beta = beta, .mean = mean, .sigma1 = sigma1, .geo = geo, .eps = eps, .y = y};
   rt_parallel(threads, geo.channels, forward_block, &j);
 }
 
@@ -288,28 +280,25 @@ static void backward_block(void *ctx, int64_t c) {
   /* one division per channel: x-hat = (x - mean) * inv, as the forward pass */
   double inv = 1.0 / (NM_KAPPA * s1 + j->eps), sg = 0, sgx = 0, ssgn = 0;
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
-    double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
+    double d = j->x[i] - mean, gh = (double)j->gamma[k] * j->g[i];
     sg += gh;
     sgx += gh * (d * inv);
     ssgn += (d > 0) - (d < 0);
   }
-  double mg = sg / m, mgx = sgx / m, msgn = ssgn / m, dg = 0;
+  double mg = sg / m, mgx = sgx / m, msgn = ssgn / m;
   FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
-    double d = j->x[i] - mean, gh = (double)affine_of(j->gamma, j->affine, c, k) * j->g[i];
+    double d = j->x[i] - mean, gh = (double)j->gamma[k] * j->g[i];
     double sgn = (d > 0) - (d < 0);
-    if (j->dx) j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) * inv);
-    dg += j->g[i] * (d * inv);
+    j->dx[i] = (float)((gh - mg - NM_KAPPA * mgx * (sgn - msgn)) * inv);
   }
-  if (j->dgamma) j->dgamma[c] = (float)dg;
 }
 
-void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
-                    float *dx, float *dgamma, int threads) {
-  L1Job j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .affine = affine, .eps = eps, .dx = dx,
-             .dgamma = affine == NM_AFFINE_PER_CHANNEL ? dgamma : NULL};
-  rt_parallel(threads, geo.channels, backward_block, &j);
-  if (!dgamma || affine == NM_AFFINE_PER_CHANNEL) return;
-  /* per inner position (layernorm): a sum across rows, done in row order on one thread */
+void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, float eps, float *dx, float *dgamma,
+                    int threads) {
+  L1Job j = {.x = x, .g = g, .gamma = gamma, .geo = geo, .eps = eps, .dx = dx};
+  if (dx) rt_parallel(threads, geo.channels, backward_block, &j);
+  if (!dgamma) return;
+  /* per inner position: a sum across rows, done in row order on one thread */
   memset(dgamma, 0, sizeof(float) * (size_t)geo.inner);
   for (int64_t c = 0; c < geo.channels; c++) {
     double mean, s1;

@@ -71,20 +71,17 @@ typedef struct {
 nm_status nm_shiftquant(const float *x, nm_chan geo, const nm_sq_params *p, int8_t *qt, float *scale, uint8_t *group,
                         float *range, int64_t *bad, int threads);
 
-/* L1 normalization over each channel's outer*inner elements:
- * mean, sigma1 = mean|x - mean|, xhat = (x - mean) / (kappa * sigma1 + eps), y = gamma*xhat + beta.
- * gamma/beta are indexed by channel (batchnorm) or by inner position (layernorm: one channel
- * per row, outer = 1). */
-typedef enum { NM_AFFINE_PER_CHANNEL, NM_AFFINE_PER_INNER } nm_affine;
+/* L1 layernorm: each channel (a row; geo.outer = 1) over its elements, gamma and beta by inner
+ * position: mean, sigma1 = mean|x - mean|, xhat = (x - mean) / (kappa * sigma1 + eps),
+ * y = gamma*xhat + beta. (Batchnorm: nm_bn_* below.) */
 void nm_l1_stats(const float *x, nm_chan geo, float *mean, float *sigma1, int threads);
 void nm_l1_forward(const float *x, nm_chan geo, const float *mean, const float *sigma1, const float *gamma,
-                   const float *beta, nm_affine affine, float eps, float *y, int threads);
+                   const float *beta, float eps, float *y, int threads);
 /* dx = 1/(kappa*sigma1 + eps) * [gh - mean(gh) - kappa * mean(gh * xhat) * (sgn - mean(sgn))],
- * gh = gamma * g, sgn = sign(x - mean) (sign(0) = 0), with the batch statistics of x.
- * dgamma (may be NULL) gets sum of g * xhat per affine index. dx may be NULL (dgamma only);
- * gamma may be NULL then. */
-void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, nm_affine affine, float eps,
-                    float *dx, float *dgamma, int threads);
+ * gh = gamma * g, sgn = sign(x - mean) (sign(0) = 0), with the row's statistics; dgamma gets
+ * the sum of g * xhat per inner position. Either output may be NULL. */
+void nm_l1_backward(const float *x, const float *g, nm_chan geo, const float *gamma, float eps, float *dx, float *dgamma,
+                    int threads);
 
 /* 1 / (kappa * sigma1 + eps) in double, rounded to float: the divisor of every L1 layer */
 float nm_l1_inv(float sigma1, float eps);

@@ -82,6 +82,11 @@ int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2) {
     free(inv);
     return ref_fused_relu(n, y);
   }
+  float *own = NULL;
+  if (!stats) { /* the user op batchnorm, before the l1norm pass: its statistics here */
+    stats = own = xmalloc(sizeof(float) * (size_t)(NM_BN_STATS * C));
+    nm_bn_stats(x->f, geo, eps, l2, own, 1);
+  }
   nm_bn_forward(x->f, geo, stats + NM_BN_MEAN * C, stats + NM_BN_INV * C, gam->f, bet->f, y->f, 1);
   /* (1 - mom) * running + mom * batch in float; L2 keeps the unbiased variance */
   float mom = (float)ir_num(n, "momentum");
@@ -92,6 +97,7 @@ int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2) {
     rm->f[ch] = (1 - mom) * rm->f[ch] + mom * stats[NM_BN_MEAN * C + ch];
     rs->f[ch] = (1 - mom) * rs->f[ch] + mom * spread;
   }
+  free(own);
   return ref_fused_relu(n, y);
 }
 int l1_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 0); }

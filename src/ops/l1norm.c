@@ -19,7 +19,7 @@ int l1_layernorm_ref(RefCtx *c, const Node *n) {
   nm_chan geo = ln_geo(x);
   float *mean = xmalloc(sizeof(float) * (size_t)geo.channels), *s1 = xmalloc(sizeof(float) * (size_t)geo.channels);
   nm_l1_stats(x->f, geo, mean, s1, 1);
-  nm_l1_forward(x->f, geo, mean, s1, gam->f, bet->f, NM_AFFINE_PER_INNER, (float)ir_num(n, "eps"), REF_OUT(c, n)->f, 1);
+  nm_l1_forward(x->f, geo, mean, s1, gam->f, bet->f, (float)ir_num(n, "eps"), REF_OUT(c, n)->f, 1);
   free(mean);
   free(s1);
   return 1;
@@ -27,12 +27,12 @@ int l1_layernorm_ref(RefCtx *c, const Node *n) {
 
 int l1_layernorm_dx_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1), *gam = REF_IN(c, n, 2);
-  nm_l1_backward(x->f, dy->f, ln_geo(x), gam->f, NM_AFFINE_PER_INNER, (float)ir_num(n, "eps"), REF_OUT(c, n)->f, NULL, 1);
+  nm_l1_backward(x->f, dy->f, ln_geo(x), gam->f, (float)ir_num(n, "eps"), REF_OUT(c, n)->f, NULL, 1);
   return 1;
 }
 
 int l1_layernorm_dgamma_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  nm_l1_backward(x->f, dy->f, ln_geo(x), NULL, NM_AFFINE_PER_INNER, (float)ir_num(n, "eps"), NULL, REF_OUT(c, n)->f, 1);
+  nm_l1_backward(x->f, dy->f, ln_geo(x), NULL, (float)ir_num(n, "eps"), NULL, REF_OUT(c, n)->f, 1);
   return 1;
 }

@@ -3,7 +3,6 @@
  * in double in a fixed order. (The norms pass turns batchnorm into bnstats.c's forms.) */
 #include <math.h>
 #include <string.h>
-#include "../../runtime/numerics.h"
 #include "rules.h"
 
 void batchnorm_init(InitCtx *c, Node *n) {
@@ -47,17 +46,9 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op) {
   if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], norm_dbeta(c, n, dy));
 }
 
-/* As written, before the norms pass: the L2 form with saved statistics (bnstats.c), which
- * l2_batchnorm computes in a node of its own. */
-int batchnorm_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0);
-  float *stats = xmalloc(sizeof(float) * (size_t)(NM_BN_STATS * x->d[1]));
-  nm_chan geo = {x->d[0], x->d[1], x->n / (x->d[0] * x->d[1])};
-  if (c->training) nm_bn_stats(x->f, geo, (float)ir_num(n, "eps"), 1, stats, 1);
-  int ok = bn_forward_ref(c, n, stats, 1);
-  free(stats);
-  return ok;
-}
+/* As written, before the l1norm pass: l2_batchnorm's arithmetic (bnstats.c), with the batch
+ * statistics that l2_batchnorm reads from a node of its own computed here. */
+int batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, NULL, 1); }
 
 /* ---- layernorm over the last axis (D); rows are all leading elements ---- */
 void layernorm_init(InitCtx *c, Node *n) {

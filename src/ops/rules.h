@@ -58,7 +58,8 @@ void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode d
 /* A layernorm's dx and dgamma by the given ops and dbeta = dy summed over every axis but the last. */
 void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op);
 /* A batchnorm's forward pass from saved statistics (bnstats.c): in training, the batch's
- * ([NM_BN_STATS][channels]) and a running update; in inference, the running statistics. */
+ * ([NM_BN_STATS][channels]; NULL: computed here) and a running update; in inference, the
+ * running statistics. */
 int bn_forward_ref(struct RefCtx *c, const Node *n, const float *stats, int l2);
 
 /* ---- reference bodies ---- */

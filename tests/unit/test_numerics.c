@@ -214,66 +214,59 @@ START_TEST(l1_forward_is_scale_invariant) {
   int64_t N = 8, C = 5, HW = 6, n = N * C * HW;
   float *x = gradient_like(N * HW, C, 6), *x2 = xmalloc(sizeof(float) * (size_t)n);
   float *y = xmalloc(sizeof(float) * (size_t)n), *y2 = xmalloc(sizeof(float) * (size_t)n);
-  float mean[5], s1[5], mean2[5], s12[5], gamma[5] = {1, 2, 0.5f, 1, 1}, beta[5] = {0, 1, 0, -1, 0};
+  float st[NM_BN_STATS * 5], st2[NM_BN_STATS * 5], gamma[5] = {1, 2, 0.5f, 1, 1}, beta[5] = {0, 1, 0, -1, 0};
   for (int64_t i = 0; i < n; i++) x2[i] = x[i] * 1024.0f;
   nm_chan geo = {N, C, HW};
-  nm_l1_stats(x, geo, mean, s1, 1);
-  nm_l1_stats(x2, geo, mean2, s12, 1);
-  nm_l1_forward(x, geo, mean, s1, gamma, beta, NM_AFFINE_PER_CHANNEL, 0, y, 1);
-  nm_l1_forward(x2, geo, mean2, s12, gamma, beta, NM_AFFINE_PER_CHANNEL, 0, y2, 1);
+  nm_bn_stats(x, geo, 0, 0, st, 1);
+  nm_bn_stats(x2, geo, 0, 0, st2, 1);
+  nm_bn_forward(x, geo, st + NM_BN_MEAN * C, st + NM_BN_INV * C, gamma, beta, y, 1);
+  nm_bn_forward(x2, geo, st2 + NM_BN_MEAN * C, st2 + NM_BN_INV * C, gamma, beta, y2, 1);
   for (int64_t i = 0; i < n; i++) ck_assert_msg(fabsf(y[i] - y2[i]) <= 1e-5f * (1 + fabsf(y[i])), "%g vs %g", y[i], y2[i]);
   /* and normalised: per channel mean 0, kappa * mean|xhat| = 1 */
-  nm_l1_stats(x, geo, mean, s1, 1);
   float one[5] = {1, 1, 1, 1, 1}, zero[5] = {0};
-  nm_l1_forward(x, geo, mean, s1, one, zero, NM_AFFINE_PER_CHANNEL, 0, y, 1);
-  nm_l1_stats(y, geo, mean2, s12, 1);
+  nm_bn_forward(x, geo, st + NM_BN_MEAN * C, st + NM_BN_INV * C, one, zero, y, 1);
+  nm_bn_stats(y, geo, 0, 0, st2, 1);
   for (int c = 0; c < 5; c++) {
-    ck_assert_double_lt(fabs(mean2[c]), 1e-5);
-    ck_assert_double_lt(fabs(NM_KAPPA * s12[c] - 1), 1e-5);
+    ck_assert_double_lt(fabs(st2[NM_BN_MEAN * C + c]), 1e-5);
+    ck_assert_double_lt(fabs(NM_KAPPA * st2[NM_BN_SPREAD * C + c] - 1), 1e-5);
   }
   free(x), free(x2), free(y), free(y2);
 }
 END_TEST
 
-/* d/dx of sum(w * l1norm(x)) by central differences in double, against nm_l1_backward. */
+/* d/dx of sum(w * l1_layernorm(x)) by central differences in double, against nm_l1_backward. */
 START_TEST(l1_backward_matches_finite_differences) {
-  for (int affine = 0; affine < 2; affine++) {
-    nm_chan geo = affine == NM_AFFINE_PER_CHANNEL ? (nm_chan){4, 3, 2} : (nm_chan){1, 3, 7};
-    int64_t n = geo.outer * geo.channels * geo.inner, na = affine == NM_AFFINE_PER_CHANNEL ? 3 : 7;
-    float *x = xmalloc(sizeof(float) * (size_t)n), *w = xmalloc(sizeof(float) * (size_t)n);
-    float *dx = xmalloc(sizeof(float) * (size_t)n), *y = xmalloc(sizeof(float) * (size_t)n);
-    float gamma[7], beta[7] = {0}, dgamma[7], mean[3], s1[3];
-    for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 2, 3, (uint64_t)i), w[i] = rng_normal(1, 3, 3, (uint64_t)i);
-    for (int i = 0; i < 7; i++) gamma[i] = 0.5f + 0.25f * (float)i;
-    nm_l1_backward(x, w, geo, gamma, (nm_affine)affine, 1e-5f, dx, dgamma, 1);
-    for (int64_t i = 0; i < n; i++) {
-      double l[2];
-      float keep = x[i];
-      for (int k = 0; k < 2; k++) {
-        x[i] = keep + (k ? -1e-3f : 1e-3f);
-        nm_l1_stats(x, geo, mean, s1, 1);
-        nm_l1_forward(x, geo, mean, s1, gamma, beta, (nm_affine)affine, 1e-5f, y, 1);
-        l[k] = 0;
-        for (int64_t e = 0; e < n; e++) l[k] += (double)w[e] * y[e];
-      }
-      x[i] = keep;
-      double fd = (l[0] - l[1]) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
-      ck_assert_msg(fabs(fd - dx[i]) < 5e-3 + 1e-2 * fabs(dx[i]), "affine %d: dx[%lld] %g, finite difference %g", affine,
-                    (long long)i, dx[i], fd);
-    }
-    for (int64_t a = 0; a < na; a++) { /* dgamma = sum of w * xhat over the affine index */
-      double want = 0;
+  nm_chan geo = {1, 3, 7};
+  int64_t n = geo.outer * geo.channels * geo.inner;
+  float *x = xmalloc(sizeof(float) * (size_t)n), *w = xmalloc(sizeof(float) * (size_t)n);
+  float *dx = xmalloc(sizeof(float) * (size_t)n), *y = xmalloc(sizeof(float) * (size_t)n);
+  float gamma[7], beta[7] = {0}, dgamma[7], mean[3], s1[3];
+  for (int64_t i = 0; i < n; i++) x[i] = rng_normal(1, 2, 3, (uint64_t)i), w[i] = rng_normal(1, 3, 3, (uint64_t)i);
+  for (int i = 0; i < 7; i++) gamma[i] = 0.5f + 0.25f * (float)i;
+  nm_l1_backward(x, w, geo, gamma, 1e-5f, dx, dgamma, 1);
+  for (int64_t i = 0; i < n; i++) {
+    double l[2];
+    float keep = x[i];
+    for (int k = 0; k < 2; k++) {
+      x[i] = keep + (k ? -1e-3f : 1e-3f);
       nm_l1_stats(x, geo, mean, s1, 1);
-      float ones[7] = {1, 1, 1, 1, 1, 1, 1};
-      nm_l1_forward(x, geo, mean, s1, ones, beta, (nm_affine)affine, 1e-5f, y, 1);
-      for (int64_t e = 0; e < n; e++) {
-        int64_t idx = affine == NM_AFFINE_PER_CHANNEL ? (e / geo.inner) % geo.channels : e % geo.inner;
-        if (idx == a) want += (double)w[e] * y[e];
-      }
-      ck_assert_msg(fabs(want - dgamma[a]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)a, dgamma[a], want);
+      nm_l1_forward(x, geo, mean, s1, gamma, beta, 1e-5f, y, 1);
+      l[k] = 0;
+      for (int64_t e = 0; e < n; e++) l[k] += (double)w[e] * y[e];
     }
-    free(x), free(w), free(dx), free(y);
+    x[i] = keep;
+    double fd = (l[0] - l[1]) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
+    ck_assert_msg(fabs(fd - dx[i]) < 5e-3 + 1e-2 * fabs(dx[i]), "dx[%lld] %g, finite difference %g", (long long)i, dx[i], fd);
   }
+  for (int64_t a = 0; a < geo.inner; a++) { /* dgamma = sum of w * xhat over the rows */
+    double want = 0;
+    nm_l1_stats(x, geo, mean, s1, 1);
+    float ones[7] = {1, 1, 1, 1, 1, 1, 1};
+    nm_l1_forward(x, geo, mean, s1, ones, beta, 1e-5f, y, 1);
+    for (int64_t e = a; e < n; e += geo.inner) want += (double)w[e] * y[e];
+    ck_assert_msg(fabs(want - dgamma[a]) < 1e-4 * (1 + fabs(want)), "dgamma[%lld] %g want %g", (long long)a, dgamma[a], want);
+  }
+  free(x), free(w), free(dx), free(y);
 }
 END_TEST
 
@@ -329,7 +322,7 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
   float *x = gradient_like(rows, C, 7);
   int8_t *qt[3];
   uint8_t *q[3];
-  float s[3], ss[3], *dx[3], mean[3][40], s1[3][40], dg[3][40], bst[3][NM_BN_STATS * 40], bdg[3][80], *bdx[3];
+  float s[3], ss[3], *dx[3], mean[3][300], s1[3][300], dg[3][40], bst[3][NM_BN_STATS * 40], bdg[3][80], *bdx[3];
   int threads[3] = {1, 2, 4};
   for (int t = 0; t < 3; t++) {
     int64_t bad;
@@ -338,10 +331,10 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
     nm_sq_params p = params(4, 5);
     ck_assert_int_eq(nm_shiftquant(x, (nm_chan){rows, C, 1}, &p, qt[t], &s[t], NULL, NULL, &bad, threads[t]), NM_OK);
     ck_assert_int_eq(nm_quantize(x, n, 4, 0, q[t], &ss[t], &bad, threads[t]), NM_OK);
-    nm_l1_stats(x, (nm_chan){rows, C, 1}, mean[t], s1[t], threads[t]);
+    nm_l1_stats(x, (nm_chan){1, rows, C}, mean[t], s1[t], threads[t]); /* a layernorm over rows of C */
     float gamma[40];
     for (int c = 0; c < 40; c++) gamma[c] = 1.0f + (float)c / 40;
-    nm_l1_backward(x, x, (nm_chan){rows, C, 1}, gamma, NM_AFFINE_PER_CHANNEL, 1e-5f, dx[t], dg[t], threads[t]);
+    nm_l1_backward(x, x, (nm_chan){1, rows, C}, gamma, 1e-5f, dx[t], dg[t], threads[t]);
     nm_bn_stats(x, (nm_chan){rows / 20, C, 20}, 1e-5f, 0, bst[t], threads[t]);
     nm_bn_dparams(x, x, (nm_chan){rows / 20, C, 20}, bst[t], bdg[t], threads[t]);
     nm_bn_dx(x, x, (nm_chan){rows / 20, C, 20}, gamma, bst[t], bdg[t], 0, bdx[t], threads[t]);
