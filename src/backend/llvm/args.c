@@ -172,3 +172,9 @@ LLVMValueRef gen_masked_gather(Gen *g, LLVMTypeRef vt, LLVMValueRef ptrs, LLVMVa
   LLVMValueRef args[4] = {ptrs, LLVMConstInt(g->i32, 1, 0), mask, pass};
   return masked_call(g, "llvm.masked.gather", vt, LLVMTypeOf(ptrs), args, 4);
 }
+
+LLVMValueRef gen_splat(Gen *g, LLVMValueRef v, unsigned n) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(v), n);
+  LLVMValueRef one = LLVMBuildInsertElement(g->b, LLVMGetUndef(vt), v, LLVMConstInt(g->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(g->b, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, n)), "");
+}

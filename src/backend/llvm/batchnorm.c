@@ -14,10 +14,6 @@ typedef struct {
 } Bn;
 
 #define B (b->g->b)
-static LLVMValueRef splat(Bn *b, LLVMValueRef v, LLVMTypeRef vt) {
-  LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt), v, LLVMConstInt(b->g->i32, 0, 0), "");
-  return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(b->g->i32, NM_LANES)), "");
-}
 static LLVMValueRef ext(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->vd, ""); }
 static LLVMValueRef f64(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->g->f64, ""); }
 static LLVMValueRef f32(Bn *b, LLVMValueRef v) { return LLVMBuildFPTrunc(B, v, b->g->f32, ""); }
@@ -50,12 +46,12 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
   LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx);
   LLVMValueRef mask[NM_LANES];
   for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(i1, j < n, 0);
-  return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), splat(b, pass, b->vf));
+  return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), gen_splat(b->g, pass, NM_LANES));
 }
 
 /* body(v) for the vectors of channel c: in each row, its full vectors, then the row's last
  * inner % NM_LANES elements with the other lanes `pass` (values that add nothing). Streams
- * (x, and g in dgamma) are read at the same elements. */
+ * (x, and g in dparams) are read at the same elements. */
 typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
 static void each_vector(Bn *b, LLVMValueRef c, int ns, const LLVMValueRef *base, const LLVMValueRef *pass, LaneBody body,
                         void *ctx) {
@@ -128,7 +124,7 @@ static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
   LLVMValueRef zero = gen_f32c(g, 0);
   each_vector(b, c, 1, &x, &zero, add_x, &a);
   LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.sum)), dconst(b, m), "mean"));
-  a.mu = splat(b, mu, b->vf), a.mud = ext(b, a.mu);
+  a.mu = gen_splat(b->g, mu, NM_LANES), a.mud = ext(b, a.mu);
   each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
   LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "spread"));
   LLVMValueRef lanes = LLVMBuildSExt(B, gen_get(g, a.sign), LLVMVectorType(g->i64, NM_LANES), "");
@@ -189,8 +185,8 @@ static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
 static void dparams(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMValueRef st = gen_input(g, 2), mu = stat(b, st, NM_BN_MEAN, c);
-  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), splat(b, mu, b->vf),
-             splat(b, stat(b, st, NM_BN_INV, c), b->vf)};
+  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), gen_splat(g, mu, NM_LANES),
+             gen_splat(g, stat(b, st, NM_BN_INV, c), NM_LANES)};
   LLVMBuildStore(B, LLVMConstNull(b->vd), a.gxh), LLVMBuildStore(B, LLVMConstNull(b->vd), a.gsum);
   LLVMValueRef base[2] = {gen_input(g, 1), gen_input(g, 0)}, pass[2] = {mu, gen_f32c(g, 0)}; /* x, g */
   each_vector(b, c, 2, base, pass, add_g, &a);

@@ -15,11 +15,6 @@ static LLVMValueRef splat_i32(Gen *g, int v, unsigned n) {
   for (unsigned i = 0; i < n; i++) c[i] = LLVMConstInt(g->i32, (unsigned long long)v, 0);
   return LLVMConstVector(c, n);
 }
-static LLVMValueRef splat_i64(Gen *g, LLVMValueRef v, int n) {
-  LLVMTypeRef vt = LLVMVectorType(g->i64, (unsigned)n);
-  LLVMValueRef one = LLVMBuildInsertElement(B, LLVMGetUndef(vt), v, LLVMConstInt(g->i32, 0, 0), "");
-  return LLVMBuildShuffleVector(B, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)n)), "");
-}
 
 /* Stride 1, x as bytes: U row t = tap (c, kh, kw) over the chunk's pixels is, per output
  * row, a run of input row ih = oh + kh - p shifted by kw - p: one masked load and store of up
@@ -43,11 +38,11 @@ void dot_pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
   LLVMBasicBlockRef after;
   if_begin(g, in_range(g, ih, k->H), &after);
   for (int64_t w0 = 0; w0 < k->Wo; w0 += ROW_LANES) {
-    LLVMValueRef iw = LLVMBuildAdd(B, splat_i64(g, add(g, shift, gen_i64(g, w0)), ROW_LANES), lane, "iw");
+    LLVMValueRef iw = LLVMBuildAdd(B, gen_splat(g, add(g, shift, gen_i64(g, w0)), ROW_LANES), lane, "iw");
     LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i64, ROW_LANES));
-    LLVMValueRef inside = LLVMBuildICmp(B, LLVMIntSLT, lane, splat_i64(g, gen_i64(g, k->Wo - w0), ROW_LANES), "");
+    LLVMValueRef inside = LLVMBuildICmp(B, LLVMIntSLT, lane, gen_splat(g, gen_i64(g, k->Wo - w0), ROW_LANES), "");
     LLVMValueRef from = and_(g, inside, and_(g, LLVMBuildICmp(B, LLVMIntSGE, iw, zero, ""),
-                                             LLVMBuildICmp(B, LLVMIntSLT, iw, splat_i64(g, gen_i64(g, k->W), ROW_LANES), "")));
+                                             LLVMBuildICmp(B, LLVMIntSLT, iw, gen_splat(g, gen_i64(g, k->W), ROW_LANES), "")));
     LLVMValueRef src = gen_at(g, g->i8, x, add(g, mul(g, add(g, plane, ih), k->W), add(g, shift, gen_i64(g, w0))));
     LLVMValueRef v = gen_masked_load(g, vb, src, from, LLVMConstNull(vb));
     if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstTrunc(splat_i32(g, 128, ROW_LANES), vb), "");
@@ -83,17 +78,17 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   int L = p->lanes;
   int64_t hw = k->Ho * k->Wo;
   LLVMTypeRef vi = LLVMVectorType(g->i32, (unsigned)L);
-  LLVMValueRef lane = iota(g, L), o = LLVMBuildAdd(B, splat_i64(g, mul(g, blk, L), L), lane, "o");
-  LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, splat_i64(g, gen_i64(g, k->O), L), "");
-  LLVMValueRef rows = LLVMBuildMul(B, o, splat_i64(g, gen_i64(g, hw), L), ""); /* channel o's offset in an image */
+  LLVMValueRef lane = iota(g, L), o = LLVMBuildAdd(B, gen_splat(g, mul(g, blk, L), L), lane, "o");
+  LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, gen_splat(g, gen_i64(g, k->O), L), "");
+  LLVMValueRef rows = LLVMBuildMul(B, o, gen_splat(g, gen_i64(g, hw), L), ""); /* channel o's offset in an image */
   LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum");
   LLVMBuildStore(B, LLVMConstNull(vi), sum);
   Loop l;
   LLVMValueRef n0, count = dot_images(d, &n0);
   LLVMValueRef k4 = gen_loop_begin(g, &l, gen_i64(g, p->kp / 4), "k4"), nl = div_(g, k4, hw / 4);
   LLVMValueRef base = add(g, mul(g, mul(g, add(g, n0, nl), k->O), hw), mul(g, rem_(g, k4, hw / 4), 4));
-  LLVMValueRef mask = LLVMBuildAnd(B, real, LLVMBuildICmp(B, LLVMIntSLT, splat_i64(g, nl, L), splat_i64(g, count, L), ""), "");
-  LLVMValueRef off = LLVMBuildAdd(B, splat_i64(g, base, L), rows, "");
+  LLVMValueRef mask = LLVMBuildAnd(B, real, LLVMBuildICmp(B, LLVMIntSLT, gen_splat(g, nl, L), gen_splat(g, count, L), ""), "");
+  LLVMValueRef off = LLVMBuildAdd(B, gen_splat(g, base, L), rows, "");
   LLVMValueRef ptrs = LLVMBuildGEP2(B, g->i8, d->A, &off, 1, "");
   LLVMValueRef v = gen_masked_gather(g, vi, ptrs, mask, LLVMConstNull(vi));
   LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, blk, p->kp / 4), k4), 4 * L));
