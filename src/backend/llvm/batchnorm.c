@@ -1,9 +1,14 @@
 /* batchnorm.c: the kernels of batchnorm with saved statistics, L1 or L2, as runtime/numerics.c
  * defines them: batchnorm_stats (nm_bn_stats), l1_/l2_batchnorm (nm_bn_forward with the
  * batch's statistics and a running update, or the running statistics in inference),
- * batchnorm_dparams (nm_bn_dparams) and batchnorm_dx (nm_bn_dx). One channel per unit of work.
- * The sums run in one vector of NM_LANES doubles, lane k % NM_LANES taking element k of each row
- * as the reference's lanes do; the elementwise passes are scalar loops that the vectorizer widens. */
+ * batchnorm_dparams (nm_bn_dparams) and batchnorm_dx (nm_bn_dx).
+ * A unit of work is one channel: its sums run in one vector of NM_LANES doubles, lane
+ * k % NM_LANES taking element k of each row as the reference's lanes do, and its elementwise
+ * passes are scalar loops that the vectorizer widens. Where a row holds one element (inner = 1,
+ * a batchnorm after a linear layer) all of a channel's elements fall in lane 0, so a unit is
+ * NM_LANES channels instead, one per lane, read contiguously along the rows: per-channel values
+ * are then vectors, and each lane's sum is the reference's lane 0 (adding the other lanes' zeros
+ * changes no bits). */
 #include "../../../runtime/numerics.h"
 #include "gen.h"
 
@@ -11,20 +16,46 @@ typedef struct {
   Gen *g;
   const ChanKernel *k;
   LLVMTypeRef vf, vd, vl; /* NM_LANES floats, doubles, integers (sign counts) */
+  int cw;                 /* channels per unit of work: 1, or NM_LANES when inner = 1 */
+  LLVMValueRef cmask;     /* cw > 1: the lanes that are channels */
 } Bn;
 
 #define B (b->g->b)
 static LLVMValueRef ext(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->vd, ""); }
-static LLVMValueRef f64(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->g->f64, ""); }
-static LLVMValueRef f32(Bn *b, LLVMValueRef v) { return LLVMBuildFPTrunc(B, v, b->g->f32, ""); }
-static LLVMValueRef dconst(Bn *b, double v) { return gen_f64c(b->g, v); }
+/* per-channel values: a scalar, or a vector of the unit's cw channels */
+static LLVMTypeRef ct(Bn *b, LLVMTypeRef t) { return b->cw > 1 ? LLVMVectorType(t, (unsigned)b->cw) : t; }
+static LLVMValueRef f64(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, ct(b, b->g->f64), ""); }
+static LLVMValueRef f32(Bn *b, LLVMValueRef v) { return LLVMBuildFPTrunc(B, v, ct(b, b->g->f32), ""); }
+static LLVMValueRef dconst(Bn *b, double v) {
+  return b->cw > 1 ? gen_splat(b->g, gen_f64c(b->g, v), (unsigned)b->cw) : gen_f64c(b->g, v);
+}
+static LLVMValueRef fconst(Bn *b, float v) {
+  return b->cw > 1 ? gen_splat(b->g, gen_f32c(b->g, v), (unsigned)b->cw) : gen_f32c(b->g, v);
+}
+/* the unit's channels (or elements) at base[i]: one float, or cw of them, masked to the channels */
+static LLVMValueRef cload(Bn *b, LLVMValueRef base, LLVMValueRef i) {
+  if (b->cw == 1) return gen_load(b->g, b->g->f32, base, i);
+  LLVMTypeRef vt = ct(b, b->g->f32);
+  return gen_masked_load(b->g, vt, gen_at(b->g, b->g->f32, base, i), b->cmask, LLVMConstNull(vt));
+}
+static void cstore(Bn *b, LLVMValueRef v, LLVMValueRef base, LLVMValueRef i) {
+  if (b->cw == 1) gen_store(b->g, v, base, i);
+  else gen_masked_store(b->g, v, gen_at(b->g, b->g->f32, base, i), b->cmask);
+}
 /* row r of the statistics tensor, channel c */
 static LLVMValueRef stat(Bn *b, LLVMValueRef stats, int row, LLVMValueRef c) {
-  return gen_load(b->g, b->g->f32, stats, LLVMBuildAdd(B, c, gen_i64(b->g, row * b->k->channels), ""));
+  return cload(b, stats, LLVMBuildAdd(B, c, gen_i64(b->g, row * b->k->channels), ""));
 }
+static void stat_store(Bn *b, LLVMValueRef v, LLVMValueRef out, int row, LLVMValueRef c) {
+  cstore(b, v, out, LLVMBuildAdd(B, c, gen_i64(b->g, row * b->k->channels), ""));
+}
+/* a per-channel value in every lane of a sum's vector (one channel), or as it is (cw lanes) */
+static LLVMValueRef lift(Bn *b, LLVMValueRef v) { return b->cw > 1 ? v : gen_splat(b->g, v, NM_LANES); }
 
-/* The lanes' sum as the reference adds them: lane l + lane l + w for w = 8, 4, 2, 1. */
+/* The lanes' sum as the reference adds them: lane l + lane l + w for w = 8, 4, 2, 1; with
+ * channels in the lanes, each lane is its channel's sum already. */
 static LLVMValueRef lanes_sum(Bn *b, LLVMValueRef v) {
+  if (b->cw > 1) return v;
   for (int w = NM_LANES / 2; w >= 1; w /= 2) {
     LLVMValueRef lo[NM_LANES / 2], hi[NM_LANES / 2];
     for (int l = 0; l < w; l++) lo[l] = LLVMConstInt(b->g->i32, (unsigned)l, 0), hi[l] = LLVMConstInt(b->g->i32, (unsigned)(l + w), 0);
@@ -60,6 +91,13 @@ static void each_vector(Bn *b, LLVMValueRef c, int ns, const LLVMValueRef *base,
   int64_t full = k->inner / NM_LANES, rest = k->inner % NM_LANES;
   Loop lo, lv;
   LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->outer), "o"), v[2];
+  if (b->cw > 1) { /* inner = 1: row o's elements of the unit's channels */
+    LLVMValueRef e = LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "");
+    for (int s = 0; s < ns; s++) v[s] = cload(b, base[s], e);
+    body(b, v, ctx);
+    gen_loop_end(g, &lo, 0);
+    return;
+  }
   LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, ""), gen_i64(g, k->inner), "row");
   if (full) {
     LLVMValueRef i = gen_loop_begin(g, &lv, gen_i64(g, full), "v");
@@ -82,10 +120,11 @@ static LLVMValueRef elems_begin(Bn *b, ElemLoop *l, LLVMValueRef c) {
   const ChanKernel *k = b->k;
   LLVMValueRef o = gen_loop_begin(b->g, &l->o, gen_i64(b->g, k->outer), "o");
   LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(b->g, k->channels), ""), c, ""), gen_i64(b->g, k->inner), "");
+  if (b->cw > 1) return row; /* inner = 1: the unit's channels of row o, one vector */
   return LLVMBuildAdd(B, row, gen_loop_begin(b->g, &l->i, gen_i64(b->g, k->inner), "j"), "e");
 }
 static void elems_end(Bn *b, ElemLoop *l) {
-  gen_loop_end(b->g, &l->i, 0); /* the vectorizer widens it */
+  if (b->cw == 1) gen_loop_end(b->g, &l->i, 0); /* the vectorizer widens it */
   gen_loop_end(b->g, &l->o, 0);
 }
 
@@ -124,15 +163,15 @@ static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
   LLVMValueRef zero = gen_f32c(g, 0);
   each_vector(b, c, 1, &x, &zero, add_x, &a);
   LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.sum)), dconst(b, m), "mean"));
-  a.mu = gen_splat(b->g, mu, NM_LANES), a.mud = ext(b, a.mu);
+  a.mu = lift(b, mu), a.mud = ext(b, a.mu);
   each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
   LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "spread"));
-  LLVMValueRef lanes = LLVMBuildSExt(B, gen_get(g, a.sign), LLVMVectorType(g->i64, NM_LANES), "");
-  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", lanes); /* exact in any order */
-  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, m), ""));
+  LLVMValueRef sign = LLVMBuildSExt(B, gen_get(g, a.sign), LLVMVectorType(g->i64, NM_LANES), "");
+  if (b->cw == 1) sign = gen_intrinsic(g, "llvm.vector.reduce.add", sign); /* exact in any order */
+  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, ct(b, g->f64), ""), dconst(b, m), ""));
   LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SPREAD] = spread, [NM_BN_INV] = divisor_inv(b, spread),
                                    [NM_BN_MSIGN] = msign};
-  for (int r = 0; r < NM_BN_STATS; r++) gen_store(g, row[r], out, LLVMBuildAdd(B, c, gen_i64(g, r * b->k->channels), ""));
+  for (int r = 0; r < NM_BN_STATS; r++) stat_store(b, row[r], out, r, c);
 }
 
 /* ---- l1_/l2_batchnorm ---- */
@@ -142,7 +181,7 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMValueRef x = gen_input(g, 0), gamma = gen_input(g, 1), beta = gen_input(g, 2), rm = gen_input(g, 3), rs = gen_input(g, 4);
   LLVMValueRef st = gen_input(g, 5);
   LLVMValueRef train = LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "");
-  LLVMValueRef rmv = gen_load(g, g->f32, rm, c), rsv = gen_load(g, g->f32, rs, c);
+  LLVMValueRef rmv = cload(b, rm, c), rsv = cload(b, rs, c);
   /* training: the batch's statistics, and the running ones move towards them ((1 - mom) * r +
    * mom * stat in float; L2's variance unbiased first) */
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
@@ -150,27 +189,27 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(g->ctx, fn, "normalize");
   LLVMBuildCondBr(B, train, batch, running);
   LLVMPositionBuilderAtEnd(B, batch);
-  LLVMValueRef mom = gen_f32c(g, (float)k->momentum), keep = gen_f32c(g, 1.0f - (float)k->momentum);
+  LLVMValueRef mom = fconst(b, (float)k->momentum), keep = fconst(b, 1.0f - (float)k->momentum);
   LLVMValueRef bmu = stat(b, st, NM_BN_MEAN, c), bs = stat(b, st, NM_BN_SPREAD, c), binv = stat(b, st, NM_BN_INV, c);
   double m = (double)(k->outer * k->inner);
   if (k->l2 && m > 1) bs = f32(b, LLVMBuildFDiv(B, LLVMBuildFMul(B, f64(b, bs), dconst(b, m), ""), dconst(b, m - 1), "")); /* unbiased */
-  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rmv, ""), LLVMBuildFMul(B, mom, bmu, ""), ""), rm, c);
-  gen_store(g, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs, ""), ""), rs, c);
+  cstore(b, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rmv, ""), LLVMBuildFMul(B, mom, bmu, ""), ""), rm, c);
+  cstore(b, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs, ""), ""), rs, c);
   LLVMBuildBr(B, join);
   LLVMPositionBuilderAtEnd(B, running);
   LLVMValueRef rinv = divisor_inv(b, rsv);
   LLVMBuildBr(B, join);
   LLVMPositionBuilderAtEnd(B, join);
-  LLVMValueRef mu = LLVMBuildPhi(B, g->f32, "mu"), inv = LLVMBuildPhi(B, g->f32, "inv");
+  LLVMValueRef mu = LLVMBuildPhi(B, ct(b, g->f32), "mu"), inv = LLVMBuildPhi(B, ct(b, g->f32), "inv");
   LLVMBasicBlockRef from[2] = {batch, running};
   LLVMAddIncoming(mu, (LLVMValueRef[]){bmu, rmv}, from, 2);
   LLVMAddIncoming(inv, (LLVMValueRef[]){binv, rinv}, from, 2);
-  LLVMValueRef gam = gen_load(g, g->f32, gamma, c), bet = gen_load(g, g->f32, beta, c);
+  LLVMValueRef gam = cload(b, gamma, c), bet = cload(b, beta, c);
   ElemLoop l;
   LLVMValueRef e = elems_begin(b, &l, c);
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, gen_load(g, g->f32, x, e), mu, ""), inv, "");
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, cload(b, x, e), mu, ""), inv, "");
   LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, gam, xh, ""), bet, "");
-  gen_store(g, k->relu ? gen_relu(g, y) : y, out, e);
+  cstore(b, k->relu ? gen_relu(g, y) : y, out, e);
   elems_end(b, &l);
 }
 
@@ -185,13 +224,13 @@ static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
 static void dparams(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMValueRef st = gen_input(g, 2), mu = stat(b, st, NM_BN_MEAN, c);
-  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), gen_splat(g, mu, NM_LANES),
-             gen_splat(g, stat(b, st, NM_BN_INV, c), NM_LANES)};
+  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), lift(b, mu),
+             lift(b, stat(b, st, NM_BN_INV, c))};
   LLVMBuildStore(B, LLVMConstNull(b->vd), a.gxh), LLVMBuildStore(B, LLVMConstNull(b->vd), a.gsum);
   LLVMValueRef base[2] = {gen_input(g, 1), gen_input(g, 0)}, pass[2] = {mu, gen_f32c(g, 0)}; /* x, g */
   each_vector(b, c, 2, base, pass, add_g, &a);
-  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.gxh))), out, c);
-  gen_store(g, f32(b, lanes_sum(b, gen_get(g, a.gsum))), out, LLVMBuildAdd(B, c, gen_i64(g, b->k->channels), ""));
+  stat_store(b, f32(b, lanes_sum(b, gen_get(g, a.gxh))), out, 0, c);
+  stat_store(b, f32(b, lanes_sum(b, gen_get(g, a.gsum))), out, 1, c);
 }
 
 /* ---- batchnorm_dx ---- */
@@ -199,10 +238,10 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMValueRef dy = gen_input(g, 0), x = gen_input(g, 1), st = gen_input(g, 3);
   LLVMValueRef m = dconst(b, (double)(b->k->outer * b->k->inner)), kappa = dconst(b, NM_KAPPA);
-  LLVMValueRef gam = f64(b, gen_load(g, g->f32, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
-  LLVMValueRef dp = gen_input(g, 4), dbeta = gen_load(g, g->f32, dp, LLVMBuildAdd(B, c, gen_i64(g, b->k->channels), ""));
-  LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, dbeta), ""), m, "mg");
-  LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, gen_load(g, g->f32, dp, c)), ""), m, "mgx");
+  LLVMValueRef gam = f64(b, cload(b, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
+  LLVMValueRef dp = gen_input(g, 4); /* [dgamma; dbeta] */
+  LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 1, c)), ""), m, "mg");
+  LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 0, c)), ""), m, "mgx");
   LLVMValueRef mu = stat(b, st, NM_BN_MEAN, c), msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
   LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, "")), bv, cv;
   if (b->k->l2) { /* b = -mgx*inv*inv, c = -mg*inv */
@@ -213,15 +252,15 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
     cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
   }
   ElemLoop l;
-  LLVMValueRef e = elems_begin(b, &l, c), xv = gen_load(g, g->f32, x, e), s;
+  LLVMValueRef e = elems_begin(b, &l, c), xv = cload(b, x, e), s;
   if (b->k->l2) { /* b * (x - mean) */
     s = LLVMBuildFMul(B, bv, LLVMBuildFSub(B, xv, mu, ""), "");
   } else { /* b where x > mean, -b where x < mean, else 0 */
     s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
-                        LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), gen_f32c(g, 0), ""), "");
+                        LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), fconst(b, 0), ""), "");
   }
-  LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, gen_load(g, g->f32, dy, e), ""), s, ""), cv, "");
-  gen_store(g, v, out, e);
+  LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, cload(b, dy, e), ""), s, ""), cv, "");
+  cstore(b, v, out, e);
   elems_end(b, &l);
 }
 #undef B
@@ -230,7 +269,8 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name), out = gen_arg(g, KA_OUT);
   /* a lane counts at most outer * ceil(inner / NM_LANES) signs: i32 unless that could overflow */
   LLVMTypeRef count = k->outer * ((k->inner + NM_LANES - 1) / NM_LANES) < INT32_MAX ? g->i32 : g->i64;
-  Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES)};
+  Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES),
+          k->inner == 1 ? NM_LANES : 1, NULL};
   g->scratch = k->scratch;
   if (k->op == OP_batchnorm_stats) { /* inference normalizes with the running statistics */
     LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "training"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "inference");
@@ -240,7 +280,13 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
     LLVMPositionBuilderAtEnd(g->b, work);
   }
   Loop l;
-  LLVMValueRef c = gen_loop_part(g, &l, k->channels, "c");
+  LLVMValueRef c = gen_loop_part(g, &l, (k->channels + b.cw - 1) / b.cw, "unit");
+  if (b.cw > 1) { /* the first of the unit's channels, and the lanes below the channel count */
+    LLVMValueRef lanes[NM_LANES];
+    for (int j = 0; j < NM_LANES; j++) lanes[j] = gen_i64(g, j);
+    c = LLVMBuildMul(g->b, c, gen_i64(g, b.cw), "c");
+    b.cmask = LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(lanes, NM_LANES), gen_splat(g, LLVMBuildSub(g->b, gen_i64(g, k->channels), c, ""), NM_LANES), "");
+  }
   switch (k->op) {
   case OP_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
   case OP_l1_batchnorm: case OP_l2_batchnorm: forward(&b, c, out); break;
