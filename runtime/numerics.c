@@ -55,6 +55,24 @@ static void absmax_block(void *ctx, int64_t b) {
   j->max[b] = m;
 }
 
+int64_t nm_first_nonfinite(const float *x, int64_t n) {
+  enum { LANES = 16 };
+  for (int64_t e = 0; e < n; e += LANES) {
+    int64_t len = n - e < LANES ? n - e : LANES;
+    uint32_t any = 0;
+    if (len == LANES) /* all exponent bits set: Inf or NaN */
+      for (int j = 0; j < LANES; j++) {
+        uint32_t u;
+        memcpy(&u, &x[e + j], sizeof u);
+        any |= (u & 0x7f800000u) == 0x7f800000u;
+      }
+    if (len < LANES || any)
+      for (int64_t i = e; i < e + len; i++)
+        if (!isfinite(x[i])) return i;
+  }
+  return -1;
+}
+
 nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int threads) {
   int64_t nb = nblocks(n);
   AbsmaxJob j = {x, n, malloc(sizeof(float) * (size_t)(nb ? nb : 1)), malloc(sizeof(int64_t) * (size_t)(nb ? nb : 1))};

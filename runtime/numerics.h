@@ -26,6 +26,10 @@ float nm_round_clamp(float v, float lo, float hi);
 /* stochastic rounding: floor(v) + [u < v - floor(v)], u in [0, 1) */
 float nm_stochastic_round(float v, float u);
 
+/* The index of the first NaN or Inf in x[0..n), or -1: blocks of 16 without a branch per
+ * element (the compiler vectorizes them), so whole tensors can be checked every step. */
+int64_t nm_first_nonfinite(const float *x, int64_t n);
+
 /* max |x| over x[0..n); NM_NONFINITE at the first non-finite element (lowest index). */
 nm_status nm_absmax(const float *x, int64_t n, float *max, int64_t *bad, int threads);
 

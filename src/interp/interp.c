@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../../runtime/numerics.h"
 #include "../../runtime/rng.h"
 #include "../../runtime/threads.h"
 #include "../ops/rules.h"
@@ -186,9 +187,8 @@ static int inputs_finite(Interp *it) {
     const Node *n = ir_node(it->g, id);
     if ((n->kind != NK_INPUT && n->kind != NK_LABEL) || n->dtype != DT_F32) continue;
     const Tensor *t = &it->t[id];
-    for (int64_t i = 0; i < t->n; i++)
-      if (!isfinite(t->f[i]))
-        return fail(it, xasprintf("%s: element %lld is not finite; parameters were not updated", n->name, (long long)i));
+    int64_t i = nm_first_nonfinite(t->f, t->n);
+    if (i >= 0) return fail(it, xasprintf("%s: element %lld is not finite; parameters were not updated", n->name, (long long)i));
   }
   return 1;
 }
@@ -210,12 +210,8 @@ static int run_updates(Interp *it, float lr) {
   }
   int ok = run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr);
   const char *bad = NULL;
-  for (int id = 0; ok && id < g->nodes.n && !bad; id++) {
-    if (!it->shadow[id]) continue;
-    const Tensor *t = &it->t[id];
-    for (int64_t e = 0; e < t->n && !bad; e++)
-      if (!isfinite(t->f[e])) bad = ir_node(g, id)->name;
-  }
+  for (int id = 0; ok && id < g->nodes.n && !bad; id++)
+    if (it->shadow[id] && nm_first_nonfinite(it->t[id].f, it->t[id].n) >= 0) bad = ir_node(g, id)->name;
   if (ok && !bad) {
     it->step++;
     return 1;

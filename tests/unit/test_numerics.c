@@ -2,6 +2,7 @@
  * range use per group, one shifted GEMM = the sum of per-group GEMMs, G = 1 = per-tensor,
  * unbiased stochastic rounding, zero and empty tensors, L1 scale invariance and gradient, thread
  * count independence, 4-bit packing, and refusal of NaN/Inf and unscalable ranges. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,25 @@ START_TEST(zero_and_empty_tensors) {
   ck_assert_int_eq(nm_quantize(zeros, 0, 4, 0, q, &s, &bad, 4), NM_OK);
   ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){0, 3, 1}, &p, qt, &s, grp, NULL, &bad, 4), NM_OK);
   ck_assert_int_eq(nm_shiftquant(zeros, (nm_chan){4, 0, 1}, &p, qt, &s, NULL, NULL, &bad, 4), NM_OK);
+}
+END_TEST
+
+/* The first NaN or Inf, wherever it lies: in a block of 16, in the partial block at the end, or
+ * none (FLT_MAX and subnormals are finite). */
+START_TEST(first_nonfinite_finds_the_lowest_index) {
+  enum { N = 53 };
+  float x[N];
+  const float bad[3] = {NAN, INFINITY, -INFINITY};
+  const int at[4] = {0, 15, 37, 52};
+  for (int b = 0; b < 3; b++)
+    for (int k = 0; k < 4; k++) {
+      for (int i = 0; i < N; i++) x[i] = i % 2 ? FLT_MAX : -1e-40f;
+      ck_assert_int_eq(nm_first_nonfinite(x, N), -1);
+      x[at[k]] = bad[b];
+      if (at[k] < N - 1) x[N - 1] = bad[(b + 1) % 3]; /* a later one too */
+      ck_assert_int_eq(nm_first_nonfinite(x, N), at[k]);
+    }
+  ck_assert_int_eq(nm_first_nonfinite(x, 0), -1);
 }
 END_TEST
 
@@ -406,6 +426,7 @@ int main(void) {
   tcase_add_test(t, one_group_is_per_tensor);
   tcase_add_test(t, stochastic_rounding_is_unbiased);
   tcase_add_test(t, zero_and_empty_tensors);
+  tcase_add_test(t, first_nonfinite_finds_the_lowest_index);
   tcase_add_test(t, nan_inf_and_unscalable_ranges_are_reported);
   tcase_add_test(t, quantize_rounds_half_away_and_uses_the_unsigned_range);
   tcase_add_test(t, l1_forward_is_scale_invariant);
