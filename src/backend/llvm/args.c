@@ -178,3 +178,10 @@ LLVMValueRef gen_splat(Gen *g, LLVMValueRef v, unsigned n) {
   LLVMValueRef one = LLVMBuildInsertElement(g->b, LLVMGetUndef(vt), v, LLVMConstInt(g->i32, 0, 0), "");
   return LLVMBuildShuffleVector(g->b, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, n)), "");
 }
+
+LLVMValueRef gen_iota(Gen *g, unsigned n) {
+  LLVMValueRef v[64];
+  SQ_ASSERT(n <= 64);
+  for (unsigned i = 0; i < n; i++) v[i] = gen_i64(g, i);
+  return LLVMConstVector(v, n);
+}

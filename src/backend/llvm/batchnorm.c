@@ -282,10 +282,8 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   Loop l;
   LLVMValueRef c = gen_loop_part(g, &l, (k->channels + b.cw - 1) / b.cw, "unit");
   if (b.cw > 1) { /* the first of the unit's channels, and the lanes below the channel count */
-    LLVMValueRef lanes[NM_LANES];
-    for (int j = 0; j < NM_LANES; j++) lanes[j] = gen_i64(g, j);
     c = LLVMBuildMul(g->b, c, gen_i64(g, b.cw), "c");
-    b.cmask = LLVMBuildICmp(g->b, LLVMIntSLT, LLVMConstVector(lanes, NM_LANES), gen_splat(g, LLVMBuildSub(g->b, gen_i64(g, k->channels), c, ""), NM_LANES), "");
+    b.cmask = LLVMBuildICmp(g->b, LLVMIntSLT, gen_iota(g, NM_LANES), gen_splat(g, LLVMBuildSub(g->b, gen_i64(g, k->channels), c, ""), NM_LANES), "");
   }
   switch (k->op) {
   case OP_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;

@@ -65,6 +65,9 @@ void dot_unpack_x(Dot *d);                          /* dW's phase: the chunk's x
 void dot_channels_last(Dot *d);                     /* forward and dx's phase 0 */
 void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst);
 void dot_pack(Dot *d);                              /* the packing phase: S, and U when not per tile */
+/* S column n's correction from its sum: 128 * sum when U is biased, added to the earlier
+ * chunks' in a chunked dW */
+void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum);
 
 /* ---- convolution dW's vector packing (dot_pack_dw.c) ---- */
 int dot_dw_rows_by_vector(const Dot *d); /* U rows of x's patches by masked vector loads */

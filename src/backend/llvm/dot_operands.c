@@ -291,6 +291,17 @@ void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst) {
   if_end(g, after);
 }
 
+void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum) {
+  Gen *g = d->g;
+  LLVMValueRef corr = LLVMBuildMul(B, colsum, LLVMConstInt(g->i32, d->p->bias_u ? 128 : 0, 0), "");
+  if (d->chunk) { /* the chunks' corrections add up, as their products do */
+    LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
+    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
+                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
+  }
+  gen_store(g, corr, d->corr, n);
+}
+
 void dot_pack(Dot *d) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
@@ -326,13 +337,7 @@ void dot_pack(Dot *d) {
   if_begin(g, lt(g, n, d->cols), &after);
   walk(d, 0, bt, n, visit_s, &s);
   if_end(g, after);
-  LLVMValueRef corr = LLVMBuildMul(B, gen_get(g, s.sum), LLVMConstInt(g->i32, k->bias_u ? 128 : 0, 0), "");
-  if (d->chunk) { /* the chunks' corrections add up, as their products do */
-    LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
-    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
-                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
-  }
-  gen_store(g, corr, d->corr, n);
+  dot_store_correction(d, n, gen_get(g, s.sum));
   gen_loop_end(g, &l3, 0);
   gen_loop_end(g, &l1, 0);
 }

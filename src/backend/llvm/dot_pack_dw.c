@@ -5,11 +5,6 @@
 
 #define B (g->b)
 
-static LLVMValueRef iota(Gen *g, int n) {
-  LLVMValueRef v[64];
-  for (int i = 0; i < n; i++) v[i] = gen_i64(g, i);
-  return LLVMConstVector(v, (unsigned)n);
-}
 static LLVMValueRef splat_i32(Gen *g, int v, unsigned n) {
   LLVMValueRef c[64];
   for (unsigned i = 0; i < n; i++) c[i] = LLVMConstInt(g->i32, (unsigned long long)v, 0);
@@ -29,7 +24,7 @@ void dot_pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
   const ConvKernel *k = d->ck;
   LLVMTypeRef vb = LLVMVectorType(g->i8, ROW_LANES);
   LLVMValueRef c = div_(g, t, k->k * k->k), kh = rem_(g, div_(g, t, k->k), k->k), kw = rem_(g, t, k->k);
-  LLVMValueRef lane = iota(g, ROW_LANES), shift = add(g, kw, gen_i64(g, -k->p));
+  LLVMValueRef lane = gen_iota(g, ROW_LANES), shift = add(g, kw, gen_i64(g, -k->p));
   Loop ln, lh;
   LLVMValueRef n0, nl = gen_loop_begin(g, &ln, dot_images(d, &n0), "n");
   LLVMValueRef x = d->p->unpacked ? d->xbytes : d->Bm, n = d->p->unpacked ? nl : add(g, n0, nl);
@@ -78,7 +73,7 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   int L = p->lanes;
   int64_t hw = k->Ho * k->Wo;
   LLVMTypeRef vi = LLVMVectorType(g->i32, (unsigned)L);
-  LLVMValueRef lane = iota(g, L), o = LLVMBuildAdd(B, gen_splat(g, mul(g, blk, L), L), lane, "o");
+  LLVMValueRef lane = gen_iota(g, (unsigned)L), o = LLVMBuildAdd(B, gen_splat(g, mul(g, blk, L), L), lane, "o");
   LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, gen_splat(g, gen_i64(g, k->O), L), "");
   LLVMValueRef rows = LLVMBuildMul(B, o, gen_splat(g, gen_i64(g, hw), L), ""); /* channel o's offset in an image */
   LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum");
@@ -96,14 +91,7 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), byte_sums(g, v), ""), sum);
   gen_loop_end(g, &l, 0);
   LLVMValueRef total = gen_get(g, sum);
-  for (int j = 0; j < L; j++) { /* the correction per column, as dot_pack() stores it */
-    LLVMValueRef n = add(g, mul(g, blk, L), gen_i64(g, j));
-    LLVMValueRef corr = LLVMBuildMul(B, LLVMBuildExtractElement(B, total, LLVMConstInt(g->i32, (unsigned)j, 0), ""),
-                                     LLVMConstInt(g->i32, p->bias_u ? 128 : 0, 0), "");
-    LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
-    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
-                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
-    gen_store(g, corr, d->corr, n);
-  }
+  for (int j = 0; j < L; j++)
+    dot_store_correction(d, add(g, mul(g, blk, L), gen_i64(g, j)), LLVMBuildExtractElement(B, total, LLVMConstInt(g->i32, (unsigned)j, 0), ""));
 }
 #undef B

@@ -59,8 +59,9 @@ LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                         
 LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */
 LLVMValueRef gen_finite(Gen *g, LLVMValueRef x);                                  /* i1: x is neither NaN nor Inf */
 LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m);                    /* a > m ? a : m, as the C code */
-/* n lanes of v */
+/* n lanes of v; the i64 lane numbers 0 .. n - 1 (n <= 64) */
 LLVMValueRef gen_splat(Gen *g, LLVMValueRef v, unsigned n);
+LLVMValueRef gen_iota(Gen *g, unsigned n);
 /* llvm.masked.load / store / gather, any alignment: lanes off in the mask are not touched
  * (a load or gather gives `pass` there) */
 LLVMValueRef gen_masked_load(Gen *g, LLVMTypeRef vt, LLVMValueRef ptr, LLVMValueRef mask, LLVMValueRef pass);
