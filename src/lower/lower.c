@@ -273,10 +273,12 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->eps = ir_num(n, "eps");
     k->l2 = n->op == OP_l2_batchnorm || (n->op == OP_batchnorm_stats && ir_int(n, "l2"));
     if (n->op != OP_batchnorm_stats) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
+    k->scratch = kir_bn_scratch(k->channels);
     return 1;
   case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
     norm_view(&ir_in(g, n, 1)->shape, 0, k);
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
+    k->scratch = kir_bn_scratch(k->channels);
     return 1;
   case OP_l1_layernorm: case OP_layernorm:
     norm_view(&x0->shape, 1, k);

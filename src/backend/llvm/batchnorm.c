@@ -80,26 +80,23 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
   return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), gen_splat(b->g, pass, NM_LANES));
 }
 
-/* body(v) for the vectors of channel c: in each row, its full vectors, then the row's last
- * inner % NM_LANES elements with the other lanes `pass` (values that add nothing). Streams
- * (x, and g in dparams) are read at the same elements. */
+/* body(v) for the vectors of the row that starts at element `row`: its full vectors, then its
+ * last inner % NM_LANES elements with the other lanes `pass` (values that add nothing); with
+ * channels in the lanes (cw > 1), the unit's channels of the row. Streams (x, and g in dparams)
+ * are read at the same elements. */
 typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
-static void each_vector(Bn *b, LLVMValueRef c, int ns, const LLVMValueRef *base, const LLVMValueRef *pass, LaneBody body,
+static void row_vectors(Bn *b, LLVMValueRef row, int ns, const LLVMValueRef *base, const LLVMValueRef *pass, LaneBody body,
                         void *ctx) {
   Gen *g = b->g;
-  const ChanKernel *k = b->k;
-  int64_t full = k->inner / NM_LANES, rest = k->inner % NM_LANES;
-  Loop lo, lv;
-  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->outer), "o"), v[2];
-  if (b->cw > 1) { /* inner = 1: row o's elements of the unit's channels */
-    LLVMValueRef e = LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "");
-    for (int s = 0; s < ns; s++) v[s] = cload(b, base[s], e);
+  int64_t full = b->k->inner / NM_LANES, rest = b->k->inner % NM_LANES;
+  LLVMValueRef v[2];
+  if (b->cw > 1) {
+    for (int s = 0; s < ns; s++) v[s] = cload(b, base[s], row);
     body(b, v, ctx);
-    gen_loop_end(g, &lo, 0);
     return;
   }
-  LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, ""), gen_i64(g, k->inner), "row");
   if (full) {
+    Loop lv;
     LLVMValueRef i = gen_loop_begin(g, &lv, gen_i64(g, full), "v");
     LLVMValueRef e = LLVMBuildAdd(B, row, LLVMBuildMul(B, i, gen_i64(g, NM_LANES), ""), "");
     for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, NM_LANES, NULL);
@@ -111,21 +108,105 @@ static void each_vector(Bn *b, LLVMValueRef c, int ns, const LLVMValueRef *base,
     for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, (int)rest, pass[s]);
     body(b, v, ctx);
   }
-  gen_loop_end(g, &lo, 0);
 }
 
-/* for each element i of channel c (outer, then inner): the builder in the body, i returned */
-typedef struct { Loop o, i; } ElemLoop;
-static LLVMValueRef elems_begin(Bn *b, ElemLoop *l, LLVMValueRef c) {
+/* the first element of row o of channel c */
+static LLVMValueRef row_start(Bn *b, LLVMValueRef o, LLVMValueRef c) {
   const ChanKernel *k = b->k;
-  LLVMValueRef o = gen_loop_begin(b->g, &l->o, gen_i64(b->g, k->outer), "o");
-  LLVMValueRef row = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(b->g, k->channels), ""), c, ""), gen_i64(b->g, k->inner), "");
-  if (b->cw > 1) return row; /* inner = 1: the unit's channels of row o, one vector */
-  return LLVMBuildAdd(B, row, gen_loop_begin(b->g, &l->i, gen_i64(b->g, k->inner), "j"), "e");
+  return LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(b->g, k->channels), ""), c, ""), gen_i64(b->g, k->inner), "row");
 }
-static void elems_end(Bn *b, ElemLoop *l) {
-  if (b->cw == 1) gen_loop_end(b->g, &l->i, 0); /* the vectorizer widens it */
-  gen_loop_end(b->g, &l->o, 0);
+
+/* unit u's first channel; with channels in the lanes, also the mask of its lanes that are channels */
+static LLVMValueRef unit_channel(Bn *b, LLVMValueRef u) {
+  if (b->cw == 1) return u;
+  LLVMValueRef c = LLVMBuildMul(B, u, gen_i64(b->g, b->cw), "c");
+  LLVMValueRef left = LLVMBuildSub(B, gen_i64(b->g, b->k->channels), c, "");
+  b->cmask = LLVMBuildICmp(B, LLVMIntSLT, gen_iota(b->g, NM_LANES), gen_splat(b->g, left, NM_LANES), "");
+  return c;
+}
+static int64_t units(const Bn *b) { return (b->k->channels + b->cw - 1) / b->cw; }
+
+/* scratch (kir_bn_scratch): accumulator j of channel c, and the per-channel floats of region j */
+static LLVMValueRef acc_slot(Bn *b, int j, LLVMValueRef c) {
+  int64_t region = (int64_t)j * kir_bn_channels(b->k->channels) * KIR_BN_ACC_BYTES;
+  LLVMValueRef at = LLVMBuildAdd(B, gen_i64(b->g, region), LLVMBuildMul(B, c, gen_i64(b->g, KIR_BN_ACC_BYTES), ""), "");
+  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), at);
+}
+static LLVMValueRef consts(Bn *b, int j) {
+  int64_t c16 = kir_bn_channels(b->k->channels);
+  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, c16 * (KIR_BN_ACCS * KIR_BN_ACC_BYTES + 4 * j)));
+}
+
+/* A per-channel reduction over this part's units: row(c, row) for every row of each channel,
+ * rows ascending within a channel, then done(c) with the accumulators' totals in acc[].
+ * One channel per unit: the rows are read in memory order (o outer, the part's channels
+ * inner; a channel's runs are too short for the prefetchers to stream them one channel at a
+ * time) and each channel's accumulators wait in scratch between its rows. Channels in the
+ * lanes: unit after unit, the accumulators in registers. Either way each channel adds its
+ * elements in the same order, so the bits are the same. */
+typedef struct { int n; LLVMValueRef var[KIR_BN_ACCS]; } Accs;
+typedef void (*RowFn)(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx);
+typedef void (*UnitFn)(Bn *b, LLVMValueRef c, void *ctx);
+static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx) {
+  Gen *g = b->g;
+  LLVMValueRef lo, hi;
+  gen_part_range(g, units(b), &lo, &hi);
+  Loop lu, lo_;
+  if (b->cw > 1) {
+    LLVMValueRef c = unit_channel(b, gen_loop_range(g, &lu, lo, hi, "unit"));
+    for (int j = 0; j < a->n; j++) LLVMBuildStore(B, LLVMConstNull(LLVMGetAllocatedType(a->var[j])), a->var[j]);
+    LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");
+    row(b, c, row_start(b, o, c), ctx);
+    gen_loop_end(g, &lo_, 0);
+    done(b, c, ctx);
+    gen_loop_end(g, &lu, 0);
+    return;
+  }
+  LLVMValueRef c = gen_loop_range(g, &lu, lo, hi, "c");
+  for (int j = 0; j < a->n; j++) LLVMBuildStore(B, LLVMConstNull(LLVMGetAllocatedType(a->var[j])), acc_slot(b, j, c));
+  gen_loop_end(g, &lu, 0);
+  Loop lc;
+  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");
+  c = gen_loop_range(g, &lc, lo, hi, "c");
+  for (int j = 0; j < a->n; j++)
+    LLVMBuildStore(B, LLVMBuildLoad2(B, LLVMGetAllocatedType(a->var[j]), acc_slot(b, j, c), ""), a->var[j]);
+  row(b, c, row_start(b, o, c), ctx);
+  for (int j = 0; j < a->n; j++) LLVMBuildStore(B, gen_get(g, a->var[j]), acc_slot(b, j, c));
+  gen_loop_end(g, &lc, 0);
+  gen_loop_end(g, &lo_, 0);
+  c = gen_loop_range(g, &lu, lo, hi, "c");
+  for (int j = 0; j < a->n; j++)
+    LLVMBuildStore(B, LLVMBuildLoad2(B, LLVMGetAllocatedType(a->var[j]), acc_slot(b, j, c), ""), a->var[j]);
+  done(b, c, ctx);
+  gen_loop_end(g, &lu, 0);
+}
+
+/* Elementwise work in two phases: per unit (parts over units), constants(c) stores per-channel
+ * constants in the scratch's float regions; then every row in memory order (parts over rows):
+ * load(c) reads its channel's constants once, and elem(e) gives element e of the output. */
+typedef LLVMValueRef (*ElemFn)(Bn *b, LLVMValueRef e, void *ctx);
+static void elementwise_rows(Bn *b, UnitFn constants, UnitFn load, ElemFn elem, void *ctx) {
+  Gen *g = b->g;
+  const ChanKernel *k = b->k;
+  Phases ph;
+  gen_phases(g, &ph, 2);
+  Loop lu, lr, li;
+  LLVMValueRef c = unit_channel(b, gen_loop_part(g, &lu, units(b), "unit"));
+  constants(b, c, ctx);
+  gen_loop_end(g, &lu, 0);
+  gen_next_phase(g, &ph);
+  LLVMValueRef r = gen_loop_part(g, &lr, k->outer * units(b), "rows");
+  c = unit_channel(b, LLVMBuildSRem(B, r, gen_i64(g, units(b)), ""));
+  LLVMValueRef row = row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), out = gen_arg(g, KA_OUT);
+  load(b, c, ctx);
+  if (b->cw > 1) {
+    cstore(b, elem(b, row, ctx), out, row);
+  } else { /* the vectorizer widens it */
+    LLVMValueRef e = LLVMBuildAdd(B, row, gen_loop_begin(g, &li, gen_i64(g, k->inner), "j"), "e");
+    gen_store(g, elem(b, e, ctx), out, e);
+    gen_loop_end(g, &li, 0);
+  }
+  gen_loop_end(g, &lr, 0);
 }
 
 /* nm_l1_inv or nm_l2_inv of a float spread: 1 / (kappa * s + eps) or 1 / sqrt(s + eps) in double */
@@ -137,49 +218,69 @@ static LLVMValueRef divisor_inv(Bn *b, LLVMValueRef spread) {
 }
 
 /* ---- batchnorm_stats ---- */
-typedef struct { LLVMValueRef sum, abs, sign, mu, mud; } StatsAcc;
+/* pass 1 sums x (acc 0) and stores the means in float region 0; pass 2 sums the deviations
+ * from them (acc 0) and counts their signs (acc 1, L1) */
+typedef struct { LLVMValueRef x, out, mu, mud; Accs a; } StatsCtx;
 static void add_x(Bn *b, LLVMValueRef *v, void *ctx) {
-  StatsAcc *a = ctx;
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->sum), ext(b, v[0]), ""), a->sum);
+  StatsCtx *s = ctx;
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, s->a.var[0]), ext(b, v[0]), ""), s->a.var[0]);
 }
 static void add_dev(Bn *b, LLVMValueRef *v, void *ctx) {
-  StatsAcc *a = ctx;
-  LLVMValueRef d = LLVMBuildFSub(B, ext(b, v[0]), a->mud, "");
+  StatsCtx *s = ctx;
+  LLVMValueRef d = LLVMBuildFSub(B, ext(b, v[0]), s->mud, "");
   LLVMValueRef dev = b->k->l2 ? LLVMBuildFMul(B, d, d, "") : gen_intrinsic(b->g, "llvm.fabs", d);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->abs), dev, ""), a->abs);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, s->a.var[0]), dev, ""), s->a.var[0]);
   if (b->k->l2) return;
-  LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], a->mu, ""), b->vl, "");
-  LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], a->mu, ""), b->vl, "");
-  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, a->sign), LLVMBuildSub(B, up, down, ""), ""), a->sign);
+  LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], s->mu, ""), b->vl, "");
+  LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], s->mu, ""), b->vl, "");
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, s->a.var[1]), LLVMBuildSub(B, up, down, ""), ""), s->a.var[1]);
 }
-
-static void stats(Bn *b, LLVMValueRef c, LLVMValueRef x, LLVMValueRef out) {
+static double count(const Bn *b) { return (double)(b->k->outer * b->k->inner); }
+static void sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  (void)c;
+  LLVMValueRef zero = gen_f32c(b->g, 0);
+  row_vectors(b, row, 1, &((StatsCtx *)ctx)->x, &zero, add_x, ctx);
+}
+static void store_mean(Bn *b, LLVMValueRef c, void *ctx) {
+  StatsCtx *s = ctx;
+  LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(b->g, s->a.var[0])), dconst(b, count(b)), "mean"));
+  cstore(b, mu, consts(b, 0), c);
+}
+static void dev_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  StatsCtx *s = ctx;
+  LLVMValueRef mu = cload(b, consts(b, 0), c);
+  s->mu = lift(b, mu), s->mud = ext(b, s->mu);
+  row_vectors(b, row, 1, &s->x, &mu, add_dev, ctx); /* x = mean in the unused lanes: no deviation, no sign */
+}
+static void store_stats(Bn *b, LLVMValueRef c, void *ctx) {
+  StatsCtx *s = ctx;
   Gen *g = b->g;
-  double m = (double)(b->k->outer * b->k->inner);
-  StatsAcc a = {gen_var(g, LLVMConstNull(b->vd), "sum"), gen_var(g, LLVMConstNull(b->vd), "abs"),
-                gen_var(g, LLVMConstNull(b->vl), "sign"), NULL, NULL};
-  LLVMBuildStore(B, LLVMConstNull(b->vd), a.sum), LLVMBuildStore(B, LLVMConstNull(b->vd), a.abs);
-  LLVMBuildStore(B, LLVMConstNull(b->vl), a.sign);
-  LLVMValueRef zero = gen_f32c(g, 0);
-  each_vector(b, c, 1, &x, &zero, add_x, &a);
-  LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.sum)), dconst(b, m), "mean"));
-  a.mu = lift(b, mu), a.mud = ext(b, a.mu);
-  each_vector(b, c, 1, &x, &mu, add_dev, &a); /* x = mean in the unused lanes: no deviation, no sign */
-  LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, a.abs)), dconst(b, m), "spread"));
-  LLVMValueRef sign = LLVMBuildSExt(B, gen_get(g, a.sign), LLVMVectorType(g->i64, NM_LANES), "");
+  LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, s->a.var[0])), dconst(b, count(b)), "spread"));
+  LLVMValueRef sign = LLVMBuildSExt(B, gen_get(g, s->a.var[1]), LLVMVectorType(g->i64, NM_LANES), "");
   if (b->cw == 1) sign = gen_intrinsic(g, "llvm.vector.reduce.add", sign); /* exact in any order */
-  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, ct(b, g->f64), ""), dconst(b, m), ""));
-  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = mu, [NM_BN_SPREAD] = spread, [NM_BN_INV] = divisor_inv(b, spread),
-                                   [NM_BN_MSIGN] = msign};
-  for (int r = 0; r < NM_BN_STATS; r++) stat_store(b, row[r], out, r, c);
+  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, ct(b, g->f64), ""), dconst(b, count(b)), ""));
+  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = cload(b, consts(b, 0), c), [NM_BN_SPREAD] = spread,
+                                   [NM_BN_INV] = divisor_inv(b, spread), [NM_BN_MSIGN] = msign};
+  for (int r = 0; r < NM_BN_STATS; r++) stat_store(b, row[r], s->out, r, c);
+}
+static void stats(Bn *b, LLVMValueRef out) {
+  Gen *g = b->g;
+  StatsCtx s = {gen_input(g, 0), out, NULL, NULL, {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}}};
+  reduce_units(b, &s.a, sum_row, store_mean, &s);
+  s.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}};
+  reduce_units(b, &s.a, dev_row, store_stats, &s);
 }
 
 /* ---- l1_/l2_batchnorm ---- */
-static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+/* per channel: the mean and divisor (the batch's in training, where the running statistics
+ * move towards them, else the running ones), gamma and beta in float regions 0..3 */
+enum { FW_MEAN, FW_INV, FW_GAMMA, FW_BETA };
+typedef struct { LLVMValueRef x, v[KIR_BN_CONSTS]; } FwCtx;
+static void forward_constants(Bn *b, LLVMValueRef c, void *ctx) {
+  (void)ctx;
   Gen *g = b->g;
   const ChanKernel *k = b->k;
-  LLVMValueRef x = gen_input(g, 0), gamma = gen_input(g, 1), beta = gen_input(g, 2), rm = gen_input(g, 3), rs = gen_input(g, 4);
-  LLVMValueRef st = gen_input(g, 5);
+  LLVMValueRef gamma = gen_input(g, 1), beta = gen_input(g, 2), rm = gen_input(g, 3), rs = gen_input(g, 4), st = gen_input(g, 5);
   LLVMValueRef train = LLVMBuildICmp(B, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), "");
   LLVMValueRef rmv = cload(b, rm, c), rsv = cload(b, rs, c);
   /* training: the batch's statistics, and the running ones move towards them ((1 - mom) * r +
@@ -191,7 +292,7 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMPositionBuilderAtEnd(B, batch);
   LLVMValueRef mom = fconst(b, (float)k->momentum), keep = fconst(b, 1.0f - (float)k->momentum);
   LLVMValueRef bmu = stat(b, st, NM_BN_MEAN, c), bs = stat(b, st, NM_BN_SPREAD, c), binv = stat(b, st, NM_BN_INV, c);
-  double m = (double)(k->outer * k->inner);
+  double m = count(b);
   if (k->l2 && m > 1) bs = f32(b, LLVMBuildFDiv(B, LLVMBuildFMul(B, f64(b, bs), dconst(b, m), ""), dconst(b, m - 1), "")); /* unbiased */
   cstore(b, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rmv, ""), LLVMBuildFMul(B, mom, bmu, ""), ""), rm, c);
   cstore(b, LLVMBuildFAdd(B, LLVMBuildFMul(B, keep, rsv, ""), LLVMBuildFMul(B, mom, bs, ""), ""), rs, c);
@@ -204,45 +305,64 @@ static void forward(Bn *b, LLVMValueRef c, LLVMValueRef out) {
   LLVMBasicBlockRef from[2] = {batch, running};
   LLVMAddIncoming(mu, (LLVMValueRef[]){bmu, rmv}, from, 2);
   LLVMAddIncoming(inv, (LLVMValueRef[]){binv, rinv}, from, 2);
-  LLVMValueRef gam = cload(b, gamma, c), bet = cload(b, beta, c);
-  ElemLoop l;
-  LLVMValueRef e = elems_begin(b, &l, c);
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, cload(b, x, e), mu, ""), inv, "");
-  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, gam, xh, ""), bet, "");
-  cstore(b, k->relu ? gen_relu(g, y) : y, out, e);
-  elems_end(b, &l);
+  LLVMValueRef v[KIR_BN_CONSTS] = {[FW_MEAN] = mu, [FW_INV] = inv, [FW_GAMMA] = cload(b, gamma, c), [FW_BETA] = cload(b, beta, c)};
+  for (int j = 0; j < KIR_BN_CONSTS; j++) cstore(b, v[j], consts(b, j), c);
+}
+static void load_constants(Bn *b, LLVMValueRef c, void *ctx) {
+  LLVMValueRef *v = ((FwCtx *)ctx)->v;
+  for (int j = 0; j < KIR_BN_CONSTS; j++) v[j] = cload(b, consts(b, j), c);
+}
+static LLVMValueRef forward_elem(Bn *b, LLVMValueRef e, void *ctx) {
+  FwCtx *f = ctx;
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, cload(b, f->x, e), f->v[FW_MEAN], ""), f->v[FW_INV], "");
+  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, f->v[FW_GAMMA], xh, ""), f->v[FW_BETA], "");
+  return b->k->relu ? gen_relu(b->g, y) : y;
+}
+static void forward(Bn *b) {
+  FwCtx f = {gen_input(b->g, 0), {NULL}};
+  elementwise_rows(b, forward_constants, load_constants, forward_elem, &f);
 }
 
 /* ---- batchnorm_dparams ---- */
-typedef struct { LLVMValueRef gxh, gsum, mu, inv; } DpAcc;
+typedef struct { LLVMValueRef x, g, out, mu, inv; Accs a; } DpCtx; /* acc 0: sum of g * xhat, 1: of g */
 static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
-  DpAcc *a = ctx;
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], a->mu, ""), a->inv, ""), gd = ext(b, v[1]);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->gxh), LLVMBuildFMul(B, gd, ext(b, xh), ""), ""), a->gxh);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, a->gsum), gd, ""), a->gsum);
+  DpCtx *d = ctx;
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], d->mu, ""), d->inv, ""), gd = ext(b, v[1]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, d->a.var[0]), LLVMBuildFMul(B, gd, ext(b, xh), ""), ""), d->a.var[0]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, d->a.var[1]), gd, ""), d->a.var[1]);
 }
-static void dparams(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  DpCtx *d = ctx;
+  LLVMValueRef st = gen_input(b->g, 2), mu = stat(b, st, NM_BN_MEAN, c);
+  d->mu = lift(b, mu), d->inv = lift(b, stat(b, st, NM_BN_INV, c));
+  LLVMValueRef base[2] = {d->x, d->g}, pass[2] = {mu, gen_f32c(b->g, 0)};
+  row_vectors(b, row, 2, base, pass, add_g, ctx);
+}
+static void store_dparams(Bn *b, LLVMValueRef c, void *ctx) {
+  DpCtx *d = ctx;
+  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, d->a.var[0]))), d->out, 0, c);
+  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, d->a.var[1]))), d->out, 1, c);
+}
+static void dparams(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
-  LLVMValueRef st = gen_input(g, 2), mu = stat(b, st, NM_BN_MEAN, c);
-  DpAcc a = {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g"), lift(b, mu),
-             lift(b, stat(b, st, NM_BN_INV, c))};
-  LLVMBuildStore(B, LLVMConstNull(b->vd), a.gxh), LLVMBuildStore(B, LLVMConstNull(b->vd), a.gsum);
-  LLVMValueRef base[2] = {gen_input(g, 1), gen_input(g, 0)}, pass[2] = {mu, gen_f32c(g, 0)}; /* x, g */
-  each_vector(b, c, 2, base, pass, add_g, &a);
-  stat_store(b, f32(b, lanes_sum(b, gen_get(g, a.gxh))), out, 0, c);
-  stat_store(b, f32(b, lanes_sum(b, gen_get(g, a.gsum))), out, 1, c);
+  DpCtx d = {gen_input(g, 1), gen_input(g, 0), out, NULL, NULL,
+             {2, {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g")}}};
+  reduce_units(b, &d.a, dparams_row, store_dparams, &d);
 }
 
 /* ---- batchnorm_dx ---- */
-static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
+/* per channel in float regions 0..3: a, b and c of dx = (a*g + s) + c, and the mean */
+enum { DX_A, DX_B, DX_C, DX_MEAN };
+static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
+  (void)ctx;
   Gen *g = b->g;
-  LLVMValueRef dy = gen_input(g, 0), x = gen_input(g, 1), st = gen_input(g, 3);
-  LLVMValueRef m = dconst(b, (double)(b->k->outer * b->k->inner)), kappa = dconst(b, NM_KAPPA);
+  LLVMValueRef st = gen_input(g, 3);
+  LLVMValueRef m = dconst(b, count(b)), kappa = dconst(b, NM_KAPPA);
   LLVMValueRef gam = f64(b, cload(b, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
   LLVMValueRef dp = gen_input(g, 4); /* [dgamma; dbeta] */
   LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 1, c)), ""), m, "mg");
   LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 0, c)), ""), m, "mgx");
-  LLVMValueRef mu = stat(b, st, NM_BN_MEAN, c), msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
+  LLVMValueRef msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
   LLVMValueRef av = f32(b, LLVMBuildFMul(B, gam, inv, "")), bv, cv;
   if (b->k->l2) { /* b = -mgx*inv*inv, c = -mg*inv */
     bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, LLVMBuildFNeg(B, mgx, ""), inv, ""), inv, ""));
@@ -251,17 +371,28 @@ static void dx(Bn *b, LLVMValueRef c, LLVMValueRef out) {
     bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
     cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
   }
-  ElemLoop l;
-  LLVMValueRef e = elems_begin(b, &l, c), xv = cload(b, x, e), s;
+  LLVMValueRef v[KIR_BN_CONSTS] = {[DX_A] = av, [DX_B] = bv, [DX_C] = cv, [DX_MEAN] = stat(b, st, NM_BN_MEAN, c)};
+  for (int j = 0; j < KIR_BN_CONSTS; j++) cstore(b, v[j], consts(b, j), c);
+}
+typedef struct { LLVMValueRef dy, x, v[KIR_BN_CONSTS]; } DxCtx;
+static void load_dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
+  LLVMValueRef *v = ((DxCtx *)ctx)->v;
+  for (int j = 0; j < KIR_BN_CONSTS; j++) v[j] = cload(b, consts(b, j), c);
+}
+static LLVMValueRef dx_elem(Bn *b, LLVMValueRef e, void *ctx) {
+  DxCtx *d = ctx;
+  LLVMValueRef xv = cload(b, d->x, e), mu = d->v[DX_MEAN], bv = d->v[DX_B], s;
   if (b->k->l2) { /* b * (x - mean) */
     s = LLVMBuildFMul(B, bv, LLVMBuildFSub(B, xv, mu, ""), "");
   } else { /* b where x > mean, -b where x < mean, else 0 */
     s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
                         LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), fconst(b, 0), ""), "");
   }
-  LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, cload(b, dy, e), ""), s, ""), cv, "");
-  cstore(b, v, out, e);
-  elems_end(b, &l);
+  return LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, d->v[DX_A], cload(b, d->dy, e), ""), s, ""), d->v[DX_C], "");
+}
+static void dx(Bn *b) {
+  DxCtx d = {gen_input(b->g, 0), gen_input(b->g, 1), {NULL}};
+  elementwise_rows(b, dx_constants, load_dx_constants, dx_elem, &d);
 }
 #undef B
 
@@ -279,20 +410,13 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
     LLVMBuildRetVoid(g->b);
     LLVMPositionBuilderAtEnd(g->b, work);
   }
-  Loop l;
-  LLVMValueRef c = gen_loop_part(g, &l, (k->channels + b.cw - 1) / b.cw, "unit");
-  if (b.cw > 1) { /* the first of the unit's channels, and the lanes below the channel count */
-    c = LLVMBuildMul(g->b, c, gen_i64(g, b.cw), "c");
-    b.cmask = LLVMBuildICmp(g->b, LLVMIntSLT, gen_iota(g, NM_LANES), gen_splat(g, LLVMBuildSub(g->b, gen_i64(g, k->channels), c, ""), NM_LANES), "");
-  }
   switch (k->op) {
-  case OP_batchnorm_stats: stats(&b, c, gen_input(g, 0), out); break;
-  case OP_l1_batchnorm: case OP_l2_batchnorm: forward(&b, c, out); break;
-  case OP_batchnorm_dparams: dparams(&b, c, out); break;
-  case OP_batchnorm_dx: dx(&b, c, out); break;
+  case OP_batchnorm_stats: stats(&b, out); break;
+  case OP_l1_batchnorm: case OP_l2_batchnorm: forward(&b); break;
+  case OP_batchnorm_dparams: dparams(&b, out); break;
+  case OP_batchnorm_dx: dx(&b); break;
   default: SQ_INTERNAL("not a batchnorm op: %s", op_info[k->op].name);
   }
-  gen_loop_end(g, &l, 0);
   LLVMBuildRetVoid(g->b);
   return fn;
 }

@@ -81,6 +81,10 @@ LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);
 LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name);
 /* for (iv = n*part/nparts; iv < n*(part+1)/nparts; iv++): this call's share of the loop. */
 LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name);
+/* this call's share [*lo, *hi) of n units of work, as gen_loop_part takes it */
+void gen_part_range(Gen *g, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi);
+/* for (iv = lo; iv < hi; iv++) */
+LLVMValueRef gen_loop_range(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name);
 /* Kernels whose outputs cannot be split (sums into shared outputs) do all the work in part 0. */
 void gen_only_part0(Gen *g);
 /* Closes the loop; vec > 1 asks the vectorizer for that width (llvm.loop metadata). */

@@ -41,10 +41,19 @@ LLVMValueRef gen_loop_begin(Gen *g, Loop *l, LLVMValueRef n, const char *name) {
 
 static LLVMValueRef current_fn(Gen *g) { return LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b)); }
 
-LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name) {
+LLVMValueRef gen_loop_range(Gen *g, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
+  return loop_range(g, l, lo, hi, name);
+}
+
+void gen_part_range(Gen *g, int64_t n, LLVMValueRef *lo, LLVMValueRef *hi) {
   LLVMValueRef part = gen_part(g), nparts = gen_nparts(g), N = gen_i64(g, n);
-  LLVMValueRef lo = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, part, ""), nparts, "lo");
-  LLVMValueRef hi = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, LLVMBuildAdd(g->b, part, gen_i64(g, 1), ""), ""), nparts, "hi");
+  *lo = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, part, ""), nparts, "lo");
+  *hi = LLVMBuildSDiv(g->b, LLVMBuildMul(g->b, N, LLVMBuildAdd(g->b, part, gen_i64(g, 1), ""), ""), nparts, "hi");
+}
+
+LLVMValueRef gen_loop_part(Gen *g, Loop *l, int64_t n, const char *name) {
+  LLVMValueRef lo, hi;
+  gen_part_range(g, n, &lo, &hi);
   return loop_range(g, l, lo, hi, name);
 }
 
