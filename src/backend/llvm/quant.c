@@ -11,18 +11,17 @@ static LLVMValueRef scratch_f32(Gen *g, int64_t i) {
 
 enum { AMAX_LANES = 16 };
 
-/* max |x[i]| over i in [lo, lo + n) of each of `outer` rows stride_outer apart; fails on a NaN
- * or Inf. AMAX_LANES at a time, then the rest: a max is exact, so the order is free. */
-static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef n, int64_t stride_outer, int64_t outer) {
+/* max |x[i]| over i in [lo, lo + n); fails on a NaN or Inf. AMAX_LANES at a time, then the
+ * rest: a max is exact, so the order is free. */
+static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef n) {
   LLVMTypeRef i1 = LLVMInt1TypeInContext(g->ctx), vt = LLVMVectorType(g->f32, AMAX_LANES);
   LLVMValueRef m = gen_var(g, gen_f32c(g, 0), "m"), bad = gen_var(g, LLVMConstInt(i1, 0, 0), "bad");
   LLVMValueRef vm = gen_var(g, LLVMConstNull(vt), "vm"), vbad = gen_var(g, LLVMConstNull(LLVMVectorType(i1, AMAX_LANES)), "vbad");
   LLVMValueRef infs[AMAX_LANES];
   for (int j = 0; j < AMAX_LANES; j++) infs[j] = LLVMConstReal(g->f32, INFINITY);
   LLVMValueRef inf = LLVMConstVector(infs, AMAX_LANES);
-  Loop lo_, lv, li;
-  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
-  LLVMValueRef base = LLVMBuildAdd(g->b, lo, LLVMBuildMul(g->b, o, gen_i64(g, stride_outer), ""), "");
+  Loop lv, li;
+  LLVMValueRef base = lo;
   LLVMValueRef nv = LLVMBuildSDiv(g->b, n, gen_i64(g, AMAX_LANES), "nv"), done = LLVMBuildMul(g->b, nv, gen_i64(g, AMAX_LANES), "");
   LLVMValueRef v = gen_loop_begin(g, &lv, nv, "v");
   LLVMValueRef at = gen_at(g, g->f32, x, LLVMBuildAdd(g->b, base, LLVMBuildMul(g->b, v, gen_i64(g, AMAX_LANES), ""), ""));
@@ -37,7 +36,6 @@ static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef
   LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, bad), LLVMBuildNot(g->b, gen_finite(g, e), ""), ""), bad);
   LLVMBuildStore(g->b, gen_fmax(g, gen_intrinsic(g, "llvm.fabs", e), gen_get(g, m)), m);
   gen_loop_end(g, &li, 0);
-  gen_loop_end(g, &lo_, 0);
   LLVMValueRef lanes = gen_get(g, vm), flags = gen_get(g, vbad), mx = gen_get(g, m), b = gen_get(g, bad);
   for (int j = 0; j < AMAX_LANES; j++) {
     LLVMValueRef at_j = LLVMConstInt(g->i32, (unsigned)j, 0);
@@ -46,6 +44,30 @@ static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef
   }
   gen_fail_if(g, b);
   return mx;
+}
+
+/* ranges[c] = max(ranges[c], max |x[o][c]|) for c in [lo, hi) of x[outer][C] (a gradient with
+ * one element per row and channel): AMAX_LANES channels a vector, rows in order; fails on a
+ * NaN or Inf */
+static void column_ranges(Gen *g, LLVMValueRef x, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi, int64_t C,
+                          int64_t outer) {
+  LLVMTypeRef vt = LLVMVectorType(g->f32, AMAX_LANES), i1 = LLVMInt1TypeInContext(g->ctx);
+  LLVMValueRef vbad = gen_var(g, LLVMConstNull(LLVMVectorType(i1, AMAX_LANES)), "vbad"), zero = LLVMConstNull(vt);
+  LLVMValueRef inf = gen_splat(g, LLVMConstReal(g->f32, INFINITY), AMAX_LANES);
+  LLVMValueRef blocks = LLVMBuildSDiv(g->b, LLVMBuildAdd(g->b, LLVMBuildSub(g->b, hi, lo, ""), gen_i64(g, AMAX_LANES - 1), ""),
+                                      gen_i64(g, AMAX_LANES), "blocks");
+  Loop lo_, lb;
+  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
+  LLVMValueRef c = LLVMBuildAdd(g->b, lo, LLVMBuildMul(g->b, gen_loop_begin(g, &lb, blocks, "cb"), gen_i64(g, AMAX_LANES), ""), "c");
+  LLVMValueRef mask = LLVMBuildICmp(g->b, LLVMIntSLT, gen_iota(g, AMAX_LANES), gen_splat(g, LLVMBuildSub(g->b, hi, c, ""), AMAX_LANES), "");
+  LLVMValueRef xat = gen_at(g, g->f32, x, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""));
+  LLVMValueRef a = gen_intrinsic(g, "llvm.fabs", gen_masked_load(g, vt, xat, mask, zero));
+  LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, vbad), LLVMBuildFCmp(g->b, LLVMRealUGE, a, inf, ""), ""), vbad);
+  LLVMValueRef rat = gen_at(g, g->f32, ranges, c);
+  gen_masked_store(g, gen_fmax(g, a, gen_masked_load(g, vt, rat, mask, zero)), rat, mask);
+  gen_loop_end(g, &lb, 0);
+  gen_loop_end(g, &lo_, 0);
+  gen_fail_if(g, gen_intrinsic(g, "llvm.vector.reduce.or", gen_get(g, vbad)));
 }
 
 static LLVMValueRef clamp(Gen *g, LLVMValueRef v, float lo, float hi) {
@@ -75,7 +97,7 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
   LLVMValueRef b = gen_loop_part(g, &l, k->blocks, "block"), lo = LLVMBuildMul(g->b, b, gen_i64(g, k->block), "lo");
   LLVMValueRef rest = LLVMBuildSub(g->b, gen_i64(g, n), lo, "");
   LLVMValueRef len = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, rest, gen_i64(g, k->block), ""), rest, gen_i64(g, k->block), "");
-  LLVMValueRef m = absmax(g, x, lo, len, 0, 1);
+  LLVMValueRef m = absmax(g, x, lo, len);
   LLVMBuildStore(g->b, m, gen_at(g, g->f32, scratch_f32(g, 1), b));
   gen_loop_end(g, &l, 0);
 
@@ -117,11 +139,25 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
   float qmax = (float)((1 << (k->bits - 1)) - 1);
   Phases ph;
   gen_phases(g, &ph, 3);
-  Loop l;
-  LLVMValueRef c = gen_loop_part(g, &l, C, "c"); /* r_c = max |x[., c, .]| */
-  LLVMValueRef m = absmax(g, x, LLVMBuildMul(g->b, c, gen_i64(g, inner), ""), gen_i64(g, inner), C * inner, k->outer);
-  LLVMBuildStore(g->b, m, gen_at(g, g->f32, scratch_f32(g, 1), c));
+  /* r_c = max |x[., c, .]| over the part's channels, rows in memory order (o outer): one
+   * channel's rows alone are runs too short for the prefetchers */
+  Loop l, lo_;
+  LLVMValueRef lo, hi, ranges = scratch_f32(g, 1);
+  gen_part_range(g, C, &lo, &hi);
+  LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
+  gen_store(g, gen_f32c(g, 0), ranges, c);
   gen_loop_end(g, &l, 0);
+  if (inner == 1) {
+    column_ranges(g, x, ranges, lo, hi, C, k->outer);
+  } else {
+    LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, k->outer), "o");
+    c = gen_loop_range(g, &l, lo, hi, "c");
+    LLVMValueRef first = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""), gen_i64(g, inner), "");
+    LLVMValueRef m = absmax(g, x, first, gen_i64(g, inner));
+    gen_store(g, gen_fmax(g, m, gen_load(g, g->f32, ranges, c)), ranges, c);
+    gen_loop_end(g, &l, 0);
+    gen_loop_end(g, &lo_, 0);
+  }
 
   gen_next_phase(g, &ph); /* R = max r_c; groups by exact ldexp thresholds; s = ldexp(R / Qmax, -(G-1)) */
   gen_only_part0(g);
