@@ -5,7 +5,8 @@
  *   norm NAME OP seconds              (normalization layers)
  *   op NAME OP seconds                (every other node: where the rest of a step goes)
  *   step seconds                      (a whole training step, for the sum of the above)
- * Usage: kernels THREADS REPS */
+ * Usage: kernels THREADS REPS [NODE]: with NODE, only that node runs (REPS times), e.g. to
+ * profile one kernel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,7 @@ static int is_norm(OpCode op) {
 
 int main(int argc, char **argv) {
   int threads = argc > 1 ? atoi(argv[1]) : 1, reps = argc > 2 ? atoi(argv[2]) : 5;
+  const char *only = argc > 3 ? argv[3] : NULL;
   char *err = NULL;
   Graph *g = ir_read(sq__graph_ir, &err);
   if (!g) return fprintf(stderr, "kernels: %s\n", err), 1;
@@ -92,7 +94,7 @@ int main(int argc, char **argv) {
     const Node *n = ir_node(g, id);
     int64_t M = 0, N = 0, K = 0;
     const char *role = "";
-    if (n->kind != NK_OP) continue;
+    if (n->kind != NK_OP || (only && strcmp(n->name, only))) continue;
     int gemm = gemm_shape(g, n, &M, &N, &K, &role), norm = is_norm(n->op);
     interp_run_node(it, id); /* warm */
     for (int r = 0; r < reps; r++) {
@@ -104,13 +106,13 @@ int main(int argc, char **argv) {
     if (gemm) printf("gemm %s %s %lld %lld %lld %.9f\n", n->name, role, (long long)M, (long long)N, (long long)K, med);
     else printf("%s %s %s %.9f\n", norm ? "norm" : "op", n->name, op_info[n->op].name, med);
   }
-  for (int r = 0; r < reps; r++) { /* whole steps: what the nodes' times leave out (dispatch, cold caches) */
+  for (int r = 0; r < reps && !only; r++) { /* whole steps: what the nodes' times leave out (dispatch, cold caches) */
     double t0 = now();
     float loss;
     if (!interp_train_step(it, 0.01f, &loss)) return fprintf(stderr, "kernels: %s\n", interp_error(it)), 1;
     t[r] = now() - t0;
   }
-  printf("step %.9f\n", median(t, reps));
+  if (!only) printf("step %.9f\n", median(t, reps));
   free(t);
   interp_free(it);
   ir_free(g);

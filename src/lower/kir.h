@@ -141,6 +141,8 @@ typedef struct {
   int packed;             /* quantize: the output is q4, two values a byte */
   int relu;               /* batchnorm: a relu folded in by the fuse pass, on the output */
   int l2;                 /* batchnorm from saved statistics: L2 (variance), else L1 */
+  int64_t pool_k, pool_s; /* batchnorm_pool and its gradients: the max pooling's window and stride */
+  int64_t H, W, Ho, Wo;   /* (inner = H * W), and the pooled planes */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */
@@ -155,11 +157,17 @@ typedef struct {
  * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums kept
  * between its rows while the rows are read in memory order), then KIR_BN_CONSTS regions of one
  * float per channel (the statistics' means, or the per-channel constants of forward and dx). */
-enum { KIR_BN_ACCS = 3, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 4 };
+enum { KIR_BN_ACCS = 3, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 8 };
 static inline int64_t kir_bn_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 static inline int64_t kir_bn_scratch(int64_t channels) {
   return kir_bn_channels(channels) * (KIR_BN_ACCS * KIR_BN_ACC_BYTES + KIR_BN_CONSTS * 4);
 }
+
+/* The plane kernels of max pooling (src/backend/llvm/maxpool.c) take windows without padding
+ * that do not overlap, up to 8 x 8; batchnorm_pool's gradients also route a plane's gradient
+ * through a stack buffer of up to KIR_POOL_PLANE_MAX floats. */
+enum { KIR_POOL_PLANE_MAX = 16384 };
+static inline int kir_maxpool_plane_fits(int64_t k, int64_t s, int64_t p) { return p == 0 && s >= k && k <= 8; }
 
 typedef struct {
   VEC(GemmKernel) gemm;

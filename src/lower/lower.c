@@ -280,6 +280,17 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
     k->scratch = kir_bn_scratch(k->channels);
     return 1;
+  case OP_batchnorm_pool: case OP_batchnorm_pool_dparams: case OP_batchnorm_pool_dx: {
+    const Shape *x = &ir_in(g, n, n->op == OP_batchnorm_pool ? 0 : 1)->shape;
+    norm_view(x, 0, k);
+    k->pool_k = ir_int(n, "kernel"), k->pool_s = ir_int(n, "stride");
+    k->H = x->d[2], k->W = x->d[3], k->Ho = (k->H - k->pool_k) / k->pool_s + 1, k->Wo = (k->W - k->pool_k) / k->pool_s + 1;
+    k->relu = (int)ir_int(n, "relu");
+    k->l2 = n->op != OP_batchnorm_pool_dparams && ir_int(n, "l2");
+    if (n->op == OP_batchnorm_pool) k->momentum = ir_num(n, "momentum"), k->eps = ir_num(n, "eps");
+    k->scratch = kir_bn_scratch(k->channels);
+    return kir_maxpool_plane_fits(k->pool_k, k->pool_s, 0) && k->inner <= KIR_POOL_PLANE_MAX;
+  }
   case OP_l1_layernorm: case OP_layernorm:
     norm_view(&x0->shape, 1, k);
     k->eps = ir_num(n, "eps");
@@ -403,6 +414,8 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               op_info[k->op].name, (long long)k->outer, (long long)k->channels, (long long)k->inner);
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
     if (k->relu) sb_puts(&b, " relu");
+    if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
+                             (long long)k->Ho, (long long)k->Wo);
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);
     sb_puts(&b, "\n");
   }

@@ -33,6 +33,19 @@ int l2_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && W
 int batchnorm_dparams_shape(ShapeCtx *c, Node *n) {
   return WANT_STATS(c, n, 1, 2) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
 }
+int batchnorm_pool_shape(ShapeCtx *c, Node *n) {
+  const Node *x = ir_in(c->g, n, 0);
+  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 4, 4) || !WANT_STATS(c, n, 0, 5)) return 0;
+  return shape_set(c, n, DT_F32, maxpool_output_shape(n, &x->shape));
+}
+int batchnorm_pool_dparams_shape(ShapeCtx *c, Node *n) {
+  return WANT_STATS(c, n, 1, 4) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+}
+int batchnorm_pool_dx_shape(ShapeCtx *c, Node *n) {
+  const Node *x = ir_in(c->g, n, 1);
+  return WANT_STATS(c, n, 1, 4) && want(c, n, 5, dparams_shape(x), "the parameters' gradients") &&
+         shape_set(c, n, DT_F32, x->shape);
+}
 int batchnorm_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
   return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") &&
@@ -69,9 +82,9 @@ int batchnorm_stats_ref(RefCtx *c, const Node *n) {
   return 1; /* inference normalizes with the running statistics */
 }
 
-int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2) {
+int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2, Tensor *y) {
   const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
-  Tensor *rm = REF_IN(c, n, 3), *rs = REF_IN(c, n, 4), *y = REF_OUT(c, n);
+  Tensor *rm = REF_IN(c, n, 3), *rs = REF_IN(c, n, 4);
   nm_chan geo = bn_geo(x);
   int64_t C = geo.channels;
   float eps = (float)ir_num(n, "eps");
@@ -100,8 +113,8 @@ int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2) {
   free(own);
   return ref_fused_relu(n, y);
 }
-int l1_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 0); }
-int l2_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 1); }
+int l1_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 0, REF_OUT(c, n)); }
+int l2_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 1, REF_OUT(c, n)); }
 
 int batchnorm_dparams_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
@@ -113,5 +126,53 @@ int batchnorm_dx_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
   nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
+  return 1;
+}
+
+/* ---- batchnorm_pool and its gradients: the unfused ops' arithmetic, in their order ---- */
+static Tensor like(const Tensor *x) {
+  Tensor t = *x;
+  t.f = xmalloc(sizeof(float) * (size_t)x->n);
+  return t;
+}
+
+int batchnorm_pool_ref(RefCtx *c, const Node *n) {
+  Tensor y = like(REF_IN(c, n, 0));
+  bn_forward_ref(c, n, REF_IN(c, n, 5)->f, (int)ir_int(n, "l2"), &y);
+  maxpool_ref(n, &y, REF_OUT(c, n)->f);
+  free(y.f);
+  return 1;
+}
+
+/* g: dp routed through the pooling's gradient over y = batchnorm(x) with the batch's statistics
+ * (the forward pass's values), masked by the relu when there is one */
+static float *pooled_gradient(const RefCtx *c, const Node *n) {
+  const Tensor *dp = REF_IN(c, n, 0), *x = REF_IN(c, n, 1), *gam = REF_IN(c, n, 2), *bet = REF_IN(c, n, 3);
+  const float *st = REF_IN(c, n, 4)->f;
+  nm_chan geo = bn_geo(x);
+  Tensor y = like(x);
+  nm_bn_forward(x->f, geo, st + NM_BN_MEAN * geo.channels, st + NM_BN_INV * geo.channels, gam->f, bet->f, y.f, 1);
+  int relu = (int)ir_int(n, "relu");
+  if (relu) ref_fused_relu(n, &y);
+  float *g = xmalloc(sizeof(float) * (size_t)x->n);
+  maxpool_grad_ref(n, dp->f, &y, relu, g);
+  free(y.f);
+  return g;
+}
+
+int batchnorm_pool_dparams_ref(RefCtx *c, const Node *n) {
+  const Tensor *x = REF_IN(c, n, 1);
+  float *g = pooled_gradient(c, n);
+  nm_bn_dparams(x->f, g, bn_geo(x), REF_IN(c, n, 4)->f, REF_OUT(c, n)->f, 1);
+  free(g);
+  return 1;
+}
+
+int batchnorm_pool_dx_ref(RefCtx *c, const Node *n) {
+  const Tensor *x = REF_IN(c, n, 1);
+  float *g = pooled_gradient(c, n);
+  nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 4)->f, REF_IN(c, n, 5)->f, (int)ir_int(n, "l2"),
+           REF_OUT(c, n)->f, 1);
+  free(g);
   return 1;
 }

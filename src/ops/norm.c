@@ -48,7 +48,7 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op) {
 
 /* As written, before the l1norm pass: l2_batchnorm's arithmetic (bnstats.c), with the batch
  * statistics that l2_batchnorm reads from a node of its own computed here. */
-int batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, NULL, 1); }
+int batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, NULL, 1, REF_OUT(c, n)); }
 
 /* ---- layernorm over the last axis (D); rows are all leading elements ---- */
 void layernorm_init(InitCtx *c, Node *n) {

@@ -58,28 +58,39 @@ static int64_t window_argmax(const PoolGeom *q, const float *x, int64_t plane, i
   return best;
 }
 
-int maxpool2d_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0);
-  Tensor *y = REF_OUT(c, n);
-  PoolGeom q = pool_geom(n, &ir_in(c->g, n, 0)->shape);
+Shape maxpool_output_shape(const Node *n, const Shape *x) {
+  PoolGeom q = pool_geom(n, x);
+  return shape_make(4, (int64_t[]){q.N, q.C, q.Ho, q.Wo});
+}
+
+static Shape shape_of(const Tensor *t) { return shape_make(t->rank, t->d); }
+
+void maxpool_ref(const Node *n, const Tensor *x, float *y) {
+  Shape xs = shape_of(x);
+  PoolGeom q = pool_geom(n, &xs);
   for (int64_t pl = 0; pl < q.N * q.C; pl++)
     for (int64_t oh = 0; oh < q.Ho; oh++)
-      for (int64_t ow = 0; ow < q.Wo; ow++)
-        y->f[(pl * q.Ho + oh) * q.Wo + ow] = x->f[window_argmax(&q, x->f, pl, oh, ow)];
+      for (int64_t ow = 0; ow < q.Wo; ow++) y[(pl * q.Ho + oh) * q.Wo + ow] = x->f[window_argmax(&q, x->f, pl, oh, ow)];
+}
+
+void maxpool_grad_ref(const Node *n, const float *dy, const Tensor *x, int relu, float *dx) {
+  Shape xs = shape_of(x);
+  PoolGeom q = pool_geom(n, &xs);
+  memset(dx, 0, sizeof(float) * (size_t)x->n);
+  for (int64_t pl = 0; pl < q.N * q.C; pl++)
+    for (int64_t oh = 0; oh < q.Ho; oh++)
+      for (int64_t ow = 0; ow < q.Wo; ow++) dx[window_argmax(&q, x->f, pl, oh, ow)] += dy[(pl * q.Ho + oh) * q.Wo + ow];
+  if (relu) /* the relu_grad(dx, x) the fuse pass folded in */
+    for (int64_t i = 0; i < x->n; i++) dx[i] = nm_relu_grad(dx[i], x->f[i]);
+}
+
+int maxpool2d_ref(RefCtx *c, const Node *n) {
+  maxpool_ref(n, REF_IN(c, n, 0), REF_OUT(c, n)->f);
   return 1;
 }
 
 int maxpool2d_grad_ref(RefCtx *c, const Node *n) {
-  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  Tensor *dx = REF_OUT(c, n);
-  PoolGeom q = pool_geom(n, &ir_in(c->g, n, 1)->shape);
-  memset(dx->f, 0, sizeof(float) * (size_t)dx->n);
-  for (int64_t pl = 0; pl < q.N * q.C; pl++)
-    for (int64_t oh = 0; oh < q.Ho; oh++)
-      for (int64_t ow = 0; ow < q.Wo; ow++)
-        dx->f[window_argmax(&q, x->f, pl, oh, ow)] += dy->f[(pl * q.Ho + oh) * q.Wo + ow];
-  if (ir_int(n, "relu")) /* the relu_grad(dx, x) the fuse pass folded in */
-    for (int64_t i = 0; i < dx->n; i++) dx->f[i] = nm_relu_grad(dx->f[i], x->f[i]);
+  maxpool_grad_ref(n, REF_IN(c, n, 0)->f, REF_IN(c, n, 1), (int)ir_int(n, "relu"), REF_OUT(c, n)->f);
   return 1;
 }
 

@@ -60,7 +60,13 @@ void norm_grads(GradCtx *c, const Node *n, int dy, OpCode dx_op, OpCode dg_op);
 /* A batchnorm's forward pass from saved statistics (bnstats.c): in training, the batch's
  * ([NM_BN_STATS][channels]; NULL: computed here) and a running update; in inference, the
  * running statistics. */
-int bn_forward_ref(struct RefCtx *c, const Node *n, const float *stats, int l2);
+int bn_forward_ref(struct RefCtx *c, const Node *n, const float *stats, int l2, Tensor *y);
+/* Max pooling as maxpool2d computes it (pool.c), with n's kernel, stride and padding, for the
+ * ops that fuse it: the pooled shape of x[N,C,H,W]; y = each window's first maximum; dx (x's
+ * shape) = dy added at each window's first maximum, then with relu masked where x <= 0. */
+Shape maxpool_output_shape(const Node *n, const Shape *x);
+void maxpool_ref(const Node *n, const Tensor *x, float *y);
+void maxpool_grad_ref(const Node *n, const float *dy, const Tensor *x, int relu, float *dx);
 
 /* ---- reference bodies ---- */
 typedef struct RefCtx {

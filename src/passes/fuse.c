@@ -7,9 +7,15 @@
  *    x > 0 (a NaN fails both), so no bit changes;
  *  - a relu_grad(g, x) into the maxpool2d_grad that makes g from the same x, when nothing
  *    else reads g: maxpool2d_grad gets relu = 1 and masks as it writes.
+ *  - a maxpool2d without padding whose windows do not overlap, of an l1_/l2_batchnorm that only
+ *    it and the pooling's gradient read, into batchnorm_pool; the gradient's readers
+ *    batchnorm_dparams and batchnorm_dx into batchnorm_pool_dparams and batchnorm_pool_dx, which
+ *    recompute the normalized values a plane at a time: the full-size normalized tensor and its
+ *    full-size gradient are never stored.
  * Expects: the backward graph (after autodiff: gradient rules never see a folded relu).
  * Guarantees: the graph computes the same values with fewer nodes. */
 #include <stdlib.h>
+#include <string.h>
 #include "passes.h"
 
 static int folds_relu(OpCode op) {
@@ -44,6 +50,82 @@ static int readers(const Graph *g, int id) {
   return k;
 }
 
+/* the only live node other than `except` that reads id: -1 when none, -2 when several */
+static int only_reader(const Graph *g, int id, int except, const char *dead) {
+  int r = -1;
+  for (int j = id + 1; j < g->nodes.n; j++) {
+    const Node *n = ir_node(g, j);
+    if (dead[j]) continue;
+    for (int i = 0; i < n->nin; i++) {
+      if (n->in[i] != id || j == except) continue;
+      if (r >= 0 && r != j) return -2;
+      r = j;
+    }
+  }
+  return r;
+}
+
+/* n becomes op over the given inputs, with op's default attributes (the caller sets the rest) */
+static void become(Node *n, OpCode op, int nin, const int *in) {
+  n->op = op, n->nin = nin;
+  memcpy(n->in, in, sizeof(int) * (size_t)nin);
+  ir_attr_defaults(n);
+}
+
+static void set_pool(Node *n, int64_t kernel, int64_t stride, int relu) {
+  ir_set_num(n, "kernel", (double)kernel), ir_set_num(n, "stride", (double)stride), ir_set_num(n, "relu", relu);
+}
+
+/* p = maxpool2d(y = l1_/l2_batchnorm(x, gamma, beta, rm, rs, stats)), and in the backward graph
+ * gp = maxpool2d_grad(dp, y) read by dparams = batchnorm_dparams(gp, x, stats) and
+ * dx = batchnorm_dx(gp, x, gamma, stats, dparams): p, dparams and dx become the fused ops in
+ * place (their ids and names stay), y and gp die */
+static void fuse_batchnorm_pool(Graph *g, int p, char *dead) {
+  Node *pool = ir_node(g, p);
+  if (pool->kind != NK_OP || pool->op != OP_maxpool2d || ir_int(pool, "padding") != 0) return;
+  int64_t kernel = ir_int(pool, "kernel"), stride = ir_int(pool, "stride");
+  if (kernel < 2 || stride < kernel) return;
+  Node *y = ir_in(g, pool, 0);
+  if (y->kind != NK_OP || (y->op != OP_l1_batchnorm && y->op != OP_l2_batchnorm)) return;
+  if (y->id == g->loss || is_output(g, y->id)) return;
+  int gp = only_reader(g, y->id, p, dead), dparams = -1, dx = -1, relu = (int)ir_int(y, "relu");
+  if (gp == -2) return;
+  if (gp >= 0) { /* the backward graph: its pooling gradient, and that gradient's readers */
+    const Node *gn = ir_node(g, gp);
+    if (gn->op != OP_maxpool2d_grad || gn->in[0] == y->id || ir_int(gn, "relu") != relu || is_output(g, gp)) return;
+    for (int j = gp + 1; j < g->nodes.n; j++) {
+      const Node *r = ir_node(g, j);
+      if (dead[j]) continue;
+      int reads = 0;
+      for (int i = 0; i < r->nin; i++) reads += r->in[i] == gp;
+      if (!reads) continue;
+      if (reads != 1 || r->in[0] != gp || r->in[1] != y->in[0]) return;
+      if (r->op == OP_batchnorm_dparams && dparams < 0 && r->in[2] == y->in[5]) dparams = j;
+      else if (r->op == OP_batchnorm_dx && dx < 0 && r->in[2] == y->in[1] && r->in[3] == y->in[5]) dx = j;
+      else return;
+    }
+    if (dparams < 0 || (dx >= 0 && ir_node(g, dx)->in[4] != dparams)) return;
+  }
+  int x = y->in[0], gamma = y->in[1], beta = y->in[2], stats = y->in[5], l2 = y->op == OP_l2_batchnorm;
+  double momentum = ir_num(y, "momentum"), eps = ir_num(y, "eps");
+  become(pool, OP_batchnorm_pool, 6, y->in);
+  set_pool(pool, kernel, stride, relu);
+  ir_set_num(pool, "momentum", momentum), ir_set_num(pool, "eps", eps), ir_set_num(pool, "l2", l2);
+  dead[y->id] = 1;
+  if (gp < 0) return;
+  int dp = ir_node(g, gp)->in[0];
+  become(ir_node(g, dparams), OP_batchnorm_pool_dparams, 5, (int[]){dp, x, gamma, beta, stats});
+  set_pool(ir_node(g, dparams), kernel, stride, relu);
+  if (dx >= 0) {
+    Node *d = ir_node(g, dx);
+    int dx_l2 = (int)ir_int(d, "l2");
+    become(d, OP_batchnorm_pool_dx, 6, (int[]){dp, x, gamma, beta, stats, dparams});
+    set_pool(d, kernel, stride, relu);
+    ir_set_num(d, "l2", dx_l2);
+  }
+  dead[gp] = 1;
+}
+
 int pass_fuse(Graph *g, PassCtx *c) {
   (void)c;
   int n = g->nodes.n;
@@ -76,6 +158,7 @@ int pass_fuse(Graph *g, PassCtx *c) {
     Node *x = ir_node(g, id);
     for (int i = 0; i < x->nin; i++) x->in[i] = to[x->in[i]];
   }
+  for (int p = 0; p < n; p++) fuse_batchnorm_pool(g, p, dead);
   ir_remove(g, dead);
   free(to);
   free(dead);

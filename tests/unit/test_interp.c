@@ -29,8 +29,9 @@ static Graph *mlp(int64_t batch) {
 
 static void random_batch(Interp *it, const Graph *g, int64_t step) {
   Tensor *x = interp_tensor(it, th_node(g, "x")), *y = interp_tensor(it, th_node(g, "y"));
+  uint64_t classes = (uint64_t)ir_node(g, g->outputs.v[0].node)->shape.d[1];
   for (int64_t i = 0; i < x->n; i++) x->f[i] = rng_normal(3, 1, step, (uint64_t)i);
-  for (int64_t i = 0; i < y->n; i++) y->i[i] = (int32_t)(rng_bits(3, 2, step, (uint64_t)i) % 10);
+  for (int64_t i = 0; i < y->n; i++) y->i[i] = (int32_t)(rng_bits(3, 2, step, (uint64_t)i) % classes);
 }
 
 /* Concatenated bits of every parameter and state tensor. */
@@ -64,21 +65,29 @@ static size_t train(Graph *g, uint64_t seed, int steps, unsigned char **bits) {
   return n;
 }
 
-/* The graph as it stood after the groups pass: before fuse and memplan. */
+/* The graph as it stood before the fuse pass: the last dump before it that is not "(unchanged)". */
 static Graph *before_fuse(const char *rel, int64_t batch) {
   char *src = read_source(rel), *text = NULL;
   size_t len;
   FILE *mem = open_memstream(&text, &len);
   CompileOptions o;
   compile_options_default(&o);
-  o.batch = batch, o.dump = mem, o.dump_after = "groups";
+  o.batch = batch, o.dump = mem, o.dump_after = "all";
   Graph *full = compile_source(rel, src, strlen(src), &o, mem);
   fclose(mem);
   ck_assert(full != NULL);
-  const char *at = strstr(text, "; after groups\n");
+  char *fuse = strstr(text, "; after fuse\n"), *at = NULL;
+  ck_assert(fuse != NULL);
+  *fuse = 0;
+  for (char *p = strstr(text, "; after "); p; p = strstr(p + 1, "; after ")) {
+    char *body = strchr(p, '\n') + 1;
+    if (strncmp(body, "(unchanged)", 11)) at = body;
+  }
   ck_assert(at != NULL);
+  char *end = strstr(at, "; after ");
+  if (end) *end = 0;
   char *rerr = NULL;
-  Graph *g = ir_read(at + strlen("; after groups\n"), &rerr);
+  Graph *g = ir_read(at, &rerr);
   ck_assert_msg(g != NULL, "%s", rerr);
   ir_free(full);
   free(text);
@@ -86,25 +95,37 @@ static Graph *before_fuse(const char *rel, int64_t batch) {
   return g;
 }
 
-/* fuse folds the relus into their producers and memplan shares tensor memory: neither may
- * change a bit of what training computes. */
+static int count_op(const Graph *g, OpCode op) {
+  int k = 0;
+  for (int i = 0; i < g->nodes.n; i++) k += ir_node(g, i)->kind == NK_OP && ir_node(g, i)->op == op;
+  return k;
+}
+
+/* fuse folds the relus into their producers and batchnorms with the max pooling after them,
+ * and memplan shares tensor memory: none of it may change a bit of what training computes. */
 START_TEST(fuse_and_memplan_keep_the_bits) {
-  static const char *const models[] = {"examples/mlp.sq", "examples/cnn.sq"};
-  for (int m = 0; m < 2; m++) {
-    Graph *plain = before_fuse(models[m], 2);
-    char *src = read_source(models[m]);
+  static const struct { const char *path; int pools; } models[] = {
+      {"examples/mlp.sq", 0}, {"examples/cnn.sq", 2}, {"tests/models/bn_pool.sq", 2}, {"tests/models/pool_rows.sq", 1}};
+  for (int m = 0; m < 4; m++) {
+    Graph *plain = before_fuse(models[m].path, 2);
+    char *src = read_source(models[m].path);
     Graph *fused = th_compile(src, 2, NULL);
-    int relus = 0, folded = 0;
+    int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools;
     for (int i = 0; i < fused->nodes.n; i++) {
       const Node *n = ir_node(fused, i);
-      relus += n->kind == NK_OP && n->op == OP_relu;
-      folded += n->kind == NK_OP && (n->op == OP_l1_batchnorm || n->op == OP_qlinear) && ir_int(n, "relu");
+      folded += n->kind == NK_OP && (n->op == OP_l1_batchnorm || n->op == OP_qlinear || n->op == OP_batchnorm_pool) &&
+                ir_int(n, "relu");
     }
-    ck_assert_msg(relus == 0 && folded > 0 && fused->arena_bytes > 0, "%s: %d relu nodes left, %d folded", models[m], relus, folded);
+    ck_assert_msg(relus == 0 && folded > 0 && fused->arena_bytes > 0, "%s: %d relu nodes left, %d folded", models[m].path,
+                  relus, folded);
+    /* each fused batchnorm: its forward pass, dparams and dx, and no maxpool or full-size gradient left */
+    ck_assert_msg(count_op(fused, OP_batchnorm_pool) == pools && count_op(fused, OP_batchnorm_pool_dparams) == pools &&
+                      count_op(fused, OP_batchnorm_pool_dx) == pools && count_op(fused, OP_maxpool2d_grad) == 0,
+                  "%s: not every batchnorm and max pooling fused", models[m].path);
     unsigned char *a, *b;
     size_t n = train(plain, 7, 2, &a);
     ck_assert_uint_eq(train(fused, 7, 2, &b), n);
-    ck_assert_msg(memcmp(a, b, n) == 0, "%s: fused and memory-planned training differs", models[m]);
+    ck_assert_msg(memcmp(a, b, n) == 0, "%s: fused and memory-planned training differs", models[m].path);
     free(a), free(b), free(src);
     ir_free(plain), ir_free(fused);
   }

@@ -80,32 +80,29 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
   return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), gen_splat(b->g, pass, NM_LANES));
 }
 
-/* body(v) for the vectors of the row that starts at element `row`: its full vectors, then its
- * last inner % NM_LANES elements with the other lanes `pass` (values that add nothing); with
- * channels in the lanes (cw > 1), the unit's channels of the row. Streams (x, and g in dparams)
- * are read at the same elements. */
+/* body(v) for the vectors of a row, each stream read from its pointer to the row's first
+ * element: the full vectors, then the last inner % NM_LANES elements with the other lanes
+ * `pass` (values that add nothing); with channels in the lanes (cw > 1), the unit's channels
+ * of the row. The streams (x, and g in dparams) are read at the same elements. */
 typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
-static void row_vectors(Bn *b, LLVMValueRef row, int ns, const LLVMValueRef *base, const LLVMValueRef *pass, LaneBody body,
-                        void *ctx) {
+static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueRef *pass, LaneBody body, void *ctx) {
   Gen *g = b->g;
   int64_t full = b->k->inner / NM_LANES, rest = b->k->inner % NM_LANES;
   LLVMValueRef v[2];
   if (b->cw > 1) {
-    for (int s = 0; s < ns; s++) v[s] = cload(b, base[s], row);
+    for (int s = 0; s < ns; s++) v[s] = cload(b, row[s], gen_i64(g, 0));
     body(b, v, ctx);
     return;
   }
   if (full) {
     Loop lv;
-    LLVMValueRef i = gen_loop_begin(g, &lv, gen_i64(g, full), "v");
-    LLVMValueRef e = LLVMBuildAdd(B, row, LLVMBuildMul(B, i, gen_i64(g, NM_LANES), ""), "");
-    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, NM_LANES, NULL);
+    LLVMValueRef e = LLVMBuildMul(B, gen_loop_begin(g, &lv, gen_i64(g, full), "v"), gen_i64(g, NM_LANES), "");
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], e, NM_LANES, NULL);
     body(b, v, ctx);
     gen_loop_end(g, &lv, 0);
   }
   if (rest) {
-    LLVMValueRef e = LLVMBuildAdd(B, row, gen_i64(g, full * NM_LANES), "");
-    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, base[s], e, (int)rest, pass[s]);
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], gen_i64(g, full * NM_LANES), (int)rest, pass[s]);
     body(b, v, ctx);
   }
 }
@@ -182,31 +179,76 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
 }
 
 /* Elementwise work in two phases: per unit (parts over units), constants(c) stores per-channel
- * constants in the scratch's float regions; then every row in memory order (parts over rows):
- * load(c) reads its channel's constants once, and elem(e) gives element e of the output. */
-typedef LLVMValueRef (*ElemFn)(Bn *b, LLVMValueRef e, void *ctx);
-static void elementwise_rows(Bn *b, UnitFn constants, UnitFn load, ElemFn elem, void *ctx) {
+ * constants in the scratch's float regions (K_*); then row(c, row) for every row in memory
+ * order (parts over rows). */
+static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
   Gen *g = b->g;
-  const ChanKernel *k = b->k;
   Phases ph;
   gen_phases(g, &ph, 2);
-  Loop lu, lr, li;
+  Loop lu, lr;
   LLVMValueRef c = unit_channel(b, gen_loop_part(g, &lu, units(b), "unit"));
   constants(b, c, ctx);
   gen_loop_end(g, &lu, 0);
   gen_next_phase(g, &ph);
-  LLVMValueRef r = gen_loop_part(g, &lr, k->outer * units(b), "rows");
+  LLVMValueRef r = gen_loop_part(g, &lr, b->k->outer * units(b), "rows");
   c = unit_channel(b, LLVMBuildSRem(B, r, gen_i64(g, units(b)), ""));
-  LLVMValueRef row = row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), out = gen_arg(g, KA_OUT);
-  load(b, c, ctx);
-  if (b->cw > 1) {
-    cstore(b, elem(b, row, ctx), out, row);
-  } else { /* the vectorizer widens it */
-    LLVMValueRef e = LLVMBuildAdd(B, row, gen_loop_begin(g, &li, gen_i64(g, k->inner), "j"), "e");
-    gen_store(g, elem(b, e, ctx), out, e);
-    gen_loop_end(g, &li, 0);
-  }
+  row(b, c, row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), ctx);
   gen_loop_end(g, &lr, 0);
+}
+
+/* the per-channel constants of the row kernels, float regions of the scratch */
+enum { K_MEAN, K_INV, K_GAMMA, K_BETA, K_A, K_B, K_C, K_COUNT };
+_Static_assert((int)K_COUNT <= (int)KIR_BN_CONSTS, "the scratch holds the constants");
+typedef struct {
+  Bn *b;
+  LLVMValueRef x, dy; /* the inputs (dy: of dx and dparams) */
+  LLVMValueRef k[K_COUNT]; /* the row's channel's constants, those its kernel uses */
+  LLVMValueRef grad;       /* a pooled gradient routed to the row's elements (a plane on the stack) */
+  LLVMValueRef out;
+  Accs a;                  /* reductions */
+  LLVMValueRef mu, mud;    /* statistics and dparams: the mean in every lane, as floats and doubles */
+  LLVMValueRef inv;        /* dparams: the divisor in every lane */
+} RowCtx;
+static void load_constants(Bn *b, LLVMValueRef c, RowCtx *r, int first, int last) {
+  for (int j = first; j <= last; j++) r->k[j] = cload(b, consts(b, j), c);
+}
+/* per-channel value k in v's lanes when v is a vector of one channel's elements */
+static LLVMValueRef as(Bn *b, LLVMValueRef k, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind || LLVMGetTypeKind(LLVMTypeOf(k)) == LLVMVectorTypeKind) return k;
+  return gen_splat(b->g, k, LLVMGetVectorSize(t));
+}
+/* the forward pass's output from x: gamma * ((x - mean) * inv) + beta, then the folded relu */
+static LLVMValueRef normalize(Bn *b, const RowCtx *r, LLVMValueRef x) {
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, x, as(b, r->k[K_MEAN], x), ""), as(b, r->k[K_INV], x), "");
+  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, as(b, r->k[K_GAMMA], x), xh, ""), as(b, r->k[K_BETA], x), "");
+  return b->k->relu ? gen_relu(b->g, y) : y;
+}
+
+/* ---- the fused max pooling (batchnorm_pool and its gradients): one plane at a time, its
+ * values normalized from x as the pooling loads them ---- */
+static int pooled(const Bn *b) { return b->k->pool_k > 0; }
+static LLVMValueRef normalized_load(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask) {
+  const RowCtx *r = pp->ctx;
+  return normalize(r->b, r, gen_pool_load_plain(g, pp, t, e, mask));
+}
+static PoolPlane plane(Bn *b, RowCtx *r, LLVMValueRef row) {
+  const ChanKernel *k = b->k;
+  return (PoolPlane){k->H, k->W, k->Ho, k->Wo, k->pool_k, k->pool_s, normalized_load, gen_at(b->g, b->g->f32, r->x, row), r};
+}
+/* the plane at `row` of the pooled tensor p (its index times Ho * Wo) */
+static LLVMValueRef pooled_plane(Bn *b, LLVMValueRef p, LLVMValueRef row) {
+  const ChanKernel *k = b->k;
+  LLVMValueRef i = LLVMBuildMul(B, LLVMBuildSDiv(B, row, gen_i64(b->g, k->inner), ""), gen_i64(b->g, k->Ho * k->Wo), "");
+  return gen_at(b->g, b->g->f32, p, i);
+}
+/* r->grad = dp routed through the pooling's gradient onto the plane at `row` (and the relu's mask) */
+static void route_gradient(Bn *b, RowCtx *r, LLVMValueRef row) {
+  Gen *g = b->g;
+  r->grad = gen_entry_alloca(g, LLVMArrayType(g->f32, (unsigned)b->k->inner), "grad");
+  LLVMSetAlignment(r->grad, 64);
+  PoolPlane pp = plane(b, r, row);
+  gen_maxpool_plane(g, &pp, pooled_plane(b, r->dy, row), b->k->relu, r->grad);
 }
 
 /* nm_l1_inv or nm_l2_inv of a float spread: 1 / (kappa * s + eps) or 1 / sqrt(s + eps) in double */
@@ -218,64 +260,62 @@ static LLVMValueRef divisor_inv(Bn *b, LLVMValueRef spread) {
 }
 
 /* ---- batchnorm_stats ---- */
-/* pass 1 sums x (acc 0) and stores the means in float region 0; pass 2 sums the deviations
- * from them (acc 0) and counts their signs (acc 1, L1) */
-typedef struct { LLVMValueRef x, out, mu, mud; Accs a; } StatsCtx;
+/* pass 1 sums x (acc 0) and stores the means in float region K_MEAN; pass 2 sums the
+ * deviations from them (acc 0) and counts their signs (acc 1, L1) */
 static void add_x(Bn *b, LLVMValueRef *v, void *ctx) {
-  StatsCtx *s = ctx;
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, s->a.var[0]), ext(b, v[0]), ""), s->a.var[0]);
+  RowCtx *r = ctx;
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, r->a.var[0]), ext(b, v[0]), ""), r->a.var[0]);
 }
 static void add_dev(Bn *b, LLVMValueRef *v, void *ctx) {
-  StatsCtx *s = ctx;
-  LLVMValueRef d = LLVMBuildFSub(B, ext(b, v[0]), s->mud, "");
+  RowCtx *r = ctx;
+  LLVMValueRef d = LLVMBuildFSub(B, ext(b, v[0]), r->mud, "");
   LLVMValueRef dev = b->k->l2 ? LLVMBuildFMul(B, d, d, "") : gen_intrinsic(b->g, "llvm.fabs", d);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, s->a.var[0]), dev, ""), s->a.var[0]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, r->a.var[0]), dev, ""), r->a.var[0]);
   if (b->k->l2) return;
-  LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], s->mu, ""), b->vl, "");
-  LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], s->mu, ""), b->vl, "");
-  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, s->a.var[1]), LLVMBuildSub(B, up, down, ""), ""), s->a.var[1]);
+  LLVMValueRef up = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOGT, v[0], r->mu, ""), b->vl, "");
+  LLVMValueRef down = LLVMBuildZExt(B, LLVMBuildFCmp(B, LLVMRealOLT, v[0], r->mu, ""), b->vl, "");
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, r->a.var[1]), LLVMBuildSub(B, up, down, ""), ""), r->a.var[1]);
 }
 static double count(const Bn *b) { return (double)(b->k->outer * b->k->inner); }
+static LLVMValueRef at_row(Bn *b, LLVMValueRef base, LLVMValueRef row) { return gen_at(b->g, b->g->f32, base, row); }
 static void sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   (void)c;
-  LLVMValueRef zero = gen_f32c(b->g, 0);
-  row_vectors(b, row, 1, &((StatsCtx *)ctx)->x, &zero, add_x, ctx);
+  LLVMValueRef x = at_row(b, ((RowCtx *)ctx)->x, row), zero = gen_f32c(b->g, 0);
+  row_vectors(b, 1, &x, &zero, add_x, ctx);
 }
 static void store_mean(Bn *b, LLVMValueRef c, void *ctx) {
-  StatsCtx *s = ctx;
-  LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(b->g, s->a.var[0])), dconst(b, count(b)), "mean"));
-  cstore(b, mu, consts(b, 0), c);
+  RowCtx *r = ctx;
+  LLVMValueRef mu = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(b->g, r->a.var[0])), dconst(b, count(b)), "mean"));
+  cstore(b, mu, consts(b, K_MEAN), c);
 }
 static void dev_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
-  StatsCtx *s = ctx;
-  LLVMValueRef mu = cload(b, consts(b, 0), c);
-  s->mu = lift(b, mu), s->mud = ext(b, s->mu);
-  row_vectors(b, row, 1, &s->x, &mu, add_dev, ctx); /* x = mean in the unused lanes: no deviation, no sign */
+  RowCtx *r = ctx;
+  LLVMValueRef mu = cload(b, consts(b, K_MEAN), c), x = at_row(b, r->x, row);
+  r->mu = lift(b, mu), r->mud = ext(b, r->mu);
+  row_vectors(b, 1, &x, &mu, add_dev, ctx); /* x = mean in the unused lanes: no deviation, no sign */
 }
 static void store_stats(Bn *b, LLVMValueRef c, void *ctx) {
-  StatsCtx *s = ctx;
+  RowCtx *r = ctx;
   Gen *g = b->g;
-  LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, s->a.var[0])), dconst(b, count(b)), "spread"));
-  LLVMValueRef sign = LLVMBuildSExt(B, gen_get(g, s->a.var[1]), LLVMVectorType(g->i64, NM_LANES), "");
+  LLVMValueRef spread = f32(b, LLVMBuildFDiv(B, lanes_sum(b, gen_get(g, r->a.var[0])), dconst(b, count(b)), "spread"));
+  LLVMValueRef sign = LLVMBuildSExt(B, gen_get(g, r->a.var[1]), LLVMVectorType(g->i64, NM_LANES), "");
   if (b->cw == 1) sign = gen_intrinsic(g, "llvm.vector.reduce.add", sign); /* exact in any order */
   LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, ct(b, g->f64), ""), dconst(b, count(b)), ""));
-  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = cload(b, consts(b, 0), c), [NM_BN_SPREAD] = spread,
+  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = cload(b, consts(b, K_MEAN), c), [NM_BN_SPREAD] = spread,
                                    [NM_BN_INV] = divisor_inv(b, spread), [NM_BN_MSIGN] = msign};
-  for (int r = 0; r < NM_BN_STATS; r++) stat_store(b, row[r], s->out, r, c);
+  for (int i = 0; i < NM_BN_STATS; i++) stat_store(b, row[i], r->out, i, c);
 }
 static void stats(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
-  StatsCtx s = {gen_input(g, 0), out, NULL, NULL, {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}}};
-  reduce_units(b, &s.a, sum_row, store_mean, &s);
-  s.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}};
-  reduce_units(b, &s.a, dev_row, store_stats, &s);
+  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}}};
+  reduce_units(b, &r.a, sum_row, store_mean, &r);
+  r.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}};
+  reduce_units(b, &r.a, dev_row, store_stats, &r);
 }
 
-/* ---- l1_/l2_batchnorm ---- */
+/* ---- l1_/l2_batchnorm, batchnorm_pool ---- */
 /* per channel: the mean and divisor (the batch's in training, where the running statistics
- * move towards them, else the running ones), gamma and beta in float regions 0..3 */
-enum { FW_MEAN, FW_INV, FW_GAMMA, FW_BETA };
-typedef struct { LLVMValueRef x, v[KIR_BN_CONSTS]; } FwCtx;
+ * move towards them, else the running ones), gamma and beta */
 static void forward_constants(Bn *b, LLVMValueRef c, void *ctx) {
   (void)ctx;
   Gen *g = b->g;
@@ -305,61 +345,75 @@ static void forward_constants(Bn *b, LLVMValueRef c, void *ctx) {
   LLVMBasicBlockRef from[2] = {batch, running};
   LLVMAddIncoming(mu, (LLVMValueRef[]){bmu, rmv}, from, 2);
   LLVMAddIncoming(inv, (LLVMValueRef[]){binv, rinv}, from, 2);
-  LLVMValueRef v[KIR_BN_CONSTS] = {[FW_MEAN] = mu, [FW_INV] = inv, [FW_GAMMA] = cload(b, gamma, c), [FW_BETA] = cload(b, beta, c)};
-  for (int j = 0; j < KIR_BN_CONSTS; j++) cstore(b, v[j], consts(b, j), c);
+  LLVMValueRef v[K_COUNT] = {[K_MEAN] = mu, [K_INV] = inv, [K_GAMMA] = cload(b, gamma, c), [K_BETA] = cload(b, beta, c)};
+  for (int j = K_MEAN; j <= K_BETA; j++) cstore(b, v[j], consts(b, j), c);
 }
-static void load_constants(Bn *b, LLVMValueRef c, void *ctx) {
-  LLVMValueRef *v = ((FwCtx *)ctx)->v;
-  for (int j = 0; j < KIR_BN_CONSTS; j++) v[j] = cload(b, consts(b, j), c);
+static void forward_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  RowCtx *r = ctx;
+  Gen *g = b->g;
+  load_constants(b, c, r, K_MEAN, K_BETA);
+  if (pooled(b)) { /* batchnorm_pool: the plane's pooled values only */
+    PoolPlane pp = plane(b, r, row);
+    gen_maxpool_plane(g, &pp, NULL, 0, pooled_plane(b, r->out, row));
+    return;
+  }
+  if (b->cw > 1) {
+    cstore(b, normalize(b, r, cload(b, r->x, row)), r->out, row);
+    return;
+  }
+  Loop l; /* the vectorizer widens it */
+  LLVMValueRef e = LLVMBuildAdd(B, row, gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), "e");
+  gen_store(g, normalize(b, r, gen_load(g, g->f32, r->x, e)), r->out, e);
+  gen_loop_end(g, &l, 0);
 }
-static LLVMValueRef forward_elem(Bn *b, LLVMValueRef e, void *ctx) {
-  FwCtx *f = ctx;
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, cload(b, f->x, e), f->v[FW_MEAN], ""), f->v[FW_INV], "");
-  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, f->v[FW_GAMMA], xh, ""), f->v[FW_BETA], "");
-  return b->k->relu ? gen_relu(b->g, y) : y;
-}
-static void forward(Bn *b) {
-  FwCtx f = {gen_input(b->g, 0), {NULL}};
-  elementwise_rows(b, forward_constants, load_constants, forward_elem, &f);
+static void forward(Bn *b, LLVMValueRef out) {
+  RowCtx r = {.b = b, .x = gen_input(b->g, 0), .out = out};
+  by_rows(b, forward_constants, forward_row, &r);
 }
 
-/* ---- batchnorm_dparams ---- */
-typedef struct { LLVMValueRef x, g, out, mu, inv; Accs a; } DpCtx; /* acc 0: sum of g * xhat, 1: of g */
+/* ---- batchnorm_dparams, batchnorm_pool_dparams ---- */
+/* acc 0: the sum of g * xhat, acc 1: of g; g is dy, or dp routed through the pooling */
 static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
-  DpCtx *d = ctx;
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], d->mu, ""), d->inv, ""), gd = ext(b, v[1]);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, d->a.var[0]), LLVMBuildFMul(B, gd, ext(b, xh), ""), ""), d->a.var[0]);
-  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, d->a.var[1]), gd, ""), d->a.var[1]);
+  RowCtx *r = ctx;
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, v[0], r->mu, ""), r->inv, ""), gd = ext(b, v[1]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, r->a.var[0]), LLVMBuildFMul(B, gd, ext(b, xh), ""), ""), r->a.var[0]);
+  LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, r->a.var[1]), gd, ""), r->a.var[1]);
 }
 static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
-  DpCtx *d = ctx;
-  LLVMValueRef st = gen_input(b->g, 2), mu = stat(b, st, NM_BN_MEAN, c);
-  d->mu = lift(b, mu), d->inv = lift(b, stat(b, st, NM_BN_INV, c));
-  LLVMValueRef base[2] = {d->x, d->g}, pass[2] = {mu, gen_f32c(b->g, 0)};
-  row_vectors(b, row, 2, base, pass, add_g, ctx);
+  RowCtx *r = ctx;
+  LLVMValueRef st = gen_input(b->g, pooled(b) ? 4 : 2), mu = stat(b, st, NM_BN_MEAN, c), inv = stat(b, st, NM_BN_INV, c);
+  LLVMValueRef g = at_row(b, r->dy, row);
+  if (pooled(b)) { /* the forward pass's values from the batch's statistics */
+    r->k[K_MEAN] = mu, r->k[K_INV] = inv, r->k[K_GAMMA] = cload(b, gen_input(b->g, 2), c), r->k[K_BETA] = cload(b, gen_input(b->g, 3), c);
+    route_gradient(b, r, row);
+    g = r->grad;
+  }
+  r->mu = lift(b, mu), r->inv = lift(b, inv);
+  LLVMValueRef rows[2] = {at_row(b, r->x, row), g}, pass[2] = {mu, gen_f32c(b->g, 0)};
+  row_vectors(b, 2, rows, pass, add_g, ctx);
 }
 static void store_dparams(Bn *b, LLVMValueRef c, void *ctx) {
-  DpCtx *d = ctx;
-  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, d->a.var[0]))), d->out, 0, c);
-  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, d->a.var[1]))), d->out, 1, c);
+  RowCtx *r = ctx;
+  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, r->a.var[0]))), r->out, 0, c);
+  stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, r->a.var[1]))), r->out, 1, c);
 }
 static void dparams(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
-  DpCtx d = {gen_input(g, 1), gen_input(g, 0), out, NULL, NULL,
-             {2, {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g")}}};
-  reduce_units(b, &d.a, dparams_row, store_dparams, &d);
+  RowCtx r = {.b = b, .x = gen_input(g, 1), .dy = gen_input(g, 0), .out = out,
+              .a = {2, {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g")}}};
+  reduce_units(b, &r.a, dparams_row, store_dparams, &r);
 }
 
-/* ---- batchnorm_dx ---- */
-/* per channel in float regions 0..3: a, b and c of dx = (a*g + s) + c, and the mean */
-enum { DX_A, DX_B, DX_C, DX_MEAN };
+/* ---- batchnorm_dx, batchnorm_pool_dx ---- */
+/* per channel: a, b and c of dx = (a*g + s) + c and the mean; fused with the pooling, also the
+ * forward pass's divisor, gamma and beta */
 static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
   (void)ctx;
   Gen *g = b->g;
-  LLVMValueRef st = gen_input(g, 3);
-  LLVMValueRef m = dconst(b, count(b)), kappa = dconst(b, NM_KAPPA);
-  LLVMValueRef gam = f64(b, cload(b, gen_input(g, 2), c)), inv = f64(b, stat(b, st, NM_BN_INV, c));
-  LLVMValueRef dp = gen_input(g, 4); /* [dgamma; dbeta] */
+  int p = pooled(b);
+  LLVMValueRef st = gen_input(g, p ? 4 : 3), dp = gen_input(g, p ? 5 : 4); /* dp: [dgamma; dbeta] */
+  LLVMValueRef m = dconst(b, count(b)), kappa = dconst(b, NM_KAPPA), gamma = cload(b, gen_input(g, 2), c);
+  LLVMValueRef gam = f64(b, gamma), inv = f64(b, stat(b, st, NM_BN_INV, c));
   LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 1, c)), ""), m, "mg");
   LLVMValueRef mgx = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 0, c)), ""), m, "mgx");
   LLVMValueRef msign = f64(b, stat(b, st, NM_BN_MSIGN, c));
@@ -371,28 +425,41 @@ static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
     bv = f32(b, LLVMBuildFMul(B, LLVMBuildFMul(B, dconst(b, -NM_KAPPA), mgx, ""), inv, ""));
     cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
   }
-  LLVMValueRef v[KIR_BN_CONSTS] = {[DX_A] = av, [DX_B] = bv, [DX_C] = cv, [DX_MEAN] = stat(b, st, NM_BN_MEAN, c)};
-  for (int j = 0; j < KIR_BN_CONSTS; j++) cstore(b, v[j], consts(b, j), c);
+  LLVMValueRef v[K_COUNT] = {[K_MEAN] = stat(b, st, NM_BN_MEAN, c), [K_A] = av, [K_B] = bv, [K_C] = cv};
+  if (p) v[K_INV] = stat(b, st, NM_BN_INV, c), v[K_GAMMA] = gamma, v[K_BETA] = cload(b, gen_input(g, 3), c);
+  for (int j = 0; j < K_COUNT; j++)
+    if (v[j]) cstore(b, v[j], consts(b, j), c);
 }
-typedef struct { LLVMValueRef dy, x, v[KIR_BN_CONSTS]; } DxCtx;
-static void load_dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
-  LLVMValueRef *v = ((DxCtx *)ctx)->v;
-  for (int j = 0; j < KIR_BN_CONSTS; j++) v[j] = cload(b, consts(b, j), c);
-}
-static LLVMValueRef dx_elem(Bn *b, LLVMValueRef e, void *ctx) {
-  DxCtx *d = ctx;
-  LLVMValueRef xv = cload(b, d->x, e), mu = d->v[DX_MEAN], bv = d->v[DX_B], s;
+static LLVMValueRef dx_value(Bn *b, const RowCtx *r, LLVMValueRef xv, LLVMValueRef gv) {
+  LLVMValueRef mu = r->k[K_MEAN], bv = r->k[K_B], s;
   if (b->k->l2) { /* b * (x - mean) */
     s = LLVMBuildFMul(B, bv, LLVMBuildFSub(B, xv, mu, ""), "");
   } else { /* b where x > mean, -b where x < mean, else 0 */
     s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
                         LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), fconst(b, 0), ""), "");
   }
-  return LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, d->v[DX_A], cload(b, d->dy, e), ""), s, ""), d->v[DX_C], "");
+  return LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, r->k[K_A], gv, ""), s, ""), r->k[K_C], "");
 }
-static void dx(Bn *b) {
-  DxCtx d = {gen_input(b->g, 0), gen_input(b->g, 1), {NULL}};
-  elementwise_rows(b, dx_constants, load_dx_constants, dx_elem, &d);
+static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  RowCtx *r = ctx;
+  Gen *g = b->g;
+  load_constants(b, c, r, K_MEAN, K_MEAN);
+  load_constants(b, c, r, K_A, K_C);
+  if (pooled(b)) load_constants(b, c, r, K_INV, K_BETA);
+  if (b->cw > 1) {
+    cstore(b, dx_value(b, r, cload(b, r->x, row), cload(b, r->dy, row)), r->out, row);
+    return;
+  }
+  if (pooled(b)) route_gradient(b, r, row);
+  Loop l; /* the vectorizer widens it */
+  LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
+  LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);
+  gen_store(g, dx_value(b, r, gen_load(g, g->f32, r->x, e), gv), r->out, e);
+  gen_loop_end(g, &l, 0);
+}
+static void dx(Bn *b, LLVMValueRef out) {
+  RowCtx r = {.b = b, .x = gen_input(b->g, 1), .dy = gen_input(b->g, 0), .out = out};
+  by_rows(b, dx_constants, dx_row, &r);
 }
 #undef B
 
@@ -412,9 +479,9 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   }
   switch (k->op) {
   case OP_batchnorm_stats: stats(&b, out); break;
-  case OP_l1_batchnorm: case OP_l2_batchnorm: forward(&b); break;
-  case OP_batchnorm_dparams: dparams(&b, out); break;
-  case OP_batchnorm_dx: dx(&b); break;
+  case OP_l1_batchnorm: case OP_l2_batchnorm: case OP_batchnorm_pool: forward(&b, out); break;
+  case OP_batchnorm_dparams: case OP_batchnorm_pool_dparams: dparams(&b, out); break;
+  case OP_batchnorm_dx: case OP_batchnorm_pool_dx: dx(&b, out); break;
   default: SQ_INTERNAL("not a batchnorm op: %s", op_info[k->op].name);
   }
   LLVMBuildRetVoid(g->b);

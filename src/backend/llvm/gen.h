@@ -90,6 +90,22 @@ void gen_only_part0(Gen *g);
 /* Closes the loop; vec > 1 asks the vectorizer for that width (llvm.loop metadata). */
 void gen_loop_end(Gen *g, Loop *l, int vec);
 
+/* ---- max pooling of one plane (maxpool.c) ---- */
+/* Planes [H, W] pooled into [Ho, Wo] by k x k windows s apart (kir_maxpool_plane_fits); load gives the input at plane
+ * element e: a float (mask NULL), or the floats from e in a vector of type t, lanes off in mask
+ * undefined. */
+typedef struct PoolPlane PoolPlane;
+struct PoolPlane {
+  int64_t H, W, Ho, Wo, k, s;
+  LLVMValueRef (*load)(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask);
+  LLVMValueRef x; /* the plane's input, for gen_pool_load_plain */
+  void *ctx;
+};
+LLVMValueRef gen_pool_load_plain(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask);
+/* dy NULL: out = each window's first maximum ([Ho, Wo]); else out ([H, W]) = dy at each
+ * window's first maximum, 0 elsewhere, and with relu masked where the input is <= 0 */
+void gen_maxpool_plane(Gen *g, const PoolPlane *pp, LLVMValueRef dy, int relu, LLVMValueRef out);
+
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
 LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name); /* k->dp.dot != DOT_NONE */
 LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name); /* k->dp.dot != DOT_NONE */

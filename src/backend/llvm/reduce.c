@@ -1,6 +1,7 @@
 /* reduce.c: LLVM code for RedKernels: copies (reshape, flatten), reduce_sum in the reference's
  * row-major accumulation order, and maxpool forward/backward with the reference's tie rule (the
- * first maximum of a window, rows then columns; taps in the padding never win). */
+ * first maximum of a window, rows then columns; taps in the padding never win): a plane at a
+ * time by maxpool.c where the windows neither overlap nor reach into padding. */
 #include <llvm-c/Core.h>
 #include "gen.h"
 
@@ -125,108 +126,6 @@ static LLVMValueRef argmax(Gen *g, const RedKernel *k, LLVMValueRef x, LLVMValue
   return LLVMBuildLoad2(g->b, g->i64, best, "argmax");
 }
 
-/* Max pooling without padding over windows that do not overlap (stride >= kernel), the usual
- * case: the taps of a window are straight-line code (the first maximum by the same ordered
- * comparisons as argmax), so the loop over output columns vectorizes. The gradient writes
- * every element of a window, 0 + dy at the first maximum and 0 elsewhere, which is what the
- * reference's zero-then-add leaves; rows and columns no window covers are zeroed first. */
-static void maxpool_tiled(Gen *g, const RedKernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef out) {
-  int grad = k->kind == RED_MAXPOOL_GRAD;
-  LLVMValueRef x = grad ? b : a, dy = a;
-  int64_t H = k->dim[2], W = k->dim[3], kk = k->k;
-  Loop lp, lh, lw;
-  LLVMValueRef plane = gen_loop_part(g, &lp, k->dim[0] * k->dim[1], "plane");
-  if (grad && (k->Ho * k->s != H || k->Wo * k->s != W || k->s != kk)) zero_plane(g, k, out, plane);
-  LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &lw, gen_i64(g, k->Wo), "ow");
-  LLVMValueRef base = add(g, mul(g, add(g, mul(g, plane, H), mul(g, oh, k->s)), W), mul(g, ow, k->s));
-  LLVMValueRef best = NULL, arg = NULL, idx[64];
-  for (int64_t t = 0; t < kk * kk; t++) {
-    idx[t] = add(g, base, gen_i64(g, (t / kk) * W + t % kk));
-    LLVMValueRef v = ld(g, x, idx[t]);
-    if (!t) {
-      best = v, arg = LLVMConstInt(g->i32, 0, 0);
-      continue;
-    }
-    LLVMValueRef bigger = LLVMBuildFCmp(g->b, LLVMRealOGT, v, best, "");
-    best = LLVMBuildSelect(g->b, bigger, v, best, "");
-    arg = LLVMBuildSelect(g->b, bigger, LLVMConstInt(g->i32, (unsigned long long)t, 0), arg, "");
-  }
-  LLVMValueRef o = add(g, mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo), ow);
-  if (!grad) {
-    LLVMBuildStore(g->b, best, at(g, out, o));
-  } else {
-    LLVMValueRef z = LLVMConstReal(g->f32, 0.0), gv = LLVMBuildFAdd(g->b, z, ld(g, dy, o), "");
-    for (int64_t t = 0; t < kk * kk; t++) {
-      LLVMValueRef hit = LLVMBuildICmp(g->b, LLVMIntEQ, arg, LLVMConstInt(g->i32, (unsigned long long)t, 0), "");
-      LLVMValueRef v = LLVMBuildSelect(g->b, hit, gv, z, "");
-      LLVMBuildStore(g->b, k->relu ? gen_relu_grad(g, v, best) : v, at(g, out, idx[t])); /* x = best where hit */
-    }
-  }
-  gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0), gen_loop_end(g, &lp, 0);
-}
-
-/* The 2x2, stride 2 case of maxpool_tiled with a row of windows in vector lanes: the two
- * input rows are loaded POOL_LANES windows at a time and split into their even and odd
- * columns (the four taps, in maxpool_tiled's order); the gradient's taps interleave back. */
-enum { POOL_LANES = 16 };
-static LLVMValueRef const_vec(LLVMTypeRef t, int n, int step, int first, int upto) {
-  LLVMValueRef v[2 * POOL_LANES];
-  for (int i = 0; i < n; i++) v[i] = LLVMConstInt(t, (unsigned long long)(upto ? i < upto : first + i * step), 0);
-  return LLVMConstVector(v, (unsigned)n);
-}
-static LLVMValueRef lanes_below(Gen *g, int n, int upto) { return const_vec(LLVMInt1TypeInContext(g->ctx), n, 0, 0, upto); }
-static LLVMValueRef every_other(Gen *g, LLVMValueRef row, int first) {
-  return LLVMBuildShuffleVector(g->b, row, LLVMGetUndef(LLVMTypeOf(row)), const_vec(g->i32, POOL_LANES, 2, first, 0), "");
-}
-static LLVMValueRef interleave(Gen *g, LLVMValueRef a, LLVMValueRef b) {
-  LLVMValueRef idx[2 * POOL_LANES];
-  for (int i = 0; i < 2 * POOL_LANES; i++) idx[i] = LLVMConstInt(g->i32, (unsigned long long)(i / 2 + (i % 2) * POOL_LANES), 0);
-  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(idx, 2 * POOL_LANES), "");
-}
-static void maxpool_2x2(Gen *g, const RedKernel *k, LLVMValueRef a, LLVMValueRef b, LLVMValueRef out) {
-  int grad = k->kind == RED_MAXPOOL_GRAD;
-  LLVMValueRef x = grad ? b : a, dy = a;
-  int64_t H = k->dim[2], W = k->dim[3];
-  LLVMTypeRef vw = LLVMVectorType(g->f32, POOL_LANES), vr = LLVMVectorType(g->f32, 2 * POOL_LANES);
-  LLVMTypeRef vi = LLVMVectorType(g->i32, POOL_LANES);
-  Loop lp, lh;
-  LLVMValueRef plane = gen_loop_part(g, &lp, k->dim[0] * k->dim[1], "plane");
-  if (grad && (k->Ho * 2 != H || k->Wo * 2 != W)) zero_plane(g, k, out, plane);
-  LLVMValueRef oh = gen_loop_begin(g, &lh, gen_i64(g, k->Ho), "oh");
-  LLVMValueRef row[2] = {mul(g, add(g, mul(g, plane, H), mul(g, oh, 2)), W), NULL};
-  row[1] = add(g, row[0], gen_i64(g, W));
-  LLVMValueRef orow = mul(g, add(g, mul(g, plane, k->Ho), oh), k->Wo);
-  for (int64_t w0 = 0; w0 < k->Wo; w0 += POOL_LANES) {
-    int n = (int)(k->Wo - w0 < POOL_LANES ? k->Wo - w0 : POOL_LANES);
-    LLVMValueRef in_row = lanes_below(g, 2 * POOL_LANES, 2 * n), windows = lanes_below(g, POOL_LANES, n), tap[4];
-    for (int r = 0; r < 2; r++) {
-      LLVMValueRef v = gen_masked_load(g, vr, at(g, x, add(g, row[r], gen_i64(g, 2 * w0))), in_row, LLVMConstNull(vr));
-      tap[2 * r] = every_other(g, v, 0), tap[2 * r + 1] = every_other(g, v, 1);
-    }
-    LLVMValueRef best = tap[0], arg = LLVMConstNull(vi);
-    for (int t = 1; t < 4; t++) {
-      LLVMValueRef bigger = LLVMBuildFCmp(g->b, LLVMRealOGT, tap[t], best, "");
-      best = LLVMBuildSelect(g->b, bigger, tap[t], best, "");
-      arg = LLVMBuildSelect(g->b, bigger, const_vec(g->i32, POOL_LANES, 0, t, 0), arg, "");
-    }
-    LLVMValueRef o = add(g, orow, gen_i64(g, w0));
-    if (!grad) {
-      gen_masked_store(g, best, at(g, out, o), windows);
-      continue;
-    }
-    LLVMValueRef z = LLVMConstNull(vw), gv = LLVMBuildFAdd(g->b, z, gen_masked_load(g, vw, at(g, dy, o), windows, z), "");
-    LLVMValueRef v[4];
-    for (int t = 0; t < 4; t++) {
-      LLVMValueRef hit = LLVMBuildICmp(g->b, LLVMIntEQ, arg, const_vec(g->i32, POOL_LANES, 0, t, 0), "");
-      v[t] = LLVMBuildSelect(g->b, hit, gv, z, "");
-      if (k->relu) v[t] = gen_relu_grad(g, v[t], best); /* x = best where hit */
-    }
-    for (int r = 0; r < 2; r++) gen_masked_store(g, interleave(g, v[2 * r], v[2 * r + 1]), at(g, out, add(g, row[r], gen_i64(g, 2 * w0))), in_row);
-  }
-  gen_loop_end(g, &lh, 0);
-  gen_loop_end(g, &lp, 0);
-}
-
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
   LLVMValueRef fn = gen_kernel_function(g, name);
   LLVMValueRef in = gen_arg(g, KA_IN), out = gen_arg(g, KA_OUT);
@@ -297,10 +196,14 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     gen_loop_end(g, &lw, 0), gen_loop_end(g, &lh, 0);
     if (!grad) LLVMBuildStore(g->b, LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, acc, ""), inv, ""), at(g, out, o));
     gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
-  } else if (k->p == 0 && k->s == 2 && k->k == 2) {
-    maxpool_2x2(g, k, p[0], p[1], out);
-  } else if (k->p == 0 && k->s >= k->k && k->k <= 8) {
-    maxpool_tiled(g, k, p[0], p[1], out);
+  } else if (kir_maxpool_plane_fits(k->k, k->s, k->p)) {
+    int grad = k->kind == RED_MAXPOOL_GRAD;
+    int64_t H = k->dim[2], W = k->dim[3];
+    LLVMValueRef plane = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
+    PoolPlane pp = {H, W, k->Ho, k->Wo, k->k, k->s, gen_pool_load_plain, at(g, grad ? p[1] : p[0], mul(g, plane, H * W)), NULL};
+    LLVMValueRef pooled = mul(g, plane, k->Ho * k->Wo);
+    gen_maxpool_plane(g, &pp, grad ? at(g, p[0], pooled) : NULL, k->relu, at(g, out, grad ? mul(g, plane, H * W) : pooled));
+    gen_loop_end(g, &l1, 0);
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
     LLVMValueRef x = grad ? p[1] : p[0], best = gen_entry_alloca(g, g->i64, "best");

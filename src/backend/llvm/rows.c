@@ -155,6 +155,7 @@ LLVMValueRef gen_chan(Gen *g, const ChanKernel *k, const char *name) {
   switch (k->op) {
   case OP_quantize: case OP_shiftquant: return gen_quant(g, k, name);
   case OP_batchnorm_stats: case OP_l1_batchnorm: case OP_l2_batchnorm: case OP_batchnorm_dparams: case OP_batchnorm_dx:
+  case OP_batchnorm_pool: case OP_batchnorm_pool_dparams: case OP_batchnorm_pool_dx:
     return gen_batchnorm(g, k, name);
   case OP_cross_entropy: case OP_cross_entropy_grad: case OP_embedding: case OP_embedding_grad:
   case OP_dropout: case OP_dropout_grad: case OP_adam_update:
