@@ -1,9 +1,10 @@
 /* threads.c: rt_parallel on a pool of POSIX threads started once and kept: a training step
  * runs a hundred or so parallel phases of a few hundred microseconds, so starting threads per
  * call would cost more than the work. Workers spin briefly for the next job, then sleep on a
- * condition variable. Block b goes to thread b % threads as before, so the partition never
- * depends on timing. One job at a time (a mutex); a worker that cannot be started leaves its
- * blocks to the caller, so the work is always done. */
+ * condition variable. The threads take the blocks in order from a shared counter, so a thread
+ * slowed down by the machine takes fewer of them; which thread runs a block never changes what
+ * the block computes. One job at a time (a mutex); blocks that no worker takes (one that could
+ * not be started) are left to the caller, so the work is always done. */
 #include "threads.h"
 #include <pthread.h>
 #include <sched.h>
@@ -20,14 +21,15 @@ static struct {
   atomic_int remaining;          /* workers that have not finished the current job (all of them
                                     take part, idle or not, so none can lag into the next one) */
   int started;                   /* workers 1..started exist */
+  atomic_int_fast64_t next;      /* the next block to take */
   rt_block_fn fn;
   void *ctx;
   int64_t nblocks;
-  int stride;
+  int stride;                    /* the workers with id < stride take part */
 } pool = {.call = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
-static void run_blocks(int first) {
-  for (int64_t b = first; b < pool.nblocks; b += pool.stride) pool.fn(pool.ctx, b);
+static void run_blocks(void) {
+  for (int64_t b; (b = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed)) < pool.nblocks;) pool.fn(pool.ctx, b);
 }
 
 static void *worker(void *arg) {
@@ -42,7 +44,7 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&pool.mu);
     }
     seen = atomic_load_explicit(&pool.gen, memory_order_acquire);
-    if (id < pool.stride) run_blocks(id);
+    if (id < pool.stride) run_blocks();
     atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel);
   }
   return NULL;
@@ -75,15 +77,14 @@ void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
     pthread_detach(tid);
     pool.started++;
   }
-  int helpers = pool.started < threads - 1 ? pool.started : threads - 1;
   pool.fn = fn, pool.ctx = ctx, pool.nblocks = nblocks, pool.stride = threads;
+  atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
   atomic_store_explicit(&pool.remaining, pool.started, memory_order_release);
   pthread_mutex_lock(&pool.mu);
   atomic_fetch_add_explicit(&pool.gen, 1, memory_order_acq_rel);
   pthread_cond_broadcast(&pool.wake);
   pthread_mutex_unlock(&pool.mu);
-  run_blocks(0);
-  for (int t = helpers + 1; t < threads; t++) run_blocks(t); /* workers that could not start */
+  run_blocks();
   while (atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0) sched_yield();
   pthread_mutex_unlock(&pool.call);
 }

@@ -7,7 +7,7 @@
 
 typedef void (*rt_block_fn)(void *ctx, int64_t block);
 
-/* Calls fn(ctx, b) for b in [0, nblocks) on up to `threads` threads (blocks b, b+T, b+2T...
- * on thread b). threads <= 1, or a failure to start a thread, runs them on the caller. */
+/* Calls fn(ctx, b) for b in [0, nblocks) on up to `threads` threads, each taking the next block
+ * not yet taken. threads <= 1, or a failure to start a thread, runs them on the caller. */
 void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx);
 #endif

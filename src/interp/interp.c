@@ -39,6 +39,8 @@ void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
 
 static void *data_of(const Tensor *t) { return t->f ? (void *)t->f : t->q ? (void *)t->q : (void *)t->i; }
 
+enum { PARTS_PER_THREAD = 4 };
+
 typedef struct {
   InterpKernelFn fn;
   KernelArgs args;
@@ -61,8 +63,10 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
     in[i] = data_of(t);
     scales[i] = t->scale;
   }
+  /* more parts than threads, so that a thread the machine slows down takes fewer of them */
+  int64_t parts = it->threads > 1 ? (int64_t)it->threads * PARTS_PER_THREAD : 1;
   KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
-                  0, it->threads};
+                  0, parts};
   for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(it->threads, k.parts, kernel_part, &k);
   if (dtype_is_quantized(n->dtype)) {
     out->scale = k.args.out_scale;
