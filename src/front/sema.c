@@ -207,7 +207,7 @@ static int eval_call(Sema *s, const Value *v, const char *name) {
   InitCtx ic = {s->g, unique, v->loc, ntensor, {0}};
   memcpy(ic.in, in, sizeof(int) * (size_t)ntensor);
   if (oi->init) oi->init(&ic, &proto);
-  SQ_ASSERT(ic.nin == oi->nin);
+  SQ_ASSERT(ic.nin == ir_nin(&proto));
   Node *n = ir_add_op(s->g, op, unique, ic.nin, ic.in, v->loc);
   free(unique);
   memcpy(n->attr, proto.attr, sizeof n->attr);

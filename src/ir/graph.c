@@ -185,6 +185,10 @@ void ir_remove(Graph *g, const char *dead) {
   free(where);
 }
 
+int ir_has_bias(const Node *n) { return op_attr_index(n->op, "bias") >= 0 && ir_int(n, "bias"); }
+
+int ir_nin(const Node *n) { return op_info[n->op].nin - (op_attr_index(n->op, "bias") >= 0 && !ir_int(n, "bias")); }
+
 void ir_attr_defaults(Node *n) {
   const OpInfo *oi = &op_info[n->op];
   for (int i = 0; i < oi->nattr; i++) {

@@ -102,6 +102,9 @@ int64_t ir_int(const Node *n, const char *attr);
 double ir_num(const Node *n, const char *attr);
 const AttrVal *ir_attr(const Node *n, const char *attr);
 void ir_copy_attrs(Node *dst, const Node *src); /* attributes with the same names */
+/* A linear layer's or convolution's bias is input 2 when its attribute bias = 1 (the default) */
+int ir_has_bias(const Node *n);
+int ir_nin(const Node *n); /* the inputs n's op and attributes call for */
 
 /* Shapes */
 int64_t shape_numel(const Shape *s); /* -1 on overflow */

@@ -172,9 +172,9 @@ static void read_node(Reader *r, Graph *g) {
       } while (accept(r, ","));
       expect(r, ")");
     }
-    if (nin != op_info[op].nin) bad(r, "wrong number of inputs");
     n = add_named(r, g, name, NK_OP, (OpCode)op, nin, in);
     read_attrs(r, n);
+    if (nin != ir_nin(n)) bad(r, "wrong number of inputs");
   }
   read_type(r, n);
   if (accept(r, "@arena+")) n->arena = integer(r, 0, (int64_t)1 << 50);

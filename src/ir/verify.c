@@ -50,9 +50,9 @@ int ir_verify(Graph *g, int want_shapes, char **err) {
     }
     if (n->op >= OP_COUNT) return fail(err, n, "invalid op");
     const OpInfo *oi = &op_info[n->op];
-    if (n->nin != oi->nin) return fail(err, n, "wrong number of inputs");
     for (int a = 0; a < oi->nattr; a++)
       if (!n->attr[a].set) return fail(err, n, "required attribute is missing");
+    if (n->nin != ir_nin(n)) return fail(err, n, "wrong number of inputs");
     int is_update = n->op == OP_sgd_update || n->op == OP_adam_update;
     if (is_update != (n->role == ROLE_UPD)) return fail(err, n, "optimizer updates and only they have the upd role");
     for (int i = 0; i < n->nin; i++) {

@@ -78,6 +78,7 @@ typedef struct {
   ConvKind kind;
   int64_t N, C, H, W, O, Ho, Wo, k, s, p, g;
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
+  int bias;   /* fwd: input 2 is a bias of O floats */
   /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
    * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.
    * The reduction of fwd and dx runs over (kh, kw, channel): a tap is a run of channels in the

@@ -85,7 +85,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
     k->M = shape_numel(&a->shape) / k->K;
     k->batch = 1;
     k->a_sm = k->K, k->a_sk = 1, k->b_sk = 1, k->b_sn = k->K;
-    k->bias = 1;
+    k->bias = ir_has_bias(n);
     k->relu = (int)ir_int(n, "relu");
   } else if (n->op == OP_matmul || n->op == OP_qmatmul) {
     int ta = (int)ir_int(n, "trans_a"), tb = (int)ir_int(n, "trans_b");
@@ -135,7 +135,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   const Shape *w = kind == CONV_DW ? &n->shape : &ir_in(g, n, 1)->shape;
   *k = (ConvKernel){.node = n->id, .kind = kind, .N = x->d[0], .C = x->d[1], .H = x->d[2], .W = x->d[3], .O = w->d[0],
                     .k = ir_int(n, "kernel"), .s = ir_int(n, "stride"), .p = ir_int(n, "padding"), .g = ir_int(n, "groups"),
-                    .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1])};
+                    .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .bias = kind == CONV_FWD && ir_has_bias(n)};
   k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
   k->Wo = (k->W + 2 * k->p - k->k) / k->s + 1;
   double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
@@ -383,11 +383,11 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const kinds[] = {"fwd", "dx", "dw"};
   for (int i = 0; i < p->conv.n; i++) {
     const ConvKernel *k = &p->conv.v[i];
-    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=%s\n",
+    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=%s%s\n",
               ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
-              k->a == KE_F32 ? "f32" : "i32");
+              k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "");
     print_dot(&b, &k->dp);
   }
   for (int i = 0; i < p->ew.n; i++) {

@@ -6,9 +6,8 @@
 #include "rules.h"
 
 void conv2d_init(InitCtx *c, Node *n) {
-  (void)n;
   init_leaf(c, "weight", NK_PARAM, INIT_UNIFORM);
-  init_leaf(c, "bias", NK_PARAM, INIT_UNIFORM);
+  if (ir_has_bias(n)) init_leaf(c, "bias", NK_PARAM, INIT_UNIFORM);
 }
 
 int conv2d_shape(ShapeCtx *c, Node *n) {
@@ -24,7 +23,7 @@ int conv2d_shape(ShapeCtx *c, Node *n) {
   int64_t fan_in = q.C / q.g * q.k * q.k;
   double bound = 1.0 / sqrt((double)fan_in);
   if (!shape_define_input(c, n, 1, shape_make(4, (int64_t[]){q.O, q.C / q.g, q.k, q.k}), bound) ||
-      !shape_define_input(c, n, 2, shape_make(1, &q.O), bound))
+      (ir_has_bias(n) && !shape_define_input(c, n, 2, shape_make(1, &q.O), bound)))
     return 0;
   return shape_set(c, n, DT_F32, shape_make(4, (int64_t[]){q.N, q.O, q.Ho, q.Wo}));
 }
@@ -40,7 +39,7 @@ void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode d
     ir_copy_attrs(dw, n);
     grad_accum(c, n->in[1], grad_finish(c, dw));
   }
-  if (grad_needed(c, n->in[2])) {
+  if (ir_has_bias(n) && grad_needed(c, n->in[2])) {
     Node *db = GRAD_OP(c, n, OP_reduce_sum, dy);
     ir_set_list(db, "axes", (int64_t[]){0, 2, 3}, 3);
     grad_accum(c, n->in[2], grad_finish(c, db));
@@ -50,12 +49,13 @@ void conv_grads(GradCtx *c, const Node *n, int g, int dy, OpCode dx_op, OpCode d
 void conv2d_grad(GradCtx *c, const Node *n, int dy) { conv_grads(c, n, dy, dy, OP_conv2d_dx, OP_conv2d_dw); }
 
 int conv2d_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
+  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = ir_has_bias(n) ? REF_IN(c, n, 2) : NULL;
   Tensor *y = REF_OUT(c, n);
   ConvGeom q = conv_geom(n, &ir_in(c->g, n, 0)->shape, w->d[0]);
   memset(y->f, 0, sizeof(float) * (size_t)y->n);
   CONV_LOOP(q, y->f[yi] += x->f[xi] * w->f[wi]);
-  for (int64_t i = 0; i < y->n; i++) y->f[i] += b->f[(i / (q.Ho * q.Wo)) % q.O];
+  if (b)
+    for (int64_t i = 0; i < y->n; i++) y->f[i] += b->f[(i / (q.Ho * q.Wo)) % q.O];
   return 1;
 }
 

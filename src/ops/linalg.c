@@ -28,9 +28,8 @@ static void ref_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t am
 
 /* ---- linear: y[..., o] = sum_k x[..., k] W[o, k] + b[o] ---- */
 void linear_init(InitCtx *c, Node *n) {
-  (void)n;
   init_leaf(c, "weight", NK_PARAM, INIT_UNIFORM);
-  init_leaf(c, "bias", NK_PARAM, INIT_UNIFORM);
+  if (ir_has_bias(n)) init_leaf(c, "bias", NK_PARAM, INIT_UNIFORM);
 }
 
 int linear_shape(ShapeCtx *c, Node *n) {
@@ -39,7 +38,7 @@ int linear_shape(ShapeCtx *c, Node *n) {
   int64_t K = x->shape.d[x->shape.rank - 1], N = ir_int(n, "out");
   double bound = 1.0 / sqrt((double)K); /* PyTorch's default: kaiming_uniform(a=sqrt(5)) */
   if (!shape_define_input(c, n, 1, shape_make(2, (int64_t[]){N, K}), bound) ||
-      !shape_define_input(c, n, 2, shape_make(1, &N), bound))
+      (ir_has_bias(n) && !shape_define_input(c, n, 2, shape_make(1, &N), bound)))
     return 0;
   Shape s = x->shape;
   s.d[s.rank - 1] = N;
@@ -67,16 +66,19 @@ void linear_grad(GradCtx *c, const Node *n, int dy) {
     ir_set_num(dw, "trans_a", 1);
     grad_accum(c, n->in[1], grad_finish(c, dw));
   }
-  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], grad_unbroadcast(c, n, dy, n->in[2]));
+  if (ir_has_bias(n) && grad_needed(c, n->in[2])) grad_accum(c, n->in[2], grad_unbroadcast(c, n, dy, n->in[2]));
 }
 
 int linear_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
+  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1);
   Tensor *y = REF_OUT(c, n);
   int64_t K = x->d[x->rank - 1], N = w->d[0], M = x->n / K;
   ref_gemm(M, N, K, x->f, K, 1, w->f, 1, K, y->f, 0);
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t o = 0; o < N; o++) y->f[m * N + o] += b->f[o];
+  if (ir_has_bias(n)) {
+    const Tensor *b = REF_IN(c, n, 2);
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t o = 0; o < N; o++) y->f[m * N + o] += b->f[o];
+  }
   return ref_fused_relu(n, y);
 }
 

@@ -111,13 +111,14 @@ void qlinear_grad(GradCtx *c, const Node *n, int dy) {
     ir_set_num(dw, "bits", (double)ir_int(n, "bits"));
     grad_accum(c, n->in[1], grad_finish(c, dw));
   }
-  if (grad_needed(c, n->in[2])) grad_accum(c, n->in[2], grad_unbroadcast(c, n, dy, n->in[2]));
+  if (ir_has_bias(n) && grad_needed(c, n->in[2])) grad_accum(c, n->in[2], grad_unbroadcast(c, n, dy, n->in[2]));
 }
 
 int qlinear_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
+  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1);
   int64_t K = x->d[x->rank - 1], N = w->d[0];
-  return ref_qgemm(c, n, x->n / K, N, K, (QOperand){x, 0, K, 1}, (QOperand){w, 0, 1, K}, REF_OUT(c, n)->f, b->f) &&
+  const float *b = ir_has_bias(n) ? REF_IN(c, n, 2)->f : NULL;
+  return ref_qgemm(c, n, x->n / K, N, K, (QOperand){x, 0, K, 1}, (QOperand){w, 0, 1, K}, REF_OUT(c, n)->f, b) &&
          ref_fused_relu(n, REF_OUT(c, n));
 }
 
@@ -165,12 +166,13 @@ static int finish_acc(RefCtx *c, const Node *n, const int64_t *acc, int64_t coun
 }
 
 int qconv2d_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1), *b = REF_IN(c, n, 2);
+  const Tensor *x = REF_IN(c, n, 0), *w = REF_IN(c, n, 1);
+  const float *b = ir_has_bias(n) ? REF_IN(c, n, 2)->f : NULL;
   Tensor *y = REF_OUT(c, n);
   ConvGeom q = conv_geom(n, &ir_in(c->g, n, 0)->shape, w->d[0]);
   int64_t *acc = xcalloc((size_t)y->n, sizeof(int64_t));
   CONV_LOOP(q, acc[yi] += (int64_t)tensor_q(x, xi) * tensor_q(w, wi));
-  int ok = finish_acc(c, n, acc, y->n, x->scale * w->scale, b->f, q.Ho * q.Wo, q.O, y->f);
+  int ok = finish_acc(c, n, acc, y->n, x->scale * w->scale, b, q.Ho * q.Wo, q.O, y->f);
   free(acc);
   return ok;
 }

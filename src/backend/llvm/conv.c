@@ -67,7 +67,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   LLVMValueRef acc_zero = flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0);
   int64_t cpg = k->C / k->g, opg = k->O / k->g;
   Loop l1, l2, l3, l4, r1, r2, r3;
-  if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = bias */
+  if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = the bias if any */
     LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef oh = gen_loop_begin(g, &l3, c64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l4, c64(g, k->Wo), "ow");
@@ -81,7 +81,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     LLVMValueRef wi = lin(g, lin(g, lin(g, o, cpg, ci), k->k, kh), k->k, kw);
     accumulate(&d, valid, xi, wi);
     gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
-    LLVMValueRef bias = LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, ptrs[2], &o, 1, ""), "bias");
+    LLVMValueRef bias = k->bias ? LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, ptrs[2], &o, 1, ""), "bias") : NULL;
     store_output(&d, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), scale, bias);
     gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else if (k->kind == CONV_DX) { /* a = dy, b = w: gather every output tap that reads x[n,c,ih,iw] */

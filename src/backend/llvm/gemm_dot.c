@@ -207,5 +207,5 @@ LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name) {
 
 LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name) {
   Dot d = {.g = g, .p = &k->dp, .batch = 1, .M = k->gm, .N = k->gn, .K = k->gk, .elem = dot_conv_elem, .out_index = dot_conv_out, .ck = k};
-  return generate(&d, k->kind == CONV_FWD, name);
+  return generate(&d, k->bias, name);
 }
