@@ -65,9 +65,11 @@ static int gemm_shape(const Graph *g, const Node *n, int64_t *M, int64_t *N, int
   }
 }
 
+/* normalization layers, with the max pooling fused into a batchnorm (batchnorm_pool) */
 static int is_norm(OpCode op) {
   return op == OP_batchnorm_stats || op == OP_l1_batchnorm || op == OP_l2_batchnorm || op == OP_batchnorm_dparams ||
-         op == OP_batchnorm_dx || op == OP_l1_layernorm || op == OP_layernorm || op == OP_l1_layernorm_dx ||
+         op == OP_batchnorm_dx || op == OP_batchnorm_pool || op == OP_batchnorm_pool_dparams || op == OP_batchnorm_pool_dx ||
+         op == OP_l1_layernorm || op == OP_layernorm || op == OP_l1_layernorm_dx ||
          op == OP_layernorm_dx || op == OP_l1_layernorm_dgamma || op == OP_layernorm_dgamma;
 }
 

@@ -66,7 +66,7 @@ for m in mlp cnn; do
 done
 echo
 
-echo "== 3. L1 against L2 normalization (the CNN's batchnorm layers: forward, dx, dgamma), one thread"
+echo "== 3. L1 against L2 normalization (the CNN's batchnorm layers: statistics, forward with the max pooling after it, dparams, dx), one thread"
 "$sqc" "$root/examples/cnn.sq" --bits 4 --norm l2 --emit=obj -o "$tmp/cnn-l2.o"
 cc $cflags "$root/bench/kernels.c" "$tmp/cnn-l2.o" $libs -o "$tmp/kernels-l2"
 "$tmp/kernels-l2" 1 "$reps" >"$tmp/k-l2.txt"
