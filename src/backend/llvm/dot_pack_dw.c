@@ -49,7 +49,9 @@ void dot_pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst) {
 }
 
 /* dy (bytes) on the S side with whole groups of 4 pixels in an image: S block blk holds dy
- * channels blk * lanes + l; each k4 is one gather of an i32 (4 pixels) per lane. */
+ * channels blk * lanes + l, each k4 an i32 of 4 pixels per lane. With 16 lanes, every run of
+ * 64 pixels of an image is 16 row loads (one per channel) and a 16 x 16 transpose of i32s in
+ * registers; the rest of an image's pixels is one gather per k4 (Zen 4's gathers are slow). */
 int dot_dw_dy_by_gather(const Dot *d) {
   const ConvKernel *k = d->ck;
   return k && k->kind == CONV_DW && d->p->swap && !kelem_packed(k->a) && (k->Ho * k->Wo) % 4 == 0;
@@ -66,29 +68,68 @@ static LLVMValueRef byte_sums(Gen *g, LLVMValueRef v) {
   }
   return s;
 }
+/* v[16] (16 i32 each) transposed in registers: four rounds of two-vector shuffles; round b
+ * swaps the off-diagonal b x b blocks of each 2b x 2b block */
+enum { TR = 16 };
+static void transpose16(Gen *g, LLVMValueRef *v) {
+  LLVMValueRef m0[TR], m1[TR];
+  for (int b = 1; b < TR; b *= 2) {
+    for (int j = 0; j < TR; j++) {
+      m0[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j - b : j), 0);
+      m1[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j : j + b), 0);
+    }
+    for (int i = 0; i < TR; i++) {
+      if (i & b) continue;
+      LLVMValueRef lo = v[i], hi = v[i + b];
+      v[i] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m0, TR), "");
+      v[i + b] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m1, TR), "");
+    }
+  }
+}
+/* S's k4 (of this block) = v, and its bytes into the column sums */
+static void store_k4(Dot *d, LLVMValueRef blk, LLVMValueRef k4, LLVMValueRef v, LLVMValueRef sum) {
+  Gen *g = d->g;
+  LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, blk, d->p->kp / 4), k4), 4 * d->p->lanes));
+  LLVMSetAlignment(LLVMBuildStore(B, v, to), 1);
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), byte_sums(g, v), ""), sum);
+}
 void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
   const DotPlan *p = d->p;
   int L = p->lanes;
-  int64_t hw = k->Ho * k->Wo;
+  int64_t hw = k->Ho * k->Wo, per = hw / 4, runs = L == TR ? hw / (4 * TR) : 0; /* k4s an image, transposed runs */
   LLVMTypeRef vi = LLVMVectorType(g->i32, (unsigned)L);
   LLVMValueRef lane = gen_iota(g, (unsigned)L), o = LLVMBuildAdd(B, gen_splat(g, mul(g, blk, L), L), lane, "o");
   LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, gen_splat(g, gen_i64(g, k->O), L), "");
   LLVMValueRef rows = LLVMBuildMul(B, o, gen_splat(g, gen_i64(g, hw), L), ""); /* channel o's offset in an image */
   LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum");
   LLVMBuildStore(B, LLVMConstNull(vi), sum);
-  Loop l;
+  Loop ln, lr, l;
   LLVMValueRef n0, count = dot_images(d, &n0);
-  LLVMValueRef k4 = gen_loop_begin(g, &l, gen_i64(g, p->kp / 4), "k4"), nl = div_(g, k4, hw / 4);
-  LLVMValueRef base = add(g, mul(g, mul(g, add(g, n0, nl), k->O), hw), mul(g, rem_(g, k4, hw / 4), 4));
-  LLVMValueRef mask = LLVMBuildAnd(B, real, LLVMBuildICmp(B, LLVMIntSLT, gen_splat(g, nl, L), gen_splat(g, count, L), ""), "");
-  LLVMValueRef off = LLVMBuildAdd(B, gen_splat(g, base, L), rows, "");
-  LLVMValueRef ptrs = LLVMBuildGEP2(B, g->i8, d->A, &off, 1, "");
-  LLVMValueRef v = gen_masked_gather(g, vi, ptrs, mask, LLVMConstNull(vi));
-  LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, blk, p->kp / 4), k4), 4 * L));
-  LLVMSetAlignment(LLVMBuildStore(B, v, to), 1);
-  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), byte_sums(g, v), ""), sum);
+  LLVMValueRef nl = gen_loop_begin(g, &ln, count, "n"), image = mul(g, mul(g, add(g, n0, nl), k->O), hw);
+  if (runs) {
+    LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, runs), "run"), v[TR];
+    LLVMValueRef first = add(g, image, mul(g, r, 4 * TR)); /* channel 0's pixel of the run */
+    for (int c = 0; c < TR; c++) { /* channel blk * 16 + c, or zeros past the channels */
+      LLVMValueRef oc = add(g, mul(g, blk, L), gen_i64(g, c)), in = lt(g, oc, k->O);
+      LLVMValueRef at = gen_at(g, g->i8, d->A, LLVMBuildSelect(B, in, add(g, first, mul(g, oc, hw)), gen_i64(g, 0), ""));
+      v[c] = gen_masked_load(g, vi, at, gen_splat(g, in, (unsigned)L), LLVMConstNull(vi));
+    }
+    transpose16(g, v);
+    for (int j = 0; j < TR; j++) store_k4(d, blk, add(g, mul(g, nl, per), add(g, mul(g, r, TR), gen_i64(g, j))), v[j], sum);
+    gen_loop_end(g, &lr, 0);
+  }
+  /* the image's other k4s: a gather each */
+  LLVMValueRef k4 = add(g, gen_loop_begin(g, &l, gen_i64(g, per - runs * TR), "k4"), gen_i64(g, runs * TR));
+  LLVMValueRef off = LLVMBuildAdd(B, gen_splat(g, add(g, image, mul(g, k4, 4)), L), rows, "");
+  LLVMValueRef v = gen_masked_gather(g, vi, LLVMBuildGEP2(B, g->i8, d->A, &off, 1, ""), real, LLVMConstNull(vi));
+  store_k4(d, blk, add(g, mul(g, nl, per), k4), v, sum);
+  gen_loop_end(g, &l, 0);
+  gen_loop_end(g, &ln, 0);
+  /* the chunk's k4s past its images (a partial last chunk): zeros */
+  LLVMValueRef z = gen_loop_range(g, &l, mul(g, count, per), gen_i64(g, p->kp / 4), "k4");
+  store_k4(d, blk, z, LLVMConstNull(vi), sum);
   gen_loop_end(g, &l, 0);
   LLVMValueRef total = gen_get(g, sum);
   for (int j = 0; j < L; j++)
