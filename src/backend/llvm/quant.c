@@ -70,8 +70,14 @@ static void column_ranges(Gen *g, LLVMValueRef x, LLVMValueRef ranges, LLVMValue
   gen_fail_if(g, gen_intrinsic(g, "llvm.vector.reduce.or", gen_get(g, vbad)));
 }
 
+/* c in every lane of v's type, when v is a vector */
+static LLVMValueRef like(Gen *g, LLVMValueRef c, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? gen_splat(g, c, LLVMGetVectorSize(t)) : c;
+}
+
 static LLVMValueRef clamp(Gen *g, LLVMValueRef v, float lo, float hi) {
-  LLVMValueRef l = gen_f32c(g, lo), h = gen_f32c(g, hi);
+  LLVMValueRef l = like(g, gen_f32c(g, lo), v), h = like(g, gen_f32c(g, hi), v);
   LLVMValueRef up = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, h, ""), h, v, "");
   return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOLT, v, l, ""), l, up, "");
 }
@@ -81,11 +87,12 @@ static void set_output_scale(Gen *g, LLVMValueRef scale, int is_unsigned) {
   LLVMBuildStore(g->b, LLVMConstInt(g->i32, (unsigned)is_unsigned, 0), gen_arg_addr(g, KA_OUT_UNSIGNED));
 }
 
-/* clamp(round(v * inv)) as a byte: int8, or uint8 when unsigned */
+/* clamp(round(v * inv)) as a byte: int8, or uint8 when unsigned (v a float, or a vector) */
 static LLVMValueRef round_q(Gen *g, const ChanKernel *k, LLVMValueRef v, LLVMValueRef inv, float Q) {
-  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, v, inv, ""));
+  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, v, like(g, inv, v), ""));
   r = clamp(g, r, k->is_unsigned ? 0 : -Q, Q);
-  return k->is_unsigned ? LLVMBuildFPToUI(g->b, r, g->i8, "") : LLVMBuildFPToSI(g->b, r, g->i8, "");
+  LLVMTypeRef t = LLVMGetTypeKind(LLVMTypeOf(v)) == LLVMVectorTypeKind ? LLVMVectorType(g->i8, LLVMGetVectorSize(LLVMTypeOf(v))) : g->i8;
+  return k->is_unsigned ? LLVMBuildFPToUI(g->b, r, t, "") : LLVMBuildFPToSI(g->b, r, t, "");
 }
 
 static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
@@ -124,8 +131,29 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
     gen_loop_end(g, &l, 0);
     return;
   }
-  /* q4: byte j holds elements 2j (low nibble) and 2j + 1 (high; 0 past the end) */
-  LLVMValueRef j = gen_loop_part(g, &l, (n + 1) / 2, "byte"), i = LLVMBuildMul(g->b, j, gen_i64(g, 2), "");
+  /* q4: byte j holds elements 2j (low nibble) and 2j + 1 (high; 0 past the end): PACK_BYTES
+   * bytes a vector from 2 * PACK_BYTES contiguous elements (the vectorizer made gathers of
+   * the even and odd elements), then byte by byte */
+  enum { PACK_BYTES = 16 };
+  LLVMValueRef first, end;
+  gen_part_range(g, (n + 1) / 2, &first, &end);
+  LLVMValueRef whole = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, end, gen_i64(g, n / 2), ""), end, gen_i64(g, n / 2), "");
+  LLVMValueRef vecs = LLVMBuildSDiv(g->b, LLVMBuildSub(g->b, whole, first, ""), gen_i64(g, PACK_BYTES), "");
+  vecs = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, vecs, gen_i64(g, 0), ""), vecs, gen_i64(g, 0), "");
+  LLVMValueRef jv = LLVMBuildAdd(g->b, first, LLVMBuildMul(g->b, gen_loop_begin(g, &l, vecs, "vbyte"), gen_i64(g, PACK_BYTES), ""), "");
+  LLVMTypeRef vx = LLVMVectorType(g->f32, 2 * PACK_BYTES);
+  LLVMValueRef xv = LLVMBuildLoad2(g->b, vx, gen_at(g, g->f32, x, LLVMBuildMul(g->b, jv, gen_i64(g, 2), "")), "");
+  LLVMSetAlignment(xv, 4);
+  LLVMValueRef qv = round_q(g, k, xv, inv, Q), even[PACK_BYTES], odd[PACK_BYTES];
+  for (int t = 0; t < PACK_BYTES; t++) even[t] = LLVMConstInt(g->i32, (unsigned)(2 * t), 0), odd[t] = LLVMConstInt(g->i32, (unsigned)(2 * t + 1), 0);
+  LLVMValueRef qe = LLVMBuildShuffleVector(g->b, qv, LLVMGetUndef(LLVMTypeOf(qv)), LLVMConstVector(even, PACK_BYTES), "");
+  LLVMValueRef qo = LLVMBuildShuffleVector(g->b, qv, LLVMGetUndef(LLVMTypeOf(qv)), LLVMConstVector(odd, PACK_BYTES), "");
+  LLVMValueRef packed = LLVMBuildOr(g->b, LLVMBuildAnd(g->b, qe, gen_splat(g, LLVMConstInt(g->i8, 15, 0), PACK_BYTES), ""),
+                                    LLVMBuildShl(g->b, qo, gen_splat(g, LLVMConstInt(g->i8, 4, 0), PACK_BYTES), ""), "");
+  LLVMSetAlignment(LLVMBuildStore(g->b, packed, gen_at(g, g->i8, q, jv)), 1);
+  gen_loop_end(g, &l, 0);
+  LLVMValueRef j = gen_loop_range(g, &l, LLVMBuildAdd(g->b, first, LLVMBuildMul(g->b, vecs, gen_i64(g, PACK_BYTES), ""), ""), end, "byte");
+  LLVMValueRef i = LLVMBuildMul(g->b, j, gen_i64(g, 2), "");
   LLVMValueRef low = LLVMBuildAnd(g->b, round_q(g, k, gen_load(g, g->f32, x, i), inv, Q), LLVMConstInt(g->i8, 15, 0), "");
   LLVMValueRef i1 = LLVMBuildAdd(g->b, i, gen_i64(g, 1), ""), in = LLVMBuildICmp(g->b, LLVMIntSLT, i1, gen_i64(g, n), "");
   LLVMValueRef x1 = gen_load(g, g->f32, x, LLVMBuildSelect(g->b, in, i1, i, "")); /* in range either way */
