@@ -212,19 +212,31 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
   LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 0), inv, ""), scratch_f32(g, 0));
   set_output_scale(g, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), smin, ""), 0);
 
-  gen_next_phase(g, &ph); /* q~ = clamp(SR(x * inv * 2^g)) * 2^(G-1-g), rows of inner elements */
+  /* q~ = clamp(SR(x * inv * 2^g)) * 2^(G-1-g): rows of inner elements, or with one element per
+   * row and channel (inner = 1) rows of the channels, so that the inner loop vectorizes */
+  gen_next_phase(g, &ph);
   inv = LLVMBuildLoad2(g->b, g->f32, scratch_f32(g, 0), "inv");
   LLVMValueRef key = gen_rng_key(g, k->stream);
   groups = scratch_f32(g, 1 + C);
   Loop li;
-  LLVMValueRef row = gen_loop_part(g, &l, k->outer * C, "row");
-  LLVMValueRef gi = gen_load(g, g->i32, groups, LLVMBuildSRem(g->b, row, gen_i64(g, C), ""));
+  LLVMValueRef row, j = NULL, e = NULL, gi;
+  if (inner == 1) {
+    row = gen_loop_part(g, &l, k->outer, "o");
+    j = gen_loop_begin(g, &li, gen_i64(g, C), "c");
+    e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, C), ""), j, "e");
+    gi = gen_load(g, g->i32, groups, j);
+  } else {
+    row = gen_loop_part(g, &l, k->outer * C, "row");
+    gi = gen_load(g, g->i32, groups, LLVMBuildSRem(g->b, row, gen_i64(g, C), ""));
+  }
   /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and 2^(G-1-g) as an int */
   LLVMValueRef pow2 = LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, LLVMBuildAdd(g->b, gi, LLVMConstInt(g->i32, 127, 0), ""),
                                                           LLVMConstInt(g->i32, 23, 0), ""), g->f32, "pow2");
   LLVMValueRef mult = LLVMBuildShl(g->b, LLVMConstInt(g->i32, 1, 0), LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, ""), "");
-  LLVMValueRef j = gen_loop_begin(g, &li, gen_i64(g, inner), "j");
-  LLVMValueRef e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, inner), ""), j, "e");
+  if (inner > 1) {
+    j = gen_loop_begin(g, &li, gen_i64(g, inner), "j");
+    e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, inner), ""), j, "e");
+  }
   LLVMValueRef v = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, gen_load(g, g->f32, x, e), inv, ""), pow2, "v");
   LLVMValueRef u = gen_rng_uniform(g, key, e), f = gen_intrinsic(g, "llvm.floor", v);
   LLVMValueRef up = LLVMBuildFCmp(g->b, LLVMRealOLT, u, LLVMBuildFSub(g->b, v, f, ""), "");
