@@ -156,7 +156,8 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
-    k->dp.chlast = kind == CONV_FWD ? k->N * k->H * k->W * k->C : k->N * k->Ho * k->Wo * k->O;
+    /* + 4: slack for the 4-byte reads of small taps (dot_operands.c) */
+    k->dp.chlast = (kind == CONV_FWD ? k->N * k->H * k->W * k->C : k->N * k->Ho * k->Wo * k->O) + 4;
     k->dp.scratch += k->dp.chlast;
   }
   return 1;

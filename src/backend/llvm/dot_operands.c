@@ -274,12 +274,53 @@ static void visit_s(Dot *d, void *ctx, LLVMValueRef kk, LLVMValueRef v) {
   LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, s->sum), v, ""), s->sum);
 }
 
+/* A forward patch row of small taps (cin * k <= 4 bytes a kernel row, a first layer's) whose
+ * window lies inside the image: each kernel row is one 4-byte load and store (the bytes past
+ * the run are overwritten by the next run or the padding), instead of a copy per tap */
+static int small_taps(const Dot *d) {
+  const ConvKernel *k = d->ck;
+  return d->p->chlast && k->kind == CONV_FWD && k->C * k->k <= 4 && (k->k - 1) * k->k * k->C + 4 <= d->p->kp;
+}
+static LLVMValueRef window_inside(Dot *d, LLVMValueRef m) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef h0 = add(g, mul(g, rem_(g, div_(g, m, k->Wo), k->Ho), k->s), gen_i64(g, -k->p));
+  LLVMValueRef w0 = add(g, mul(g, rem_(g, m, k->Wo), k->s), gen_i64(g, -k->p));
+  return and_(g, and_(g, in_range(g, h0, k->H), in_range(g, add(g, h0, gen_i64(g, k->k - 1)), k->H)),
+              and_(g, in_range(g, w0, k->W), in_range(g, add(g, w0, gen_i64(g, k->k - 1)), k->W)));
+}
+static void pack_small_taps(Dot *d, LLVMValueRef m, LLVMValueRef dst) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  LLVMValueRef src = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  LLVMValueRef n = div_(g, m, k->Ho * k->Wo);
+  LLVMValueRef h0 = add(g, mul(g, rem_(g, div_(g, m, k->Wo), k->Ho), k->s), gen_i64(g, -k->p));
+  LLVMValueRef w0 = add(g, mul(g, rem_(g, m, k->Wo), k->s), gen_i64(g, -k->p));
+  for (int64_t kh = 0; kh < k->k; kh++) {
+    LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, n, k->H), add(g, h0, gen_i64(g, kh))), k->W), w0), k->C);
+    LLVMValueRef v = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, src, at), "");
+    LLVMSetAlignment(v, 1);
+    LLVMSetAlignment(LLVMBuildStore(B, v, gen_at(g, g->i8, dst, gen_i64(g, kh * k->k * k->C))), 1);
+  }
+  for (int64_t i = d->K; i < d->p->kp; i++) gen_store(g, LLVMConstInt(g->i8, d->p->bias_u ? 128 : 0, 0), dst, gen_i64(g, i));
+}
+
 /* U row m of entry bt into dst (kp bytes): the padding value (0, or 128 when biased)
  * everywhere, then the row's elements when the row exists */
 void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst) {
   Gen *g = d->g;
   Loop l;
-  LLVMBasicBlockRef after;
+  LLVMBasicBlockRef after, done = NULL;
+  if (small_taps(d)) {
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+    LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(g->ctx, fn, "inside"), slow = LLVMAppendBasicBlockInContext(g->ctx, fn, "edge");
+    done = LLVMAppendBasicBlockInContext(g->ctx, fn, "packed");
+    LLVMBuildCondBr(B, and_(g, lt(g, m, d->rows), window_inside(d, m)), fast, slow);
+    LLVMPositionBuilderAtEnd(B, fast);
+    pack_small_taps(d, m, dst);
+    LLVMBuildBr(B, done);
+    LLVMPositionBuilderAtEnd(B, slow);
+  }
   LLVMValueRef kk = gen_loop_begin(g, &l, gen_i64(g, d->p->kp), "k");
   gen_store(g, LLVMConstInt(g->i8, d->p->bias_u ? 128 : 0, 0), dst, kk);
   gen_loop_end(g, &l, 0);
@@ -289,6 +330,10 @@ void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst) {
   else if (dot_dw_rows_by_vector(d)) dot_pack_dw_patch_row(d, m, dst);
   else walk(d, 1, bt, m, visit_u, &u);
   if_end(g, after);
+  if (done) {
+    LLVMBuildBr(B, done);
+    LLVMPositionBuilderAtEnd(B, done);
+  }
 }
 
 void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum) {
