@@ -75,6 +75,14 @@ void dot_pack_dw_patch_row(Dot *d, LLVMValueRef t, LLVMValueRef dst);
 int dot_dw_dy_by_gather(const Dot *d);   /* S blocks of dy by gathers */
 void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk);
 
+/* ---- S blocks by 16 x 16 transposes of i32s in registers (dot_pack_s.c) ---- */
+void dot_transpose16(Gen *g, LLVMValueRef *v);      /* v[16], 16 i32 each */
+LLVMValueRef dot_byte_sums(Gen *g, LLVMValueRef v); /* per lane, the sum of an i32's four signed bytes */
+/* a GEMM whose S columns run along k in memory (a weight matrix's rows, say): S block blk from
+ * 16 column loads of 64 k and a transpose per 16 k4s, the rest of k element by element */
+int dot_s_by_transpose(const Dot *d);
+void dot_pack_s_block(Dot *d, LLVMValueRef blk);
+
 /* ---- the epilogue (dot_epilogue.c) ---- */
 LLVMValueRef dot_epilogue_values(Dot *d, LLVMValueRef m, LLVMValueRef n, LLVMValueRef acc, LLVMValueRef scale, LLVMValueRef bias);
 void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n, LLVMValueRef acc, LLVMValueRef out,

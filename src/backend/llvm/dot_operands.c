@@ -369,6 +369,11 @@ void dot_pack(Dot *d) {
     gen_loop_end(g, &l1, 0);
     return;
   }
+  if (dot_s_by_transpose(d)) {
+    dot_pack_s_block(d, blk);
+    gen_loop_end(g, &l1, 0);
+    return;
+  }
   LLVMValueRef col = add(g, mul(g, blk, k->lanes), gen_loop_begin(g, &l3, gen_i64(g, k->lanes), "lane"));
   LLVMValueRef bt = LLVMBuildSDiv(B, col, gen_i64(g, k->np), "bt");
   LLVMValueRef n = LLVMBuildSRem(B, col, gen_i64(g, k->np), "n");

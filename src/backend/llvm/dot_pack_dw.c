@@ -56,42 +56,13 @@ int dot_dw_dy_by_gather(const Dot *d) {
   const ConvKernel *k = d->ck;
   return k && k->kind == CONV_DW && d->p->swap && !kelem_packed(k->a) && (k->Ho * k->Wo) % 4 == 0;
 }
-/* the sum of an i32's four signed bytes, per lane */
-static LLVMValueRef byte_sums(Gen *g, LLVMValueRef v) {
-  LLVMTypeRef vt = LLVMTypeOf(v);
-  unsigned n = LLVMGetVectorSize(vt);
-  LLVMValueRef s = NULL;
-  for (int b = 0; b < 4; b++) {
-    LLVMValueRef up = LLVMBuildShl(B, v, splat_i32(g, 24 - 8 * b, n), "");
-    LLVMValueRef x = LLVMBuildAShr(B, up, splat_i32(g, 24, n), "");
-    s = s ? LLVMBuildAdd(B, s, x, "") : x;
-  }
-  return s;
-}
-/* v[16] (16 i32 each) transposed in registers: four rounds of two-vector shuffles; round b
- * swaps the off-diagonal b x b blocks of each 2b x 2b block */
 enum { TR = 16 };
-static void transpose16(Gen *g, LLVMValueRef *v) {
-  LLVMValueRef m0[TR], m1[TR];
-  for (int b = 1; b < TR; b *= 2) {
-    for (int j = 0; j < TR; j++) {
-      m0[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j - b : j), 0);
-      m1[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j : j + b), 0);
-    }
-    for (int i = 0; i < TR; i++) {
-      if (i & b) continue;
-      LLVMValueRef lo = v[i], hi = v[i + b];
-      v[i] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m0, TR), "");
-      v[i + b] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m1, TR), "");
-    }
-  }
-}
 /* S's k4 (of this block) = v, and its bytes into the column sums */
 static void store_k4(Dot *d, LLVMValueRef blk, LLVMValueRef k4, LLVMValueRef v, LLVMValueRef sum) {
   Gen *g = d->g;
   LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, blk, d->p->kp / 4), k4), 4 * d->p->lanes));
   LLVMSetAlignment(LLVMBuildStore(B, v, to), 1);
-  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), byte_sums(g, v), ""), sum);
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), dot_byte_sums(g, v), ""), sum);
 }
 void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   Gen *g = d->g;
@@ -116,7 +87,7 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
       LLVMValueRef at = gen_at(g, g->i8, d->A, LLVMBuildSelect(B, in, add(g, first, mul(g, oc, hw)), gen_i64(g, 0), ""));
       v[c] = gen_masked_load(g, vi, at, gen_splat(g, in, (unsigned)L), LLVMConstNull(vi));
     }
-    transpose16(g, v);
+    dot_transpose16(g, v);
     for (int j = 0; j < TR; j++) store_k4(d, blk, add(g, mul(g, nl, per), add(g, mul(g, r, TR), gen_i64(g, j))), v[j], sum);
     gen_loop_end(g, &lr, 0);
   }

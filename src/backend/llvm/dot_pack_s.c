@@ -1,0 +1,131 @@
+/* dot_pack_s.c: S blocks (lanes = 16 columns, 4 consecutive k of a column in each i32 lane)
+ * from columns that run along k in memory: 16 column loads of 64 k, a 16 x 16 transpose of
+ * i32s in registers, 16 vector stores, instead of a byte store per element (and instead of the
+ * gathers the vectorizer makes of that). Also the transpose itself, which dW's dy packing
+ * shares. */
+#include "dot.h"
+
+#define B (g->b)
+
+enum { TR = 16 };
+
+static LLVMValueRef splat_i32(Gen *g, int v, unsigned n) {
+  LLVMValueRef c[TR];
+  for (unsigned i = 0; i < n; i++) c[i] = LLVMConstInt(g->i32, (unsigned long long)v, 0);
+  return LLVMConstVector(c, n);
+}
+
+LLVMValueRef dot_byte_sums(Gen *g, LLVMValueRef v) {
+  unsigned n = LLVMGetVectorSize(LLVMTypeOf(v));
+  LLVMValueRef s = NULL;
+  for (int b = 0; b < 4; b++) {
+    LLVMValueRef up = LLVMBuildShl(B, v, splat_i32(g, 24 - 8 * b, n), "");
+    LLVMValueRef x = LLVMBuildAShr(B, up, splat_i32(g, 24, n), "");
+    s = s ? LLVMBuildAdd(B, s, x, "") : x;
+  }
+  return s;
+}
+
+/* four rounds of two-vector shuffles; round b swaps the off-diagonal b x b blocks of each
+ * 2b x 2b block */
+void dot_transpose16(Gen *g, LLVMValueRef *v) {
+  LLVMValueRef m0[TR], m1[TR];
+  for (int b = 1; b < TR; b *= 2) {
+    for (int j = 0; j < TR; j++) {
+      m0[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j - b : j), 0);
+      m1[j] = LLVMConstInt(g->i32, (unsigned long long)(j & b ? TR + j : j + b), 0);
+    }
+    for (int i = 0; i < TR; i++) {
+      if (i & b) continue;
+      LLVMValueRef lo = v[i], hi = v[i + b];
+      v[i] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m0, TR), "");
+      v[i + b] = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(m1, TR), "");
+    }
+  }
+}
+
+/* S is GEMM operand `which` (B, or A when swapped): its element type, and the element index of
+ * (column i, k = 0) when k runs contiguously (stride 1) */
+static int s_operand(const Dot *d, KElem *e, int64_t *bs, int64_t *stride) {
+  const GemmKernel *k = d->gk;
+  int which = d->p->swap ? 0 : 1;
+  int64_t sk = which ? k->b_sk : k->a_sk;
+  *e = which ? k->b : k->a, *bs = which ? k->b_bs : k->a_bs, *stride = which ? k->b_sn : k->a_sm;
+  return sk == 1;
+}
+
+int dot_s_by_transpose(const Dot *d) {
+  KElem e;
+  int64_t bs, stride;
+  if (!d->gk || d->p->lanes != TR || d->K < 4 * TR || !s_operand(d, &e, &bs, &stride)) return 0;
+  if (e != KE_I8 && e != KE_I4) return 0; /* S is vpdpbusd's signed side */
+  return !kelem_packed(e) || (bs % 2 == 0 && stride % 2 == 0); /* q4 columns start on a byte */
+}
+
+/* 64 k of column i from element `at` on: 64 bytes, or 32 q4 bytes as 64 signed nibbles */
+static LLVMValueRef column_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef in) {
+  Gen *g = d->g;
+  int packed = kelem_packed(e);
+  LLVMTypeRef vt = LLVMVectorType(g->i8, packed ? 2 * TR : 4 * TR);
+  LLVMValueRef byte = packed ? LLVMBuildSDiv(B, at, gen_i64(g, 2), "") : at;
+  LLVMValueRef v = gen_masked_load(g, vt, gen_at(g, g->i8, src, LLVMBuildSelect(B, in, byte, gen_i64(g, 0), "")),
+                                   gen_splat(g, in, LLVMGetVectorSize(vt)), LLVMConstNull(vt));
+  if (packed) { /* element 2j is byte j's low nibble, 2j + 1 its high one; two's complement */
+    LLVMValueRef lo = LLVMBuildAnd(B, v, gen_splat(g, LLVMConstInt(g->i8, 15, 0), 2 * TR), "");
+    LLVMValueRef hi = LLVMBuildLShr(B, v, gen_splat(g, LLVMConstInt(g->i8, 4, 0), 2 * TR), "");
+    LLVMValueRef idx[4 * TR];
+    for (int i = 0; i < 4 * TR; i++) idx[i] = LLVMConstInt(g->i32, (unsigned long long)(i / 2 + (i % 2) * 2 * TR), 0);
+    v = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(idx, 4 * TR), "");
+    LLVMValueRef eight = gen_splat(g, LLVMConstInt(g->i8, 8, 0), 4 * TR);
+    v = LLVMBuildSub(B, LLVMBuildXor(B, v, eight, ""), eight, "");
+  }
+  return LLVMBuildBitCast(B, v, LLVMVectorType(g->i32, TR), "");
+}
+
+void dot_pack_s_block(Dot *d, LLVMValueRef blk) {
+  Gen *g = d->g;
+  const DotPlan *p = d->p;
+  KElem e;
+  int64_t bs, stride, runs = d->K / (4 * TR), blocks = p->np / TR;
+  s_operand(d, &e, &bs, &stride);
+  LLVMValueRef bt = div_(g, blk, blocks), nb = rem_(g, blk, blocks);
+  dot_batch_views(d, bt);
+  LLVMValueRef src = p->swap ? d->A : d->Bm;
+  LLVMTypeRef vi = LLVMVectorType(g->i32, TR);
+  LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum"), at[TR], in[TR];
+  LLVMBuildStore(B, LLVMConstNull(vi), sum);
+  for (int c = 0; c < TR; c++) { /* column nb * 16 + c: where its k = 0 is, and whether it exists */
+    LLVMValueRef i = add(g, mul(g, nb, TR), gen_i64(g, c));
+    in[c] = lt(g, i, d->cols);
+    at[c] = add(g, mul(g, bt, bs), mul(g, i, stride));
+  }
+  Loop lr, lk;
+  LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, runs), "run"), v[TR];
+  for (int c = 0; c < TR; c++) v[c] = column_run(d, e, src, add(g, at[c], mul(g, r, 4 * TR)), in[c]);
+  dot_transpose16(g, v);
+  for (int j = 0; j < TR; j++) { /* k4 = 16 r + j */
+    LLVMValueRef k4 = add(g, mul(g, r, TR), gen_i64(g, j));
+    LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, nb, p->kp / 4), k4), 4 * TR));
+    LLVMSetAlignment(LLVMBuildStore(B, v[j], to), 1);
+    LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), dot_byte_sums(g, v[j]), ""), sum);
+  }
+  gen_loop_end(g, &lr, 0);
+  LLVMValueRef total = gen_get(g, sum);
+  for (int c = 0; c < TR; c++) { /* the rest of k element by element, 0 in the padding */
+    LLVMValueRef i = add(g, mul(g, nb, TR), gen_i64(g, c)), s = gen_var(g, LLVMConstInt(g->i32, 0, 0), "rest");
+    LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), s);
+    LLVMValueRef kk = add(g, gen_loop_begin(g, &lk, gen_i64(g, p->kp - runs * 4 * TR), "k"), gen_i64(g, runs * 4 * TR)), valid;
+    LLVMValueRef have = and_(g, in[c], lt(g, kk, d->K));
+    LLVMValueRef x = d->elem(d, p->swap ? 0 : 1, bt, LLVMBuildSelect(B, in[c], i, gen_i64(g, 0), ""),
+                             LLVMBuildSelect(B, have, kk, gen_i64(g, 0), ""), &valid);
+    x = LLVMBuildSelect(B, have, x, LLVMConstInt(g->i32, 0, 0), "");
+    LLVMValueRef idx = add(g, mul(g, add(g, mul(g, add(g, mul(g, nb, p->kp / 4), LLVMBuildLShr(B, kk, gen_i64(g, 2), "")), TR),
+                                        gen_i64(g, c)), 4), LLVMBuildAnd(B, kk, gen_i64(g, 3), ""));
+    gen_store(g, LLVMBuildTrunc(B, x, g->i8, ""), d->packS, idx);
+    LLVMBuildStore(B, add(g, gen_get(g, s), x), s);
+    gen_loop_end(g, &lk, 0);
+    LLVMValueRef col = add(g, LLVMBuildExtractElement(B, total, LLVMConstInt(g->i32, (unsigned)c, 0), ""), gen_get(g, s));
+    dot_store_correction(d, i, col);
+  }
+}
+#undef B
