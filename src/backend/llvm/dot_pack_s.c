@@ -44,23 +44,29 @@ void dot_transpose16(Gen *g, LLVMValueRef *v) {
   }
 }
 
-/* S is GEMM operand `which` (B, or A when swapped): its element type, and the element index of
- * (column i, k = 0) when k runs contiguously (stride 1) */
-static int s_operand(const Dot *d, KElem *e, int64_t *bs, int64_t *stride) {
+/* S is GEMM operand `which` (B, or A when swapped): its element type, batch stride, stride
+ * between columns and stride along k */
+static void s_operand(const Dot *d, KElem *e, int64_t *bs, int64_t *stride, int64_t *sk) {
   const GemmKernel *k = d->gk;
   int which = d->p->swap ? 0 : 1;
-  int64_t sk = which ? k->b_sk : k->a_sk;
-  *e = which ? k->b : k->a, *bs = which ? k->b_bs : k->a_bs, *stride = which ? k->b_sn : k->a_sm;
-  return sk == 1;
+  *e = which ? k->b : k->a, *bs = which ? k->b_bs : k->a_bs;
+  *stride = which ? k->b_sn : k->a_sm, *sk = which ? k->b_sk : k->a_sk;
 }
 
-int dot_s_by_transpose(const Dot *d) {
+/* S columns by transposes (k contiguous), or by rows (columns contiguous, k strided): 16
+ * columns of 4 rows of k are then 4 row loads and one byte shuffle per k4 */
+enum { S_COLUMNS = 1, S_ROWS = 2 };
+static int s_layout(const Dot *d) {
   KElem e;
-  int64_t bs, stride;
-  if (!d->gk || d->p->lanes != TR || d->K < 4 * TR || !s_operand(d, &e, &bs, &stride)) return 0;
+  int64_t bs, stride, sk;
+  if (!d->gk || d->p->lanes != TR) return 0;
+  s_operand(d, &e, &bs, &stride, &sk);
   if (e != KE_I8 && e != KE_I4) return 0; /* S is vpdpbusd's signed side */
-  return !kelem_packed(e) || (bs % 2 == 0 && stride % 2 == 0); /* q4 columns start on a byte */
+  if (sk == 1 && d->K >= 4 * TR) return !kelem_packed(e) || (bs % 2 == 0 && stride % 2 == 0) ? S_COLUMNS : 0;
+  if (stride == 1) return !kelem_packed(e) || (bs % 2 == 0 && sk % 2 == 0) ? S_ROWS : 0; /* q4 rows start on a byte */
+  return 0;
 }
+int dot_s_by_transpose(const Dot *d) { return s_layout(d) != 0; }
 
 /* 64 k of column i from element `at` on: 64 bytes, or 32 q4 bytes as 64 signed nibbles */
 static LLVMValueRef column_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef in) {
@@ -82,12 +88,79 @@ static LLVMValueRef column_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef a
   return LLVMBuildBitCast(B, v, LLVMVectorType(g->i32, TR), "");
 }
 
+/* n (<= 16) elements of a row from element `at` on as bytes (0 past n) */
+static LLVMValueRef row_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef n) {
+  Gen *g = d->g;
+  LLVMTypeRef v16 = LLVMVectorType(g->i8, TR);
+  LLVMValueRef lane = gen_iota(g, TR);
+  if (!kelem_packed(e)) {
+    LLVMValueRef mask = LLVMBuildICmp(B, LLVMIntSLT, lane, gen_splat(g, n, TR), "");
+    return gen_masked_load(g, v16, gen_at(g, g->i8, src, at), mask, LLVMConstNull(v16));
+  }
+  LLVMTypeRef v8 = LLVMVectorType(g->i8, TR / 2);
+  LLVMValueRef pairs = LLVMBuildSDiv(B, LLVMBuildAdd(B, n, gen_i64(g, 1), ""), gen_i64(g, 2), "");
+  LLVMValueRef mask = LLVMBuildICmp(B, LLVMIntSLT, gen_iota(g, TR / 2), gen_splat(g, pairs, TR / 2), "");
+  LLVMValueRef v = gen_masked_load(g, v8, gen_at(g, g->i8, src, LLVMBuildSDiv(B, at, gen_i64(g, 2), "")), mask, LLVMConstNull(v8));
+  LLVMValueRef lo = LLVMBuildAnd(B, v, gen_splat(g, LLVMConstInt(g->i8, 15, 0), TR / 2), "");
+  LLVMValueRef hi = LLVMBuildLShr(B, v, gen_splat(g, LLVMConstInt(g->i8, 4, 0), TR / 2), "");
+  LLVMValueRef idx[TR];
+  for (int i = 0; i < TR; i++) idx[i] = LLVMConstInt(g->i32, (unsigned long long)(i / 2 + (i % 2) * (TR / 2)), 0);
+  v = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(idx, TR), "");
+  LLVMValueRef eight = gen_splat(g, LLVMConstInt(g->i8, 8, 0), TR);
+  v = LLVMBuildSub(B, LLVMBuildXor(B, v, eight, ""), eight, "");
+  return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, lane, gen_splat(g, n, TR), ""), v, LLVMConstNull(v16), "");
+}
+
+/* S_ROWS: k4 by k4, rows 4 k4 .. 4 k4 + 3 of the block's 16 columns, interleaved so that lane c
+ * holds column c's four k */
+static void pack_s_rows(Dot *d, LLVMValueRef blk, KElem e, int64_t bs, int64_t sk) {
+  Gen *g = d->g;
+  const DotPlan *p = d->p;
+  int64_t blocks = p->np / TR;
+  LLVMValueRef bt = div_(g, blk, blocks), nb = rem_(g, blk, blocks);
+  dot_batch_views(d, bt);
+  LLVMValueRef src = p->swap ? d->A : d->Bm, n0 = mul(g, nb, TR);
+  LLVMValueRef left = LLVMBuildSub(B, gen_i64(g, d->cols), n0, "");
+  LLVMValueRef n = LLVMBuildSelect(B, lt(g, left, TR), left, gen_i64(g, TR), ""); /* the block's real columns */
+  n = LLVMBuildSelect(B, lt(g, n, 0), gen_i64(g, 0), n, "");
+  LLVMTypeRef vi = LLVMVectorType(g->i32, TR);
+  LLVMValueRef sum = gen_var(g, LLVMConstNull(vi), "colsum");
+  LLVMBuildStore(B, LLVMConstNull(vi), sum);
+  LLVMValueRef idx[4 * TR];
+  for (int i = 0; i < 4 * TR; i++) idx[i] = LLVMConstInt(g->i32, (unsigned long long)((i % 4) * TR + i / 4), 0);
+  Loop l;
+  LLVMValueRef k4 = gen_loop_begin(g, &l, gen_i64(g, p->kp / 4), "k4"), r[4];
+  for (int t = 0; t < 4; t++) { /* row k = 4 k4 + t, none past K */
+    LLVMValueRef k = add(g, mul(g, k4, 4), gen_i64(g, t)), in = lt(g, k, d->K);
+    LLVMValueRef at = add(g, add(g, mul(g, bt, bs), mul(g, LLVMBuildSelect(B, in, k, gen_i64(g, 0), ""), sk)), n0);
+    r[t] = row_run(d, e, src, at, LLVMBuildSelect(B, in, n, gen_i64(g, 0), ""));
+  }
+  LLVMValueRef cat[4 * TR];
+  for (int i = 0; i < 4 * TR; i++) cat[i] = LLVMConstInt(g->i32, (unsigned long long)i, 0);
+  LLVMValueRef r01 = LLVMBuildShuffleVector(B, r[0], r[1], LLVMConstVector(cat, 2 * TR), "");
+  LLVMValueRef r23 = LLVMBuildShuffleVector(B, r[2], r[3], LLVMConstVector(cat, 2 * TR), "");
+  LLVMValueRef rows = LLVMBuildShuffleVector(B, r01, r23, LLVMConstVector(cat, 4 * TR), "");
+  LLVMValueRef v = LLVMBuildShuffleVector(B, rows, LLVMGetUndef(LLVMTypeOf(rows)), LLVMConstVector(idx, 4 * TR), "");
+  v = LLVMBuildBitCast(B, v, vi, "");
+  LLVMValueRef to = gen_at(g, g->i8, d->packS, mul(g, add(g, mul(g, nb, p->kp / 4), k4), 4 * TR));
+  LLVMSetAlignment(LLVMBuildStore(B, v, to), 1);
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(g, sum), dot_byte_sums(g, v), ""), sum);
+  gen_loop_end(g, &l, 0);
+  LLVMValueRef total = gen_get(g, sum);
+  for (int c = 0; c < TR; c++)
+    dot_store_correction(d, add(g, n0, gen_i64(g, c)), LLVMBuildExtractElement(B, total, LLVMConstInt(g->i32, (unsigned)c, 0), ""));
+}
+
 void dot_pack_s_block(Dot *d, LLVMValueRef blk) {
   Gen *g = d->g;
   const DotPlan *p = d->p;
   KElem e;
-  int64_t bs, stride, runs = d->K / (4 * TR), blocks = p->np / TR;
-  s_operand(d, &e, &bs, &stride);
+  int64_t bs, stride, sk, runs = d->K / (4 * TR), blocks = p->np / TR;
+  s_operand(d, &e, &bs, &stride, &sk);
+  if (s_layout(d) == S_ROWS) {
+    pack_s_rows(d, blk, e, bs, sk);
+    return;
+  }
   LLVMValueRef bt = div_(g, blk, blocks), nb = rem_(g, blk, blocks);
   dot_batch_views(d, bt);
   LLVMValueRef src = p->swap ? d->A : d->Bm;
