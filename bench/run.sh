@@ -6,7 +6,7 @@
 #   2. training images/s (synthetic batches of 128) of sqc at 4 bits and --bits 32 against
 #      PyTorch float32 (same network, batch and threads), and peak resident memory;
 #   3. L1 against L2 normalization layers (forward and both gradients) in the CNN.
-# Every figure is the median of REPS (5) runs.
+# Every figure is the median of REPS (5) runs; sqc and its peer run in turns where they are compared.
 set -eu
 build=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,29 +47,48 @@ echo "(/ oneDNN and / OpenBLAS: their time over sqc's; above 1 means sqc is fast
 echo " and, for convolutions, gathering the patches; the peers multiply ready matrices.)"
 echo
 
+# The machine is shared and its speed drifts over seconds: sqc and PyTorch run in turns, one
+# repetition each per round, and the ratio is the median of the rounds' ratios.
+median() { sort -g | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}'; }
+torch() { # model torch-threads blas-threads steps reps
+  env -u OMP_PROC_BIND OPENBLAS_NUM_THREADS=$3 /usr/bin/python3 "$root/bench/torch_train.py" "$1" "$2" "$4" "$5"
+}
 echo "== 2. training, $threads threads, batch 128: images/s and peak resident memory"
+echo "(sqc 4-bit and PyTorch in turns, $reps rounds; 4b/torch is the median of the rounds' ratios)"
 printf "%-5s %14s %14s %14s %9s %9s %12s %12s %8s\n" model "sqc 4-bit" "sqc 32-bit" PyTorch "4b/torch" "4b/32b" "sqc 4b KB" "torch KB" "mem"
 for m in mlp cnn; do
-  steps=$([ $m = mlp ] && echo 200 || echo 6)
+  steps=$([ $m = mlp ] && echo 200 || echo 10)
   "$sqc" "$root/examples/$m.sq" --bits 4 -o "$tmp/$m-4.so"
   "$sqc" "$root/examples/$m.sq" --bits 32 -o "$tmp/$m-32.so"
-  s4=$("$build/bench/train" "$tmp/$m-4.so" "$threads" "$steps" "$reps")
-  s32=$("$build/bench/train" "$tmp/$m-32.so" "$threads" "$steps" "$reps")
   # PyTorch's own threads and its OpenBLAS's threads add up (and a 2 + 2 split runs slower than
-  # either alone on two cores): its best of the splits t + 1, 1 + t and t + t is its figure
-  pt=$(for split in "$threads 1" "1 $threads" "$threads $threads"; do
-         set -- $split
-         env -u OMP_PROC_BIND OPENBLAS_NUM_THREADS=$2 /usr/bin/python3 "$root/bench/torch_train.py" $m "$1" "$steps" "$reps" |
-           sed "s/\$/ torch=$1,blas=$2/"
-       done | sort -k3 -g -r | head -1)
-  echo "$m $s4 $s32 $pt" | awk '{ printf "%-5s %14.0f %14.0f %14.0f %8.2fx %8.2fx %12d %12d %7.2fx  (PyTorch %s)\n", $1, $4, $8, $12, $4 / $12, $4 / $8, $5, $13, $5 / $13, $14 }'
+  # either alone on two cores): its best of the splits t + 1, 1 + t and t + t is its split
+  split=$(for s in "$threads 1" "1 $threads" "$threads $threads"; do
+            set -- $s
+            echo "$(torch $m "$1" "$2" "$steps" 1 | awk '{print $3}') $1 $2"
+          done | sort -g -r | head -1 | cut -d' ' -f2-)
+  set -- $split
+  : >"$tmp/rounds"
+  for r in $(seq "$reps"); do
+    s=$("$build/bench/train" "$tmp/$m-4.so" "$threads" "$steps" 1)
+    t=$(torch $m "$1" "$2" "$steps" 1)
+    echo "$s $t" | awk '{print $3, $7, $3 / $7, $4, $8}' >>"$tmp/rounds"
+  done
+  s32=$("$build/bench/train" "$tmp/$m-32.so" "$threads" "$steps" "$reps" | awk '{print $3}')
+  s4=$(cut -d' ' -f1 "$tmp/rounds" | median) pt=$(cut -d' ' -f2 "$tmp/rounds" | median)
+  ratio=$(cut -d' ' -f3 "$tmp/rounds" | median) rs=$(cut -d' ' -f4 "$tmp/rounds" | median) rt=$(cut -d' ' -f5 "$tmp/rounds" | median)
+  echo "$m $s4 $s32 $pt $ratio $rs $rt $1 $2" | awk '{ printf "%-5s %14.0f %14.0f %14.0f %8.2fx %8.2fx %12d %12d %7.2fx  (PyTorch torch=%s,blas=%s)\n", $1, $2, $3, $4, $5, $2 / $3, $6, $7, $6 / $7, $8, $9 }'
 done
 echo
 
 echo "== 3. L1 against L2 normalization (the CNN's batchnorm layers: statistics, forward with the max pooling after it, dparams, dx), one thread"
+echo "(L1 and L2 in turns, $reps rounds of 3 runs of each layer; the ratio is the median of the rounds')"
 "$sqc" "$root/examples/cnn.sq" --bits 4 --norm l2 --emit=obj -o "$tmp/cnn-l2.o"
 cc $cflags "$root/bench/kernels.c" "$tmp/cnn-l2.o" $libs -o "$tmp/kernels-l2"
-"$tmp/kernels-l2" 1 "$reps" >"$tmp/k-l2.txt"
-l1=$(awk '/^norm/ {s += $4} END {print s}' "$tmp/k-cnn.txt")
-l2=$(awk '/^norm/ {s += $4} END {print s}' "$tmp/k-l2.txt")
-awk -v a="$l1" -v b="$l2" 'BEGIN { printf "L1 layers %.2f ms, L2 layers %.2f ms: L1 is %.2fx the speed of L2\n", a * 1e3, b * 1e3, b / a }'
+: >"$tmp/rounds"
+for r in $(seq "$reps"); do
+  l1=$("$tmp/kernels-cnn" 1 3 | awk '/^norm/ {s += $4} END {print s}')
+  l2=$("$tmp/kernels-l2" 1 3 | awk '/^norm/ {s += $4} END {print s}')
+  echo "$l1 $l2" | awk '{print $1, $2, $2 / $1}' >>"$tmp/rounds"
+done
+l1=$(cut -d' ' -f1 "$tmp/rounds" | median) l2=$(cut -d' ' -f2 "$tmp/rounds" | median) ratio=$(cut -d' ' -f3 "$tmp/rounds" | median)
+awk -v a="$l1" -v b="$l2" -v r="$ratio" 'BEGIN { printf "L1 layers %.2f ms, L2 layers %.2f ms: L1 is %.2fx the speed of L2\n", a * 1e3, b * 1e3, r }'
