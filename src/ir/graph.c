@@ -251,13 +251,17 @@ Shape shape_make(int rank, const int64_t *d) {
   for (int i = 0; i < rank; i++) s.d[i] = d[i];
   return s;
 }
+int64_t ir_aux_bytes(const Node *n) {
+  return n->kind == NK_OP && n->op == OP_batchnorm_pool ? shape_numel(&n->shape) : 0;
+}
+
 int64_t ir_tensor_bytes(const Node *n) {
   int64_t e = shape_numel(&n->shape);
   switch (n->dtype) {
   case DT_Q8: return e;
   case DT_Q4: return nm_q_bytes(e, 1);
   case DT_VOID: return 0;
-  default: return 4 * e;
+  default: return 4 * e + ir_aux_bytes(n);
   }
 }
 

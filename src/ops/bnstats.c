@@ -38,12 +38,17 @@ int batchnorm_pool_shape(ShapeCtx *c, Node *n) {
   if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 4, 4) || !WANT_STATS(c, n, 0, 5)) return 0;
   return shape_set(c, n, DT_F32, maxpool_output_shape(n, &x->shape));
 }
+static int want_pool(ShapeCtx *c, const Node *n, int i) {
+  const Node *p = ir_in(c->g, n, i);
+  if (p->kind == NK_OP && p->op == OP_batchnorm_pool) return 1;
+  return shape_fail(c, n, "%s wants the batchnorm_pool whose gradient it is", op_info[n->op].name);
+}
 int batchnorm_pool_dparams_shape(ShapeCtx *c, Node *n) {
-  return WANT_STATS(c, n, 1, 4) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+  return WANT_STATS(c, n, 1, 2) && want_pool(c, n, 3) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
 }
 int batchnorm_pool_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
-  return WANT_STATS(c, n, 1, 4) && want(c, n, 5, dparams_shape(x), "the parameters' gradients") &&
+  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") && want_pool(c, n, 5) &&
          shape_set(c, n, DT_F32, x->shape);
 }
 int batchnorm_dx_shape(ShapeCtx *c, Node *n) {
@@ -137,41 +142,35 @@ static Tensor like(const Tensor *x) {
 }
 
 int batchnorm_pool_ref(RefCtx *c, const Node *n) {
-  Tensor y = like(REF_IN(c, n, 0));
+  Tensor y = like(REF_IN(c, n, 0)), *out = REF_OUT(c, n);
   bn_forward_ref(c, n, REF_IN(c, n, 5)->f, (int)ir_int(n, "l2"), &y);
-  maxpool_ref(n, &y, REF_OUT(c, n)->f);
+  maxpool_ref(n, &y, out->f);
+  maxpool_codes_ref(n, &y, (int)ir_int(n, "relu"), batchnorm_pool_codes(out));
   free(y.f);
   return 1;
 }
 
-/* g: dp routed through the pooling's gradient over y = batchnorm(x) with the batch's statistics
- * (the forward pass's values), masked by the relu when there is one */
-static float *pooled_gradient(const RefCtx *c, const Node *n) {
-  const Tensor *dp = REF_IN(c, n, 0), *x = REF_IN(c, n, 1), *gam = REF_IN(c, n, 2), *bet = REF_IN(c, n, 3);
-  const float *st = REF_IN(c, n, 4)->f;
-  nm_chan geo = bn_geo(x);
-  Tensor y = like(x);
-  nm_bn_forward(x->f, geo, st + NM_BN_MEAN * geo.channels, st + NM_BN_INV * geo.channels, gam->f, bet->f, y.f, 1);
-  int relu = (int)ir_int(n, "relu");
-  if (relu) ref_fused_relu(n, &y);
+/* g: dp routed by the forward pass's codes (input `pool`, the batchnorm_pool) to each window's
+ * first maximum: what maxpool2d_grad, with the folded relu, makes of dp */
+static float *pooled_gradient(const RefCtx *c, const Node *n, int pool) {
+  const Tensor *x = REF_IN(c, n, 1);
   float *g = xmalloc(sizeof(float) * (size_t)x->n);
-  maxpool_grad_ref(n, dp->f, &y, relu, g);
-  free(y.f);
+  maxpool_route_ref(n, REF_IN(c, n, 0)->f, batchnorm_pool_codes(REF_IN(c, n, pool)), x, g);
   return g;
 }
 
 int batchnorm_pool_dparams_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 1);
-  float *g = pooled_gradient(c, n);
-  nm_bn_dparams(x->f, g, bn_geo(x), REF_IN(c, n, 4)->f, REF_OUT(c, n)->f, 1);
+  float *g = pooled_gradient(c, n, 3);
+  nm_bn_dparams(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
   free(g);
   return 1;
 }
 
 int batchnorm_pool_dx_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 1);
-  float *g = pooled_gradient(c, n);
-  nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 4)->f, REF_IN(c, n, 5)->f, (int)ir_int(n, "l2"),
+  float *g = pooled_gradient(c, n, 5);
+  nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
   free(g);
   return 1;

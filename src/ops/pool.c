@@ -84,6 +84,32 @@ void maxpool_grad_ref(const Node *n, const float *dy, const Tensor *x, int relu,
     for (int64_t i = 0; i < x->n; i++) dx[i] = nm_relu_grad(dx[i], x->f[i]);
 }
 
+void maxpool_codes_ref(const Node *n, const Tensor *x, int relu, uint8_t *codes) {
+  Shape xs = shape_of(x);
+  PoolGeom q = pool_geom(n, &xs);
+  for (int64_t pl = 0; pl < q.N * q.C; pl++)
+    for (int64_t oh = 0; oh < q.Ho; oh++)
+      for (int64_t ow = 0; ow < q.Wo; ow++) {
+        int64_t best = window_argmax(&q, x->f, pl, oh, ow), ih = best / q.W % q.H, iw = best % q.W;
+        int t = (int)((ih - (oh * q.s - q.p)) * q.k + iw - (ow * q.s - q.p));
+        codes[(pl * q.Ho + oh) * q.Wo + ow] = (uint8_t)(t | (relu && !(x->f[best] > 0) ? POOL_CODE_MASKED : 0));
+      }
+}
+
+void maxpool_route_ref(const Node *n, const float *dy, const uint8_t *codes, const Tensor *x, float *dx) {
+  Shape xs = shape_of(x);
+  PoolGeom q = pool_geom(n, &xs);
+  memset(dx, 0, sizeof(float) * (size_t)x->n);
+  for (int64_t pl = 0; pl < q.N * q.C; pl++)
+    for (int64_t oh = 0; oh < q.Ho; oh++)
+      for (int64_t ow = 0; ow < q.Wo; ow++) {
+        int64_t w = (pl * q.Ho + oh) * q.Wo + ow, t = codes[w];
+        if (t & POOL_CODE_MASKED) continue;
+        int64_t ih = oh * q.s - q.p + t / q.k, iw = ow * q.s - q.p + t % q.k;
+        dx[(pl * q.H + ih) * q.W + iw] += dy[w]; /* 0 + dy, as maxpool_grad_ref adds */
+      }
+}
+
 int maxpool2d_ref(RefCtx *c, const Node *n) {
   maxpool_ref(n, REF_IN(c, n, 0), REF_OUT(c, n)->f);
   return 1;

@@ -67,6 +67,14 @@ int bn_forward_ref(struct RefCtx *c, const Node *n, const float *stats, int l2, 
 Shape maxpool_output_shape(const Node *n, const Shape *x);
 void maxpool_ref(const Node *n, const Tensor *x, float *y);
 void maxpool_grad_ref(const Node *n, const float *dy, const Tensor *x, int relu, float *dx);
+/* A window's first maximum as a byte, for a gradient that does not keep x: its tap kh * k + kw
+ * (k <= 8), with POOL_CODE_MASKED set when relu masks it (the maximum is not > 0). Routing dy by
+ * the codes gives maxpool_grad_ref's dx with its relu exactly. */
+enum { POOL_CODE_MASKED = 0x80 };
+/* where a batchnorm_pool's tensor keeps its codes (ir_aux_bytes): after its values */
+static inline uint8_t *batchnorm_pool_codes(const Tensor *t) { return (uint8_t *)(t->f + t->n); }
+void maxpool_codes_ref(const Node *n, const Tensor *x, int relu, uint8_t *codes);
+void maxpool_route_ref(const Node *n, const float *dy, const uint8_t *codes, const Tensor *x, float *dx);
 
 /* ---- reference bodies ---- */
 typedef struct RefCtx {

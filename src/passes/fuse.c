@@ -84,7 +84,7 @@ static void fuse_batchnorm_pool(Graph *g, int p, char *dead) {
   Node *pool = ir_node(g, p);
   if (pool->kind != NK_OP || pool->op != OP_maxpool2d || ir_int(pool, "padding") != 0) return;
   int64_t kernel = ir_int(pool, "kernel"), stride = ir_int(pool, "stride");
-  if (kernel < 2 || stride < kernel) return;
+  if (kernel < 2 || kernel > 8 || stride < kernel) return; /* a window's tap fits a code byte */
   Node *y = ir_in(g, pool, 0);
   if (y->kind != NK_OP || (y->op != OP_l1_batchnorm && y->op != OP_l2_batchnorm)) return;
   if (y->id == g->loss || is_output(g, y->id)) return;
@@ -106,7 +106,7 @@ static void fuse_batchnorm_pool(Graph *g, int p, char *dead) {
     }
     if (dparams < 0 || (dx >= 0 && ir_node(g, dx)->in[4] != dparams)) return;
   }
-  int x = y->in[0], gamma = y->in[1], beta = y->in[2], stats = y->in[5], l2 = y->op == OP_l2_batchnorm;
+  int x = y->in[0], gamma = y->in[1], stats = y->in[5], l2 = y->op == OP_l2_batchnorm;
   double momentum = ir_num(y, "momentum"), eps = ir_num(y, "eps");
   become(pool, OP_batchnorm_pool, 6, y->in);
   set_pool(pool, kernel, stride, relu);
@@ -114,12 +114,12 @@ static void fuse_batchnorm_pool(Graph *g, int p, char *dead) {
   dead[y->id] = 1;
   if (gp < 0) return;
   int dp = ir_node(g, gp)->in[0];
-  become(ir_node(g, dparams), OP_batchnorm_pool_dparams, 5, (int[]){dp, x, gamma, beta, stats});
+  become(ir_node(g, dparams), OP_batchnorm_pool_dparams, 4, (int[]){dp, x, stats, p});
   set_pool(ir_node(g, dparams), kernel, stride, relu);
   if (dx >= 0) {
     Node *d = ir_node(g, dx);
     int dx_l2 = (int)ir_int(d, "l2");
-    become(d, OP_batchnorm_pool_dx, 6, (int[]){dp, x, gamma, beta, stats, dparams});
+    become(d, OP_batchnorm_pool_dx, 6, (int[]){dp, x, gamma, stats, dparams, p});
     set_pool(d, kernel, stride, relu);
     ir_set_num(d, "l2", dx_l2);
   }

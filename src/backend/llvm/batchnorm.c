@@ -225,8 +225,9 @@ static LLVMValueRef normalize(Bn *b, const RowCtx *r, LLVMValueRef x) {
   return b->k->relu ? gen_relu(b->g, y) : y;
 }
 
-/* ---- the fused max pooling (batchnorm_pool and its gradients): one plane at a time, its
- * values normalized from x as the pooling loads them ---- */
+/* ---- the fused max pooling (batchnorm_pool and its gradients), one plane at a time: the
+ * forward pass normalizes x as the pooling loads it and writes each window's code after the
+ * pooled values; the gradients route dp by the codes ---- */
 static int pooled(const Bn *b) { return b->k->pool_k > 0; }
 static LLVMValueRef normalized_load(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask) {
   const RowCtx *r = pp->ctx;
@@ -242,13 +243,20 @@ static LLVMValueRef pooled_plane(Bn *b, LLVMValueRef p, LLVMValueRef row) {
   LLVMValueRef i = LLVMBuildMul(B, LLVMBuildSDiv(B, row, gen_i64(b->g, k->inner), ""), gen_i64(b->g, k->Ho * k->Wo), "");
   return gen_at(b->g, b->g->f32, p, i);
 }
-/* r->grad = dp routed through the pooling's gradient onto the plane at `row` (and the relu's mask) */
-static void route_gradient(Bn *b, RowCtx *r, LLVMValueRef row) {
+/* the codes of the plane at `row` in batchnorm_pool tensor p: after all its pooled values */
+static LLVMValueRef plane_codes(Bn *b, LLVMValueRef p, LLVMValueRef row) {
+  const ChanKernel *k = b->k;
+  int64_t hw = k->Ho * k->Wo;
+  LLVMValueRef i = LLVMBuildMul(B, LLVMBuildSDiv(B, row, gen_i64(b->g, k->inner), ""), gen_i64(b->g, hw), "");
+  return gen_at(b->g, b->g->i8, p, LLVMBuildAdd(B, gen_i64(b->g, 4 * k->outer * k->channels * hw), i, ""));
+}
+/* r->grad = dp routed onto the plane at `row` by the codes of batchnorm_pool input `pool` */
+static void route_gradient(Bn *b, RowCtx *r, LLVMValueRef row, int pool) {
   Gen *g = b->g;
   r->grad = gen_entry_alloca(g, LLVMArrayType(g->f32, (unsigned)b->k->inner), "grad");
   LLVMSetAlignment(r->grad, 64);
   PoolPlane pp = plane(b, r, row);
-  gen_maxpool_plane(g, &pp, pooled_plane(b, r->dy, row), b->k->relu, r->grad);
+  gen_maxpool_plane(g, &pp, pooled_plane(b, r->dy, row), b->k->relu, r->grad, plane_codes(b, gen_input(g, pool), row));
 }
 
 /* nm_l1_inv or nm_l2_inv of a float spread: 1 / (kappa * s + eps) or 1 / sqrt(s + eps) in double */
@@ -354,7 +362,7 @@ static void forward_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   load_constants(b, c, r, K_MEAN, K_BETA);
   if (pooled(b)) { /* batchnorm_pool: the plane's pooled values only */
     PoolPlane pp = plane(b, r, row);
-    gen_maxpool_plane(g, &pp, NULL, 0, pooled_plane(b, r->out, row));
+    gen_maxpool_plane(g, &pp, NULL, b->k->relu, pooled_plane(b, r->out, row), plane_codes(b, r->out, row));
     return;
   }
   if (b->cw > 1) {
@@ -381,11 +389,10 @@ static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
 }
 static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   RowCtx *r = ctx;
-  LLVMValueRef st = gen_input(b->g, pooled(b) ? 4 : 2), mu = stat(b, st, NM_BN_MEAN, c), inv = stat(b, st, NM_BN_INV, c);
+  LLVMValueRef st = gen_input(b->g, 2), mu = stat(b, st, NM_BN_MEAN, c), inv = stat(b, st, NM_BN_INV, c);
   LLVMValueRef g = at_row(b, r->dy, row);
-  if (pooled(b)) { /* the forward pass's values from the batch's statistics */
-    r->k[K_MEAN] = mu, r->k[K_INV] = inv, r->k[K_GAMMA] = cload(b, gen_input(b->g, 2), c), r->k[K_BETA] = cload(b, gen_input(b->g, 3), c);
-    route_gradient(b, r, row);
+  if (pooled(b)) {
+    route_gradient(b, r, row, 3);
     g = r->grad;
   }
   r->mu = lift(b, mu), r->inv = lift(b, inv);
@@ -405,13 +412,11 @@ static void dparams(Bn *b, LLVMValueRef out) {
 }
 
 /* ---- batchnorm_dx, batchnorm_pool_dx ---- */
-/* per channel: a, b and c of dx = (a*g + s) + c and the mean; fused with the pooling, also the
- * forward pass's divisor, gamma and beta */
+/* per channel: a, b and c of dx = (a*g + s) + c and the mean */
 static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
   (void)ctx;
   Gen *g = b->g;
-  int p = pooled(b);
-  LLVMValueRef st = gen_input(g, p ? 4 : 3), dp = gen_input(g, p ? 5 : 4); /* dp: [dgamma; dbeta] */
+  LLVMValueRef st = gen_input(g, 3), dp = gen_input(g, 4); /* dp: [dgamma; dbeta] */
   LLVMValueRef m = dconst(b, count(b)), kappa = dconst(b, NM_KAPPA), gamma = cload(b, gen_input(g, 2), c);
   LLVMValueRef gam = f64(b, gamma), inv = f64(b, stat(b, st, NM_BN_INV, c));
   LLVMValueRef mg = LLVMBuildFDiv(B, LLVMBuildFMul(B, gam, f64(b, stat(b, dp, 1, c)), ""), m, "mg");
@@ -426,7 +431,6 @@ static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
     cv = f32(b, LLVMBuildFMul(B, LLVMBuildFSub(B, LLVMBuildFMul(B, LLVMBuildFMul(B, kappa, mgx, ""), msign, ""), mg, ""), inv, ""));
   }
   LLVMValueRef v[K_COUNT] = {[K_MEAN] = stat(b, st, NM_BN_MEAN, c), [K_A] = av, [K_B] = bv, [K_C] = cv};
-  if (p) v[K_INV] = stat(b, st, NM_BN_INV, c), v[K_GAMMA] = gamma, v[K_BETA] = cload(b, gen_input(g, 3), c);
   for (int j = 0; j < K_COUNT; j++)
     if (v[j]) cstore(b, v[j], consts(b, j), c);
 }
@@ -445,12 +449,11 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   Gen *g = b->g;
   load_constants(b, c, r, K_MEAN, K_MEAN);
   load_constants(b, c, r, K_A, K_C);
-  if (pooled(b)) load_constants(b, c, r, K_INV, K_BETA);
   if (b->cw > 1) {
     cstore(b, dx_value(b, r, cload(b, r->x, row), cload(b, r->dy, row)), r->out, row);
     return;
   }
-  if (pooled(b)) route_gradient(b, r, row);
+  if (pooled(b)) route_gradient(b, r, row, 5);
   Loop l; /* the vectorizer widens it */
   LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
   LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);

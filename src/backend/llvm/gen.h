@@ -102,9 +102,11 @@ struct PoolPlane {
   void *ctx;
 };
 LLVMValueRef gen_pool_load_plain(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask);
-/* dy NULL: out = each window's first maximum ([Ho, Wo]); else out ([H, W]) = dy at each
- * window's first maximum, 0 elsewhere, and with relu masked where the input is <= 0 */
-void gen_maxpool_plane(Gen *g, const PoolPlane *pp, LLVMValueRef dy, int relu, LLVMValueRef out);
+/* dy NULL: out = each window's first maximum ([Ho, Wo]), and when codes is not NULL each
+ * window's code there (maxpool_codes_ref, relu's mask included); else out ([H, W]) = dy at each
+ * window's first maximum, 0 elsewhere, and with relu masked where the input is <= 0: from the
+ * plane's values, or when codes is not NULL from the codes alone */
+void gen_maxpool_plane(Gen *g, const PoolPlane *pp, LLVMValueRef dy, int relu, LLVMValueRef out, LLVMValueRef codes);
 
 LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
 LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name); /* k->dp.dot != DOT_NONE */

@@ -202,7 +202,7 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name) {
     LLVMValueRef plane = gen_loop_part(g, &l1, k->dim[0] * k->dim[1], "plane");
     PoolPlane pp = {H, W, k->Ho, k->Wo, k->k, k->s, gen_pool_load_plain, at(g, grad ? p[1] : p[0], mul(g, plane, H * W)), NULL};
     LLVMValueRef pooled = mul(g, plane, k->Ho * k->Wo);
-    gen_maxpool_plane(g, &pp, grad ? at(g, p[0], pooled) : NULL, k->relu, at(g, out, grad ? mul(g, plane, H * W) : pooled));
+    gen_maxpool_plane(g, &pp, grad ? at(g, p[0], pooled) : NULL, k->relu, at(g, out, grad ? mul(g, plane, H * W) : pooled), NULL);
     gen_loop_end(g, &l1, 0);
   } else {
     int grad = k->kind == RED_MAXPOOL_GRAD;
