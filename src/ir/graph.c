@@ -252,7 +252,10 @@ Shape shape_make(int rank, const int64_t *d) {
   return s;
 }
 int64_t ir_aux_bytes(const Node *n) {
-  return n->kind == NK_OP && n->op == OP_batchnorm_pool ? shape_numel(&n->shape) : 0;
+  if (n->kind != NK_OP) return 0;
+  if (n->op == OP_batchnorm_pool) return shape_numel(&n->shape); /* a code byte per pooled value */
+  if ((n->op == OP_batchnorm_dx || n->op == OP_batchnorm_pool_dx) && ir_int(n, "ranges")) return 4 * n->shape.d[1];
+  return 0;
 }
 
 int64_t ir_tensor_bytes(const Node *n) {

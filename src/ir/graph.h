@@ -109,7 +109,8 @@ int ir_nin(const Node *n); /* the inputs n's op and attributes call for */
 /* Shapes */
 int64_t shape_numel(const Shape *s); /* -1 on overflow */
 int64_t ir_tensor_bytes(const Node *n); /* of the node's tensor (q4: two elements a byte), ir_aux_bytes included */
-/* bytes an op keeps after its tensor's values: batchnorm_pool's code byte per pooled value */
+/* bytes an op keeps after its tensor's values: batchnorm_pool's code byte per pooled value, a
+ * batchnorm dx's channel ranges (ops.def) */
 int64_t ir_aux_bytes(const Node *n);
 int shape_eq(const Shape *a, const Shape *b);
 Shape shape_make(int rank, const int64_t *d);

@@ -144,6 +144,8 @@ typedef struct {
   int l2;                 /* batchnorm from saved statistics: L2 (variance), else L1 */
   int64_t pool_k, pool_s; /* batchnorm_pool and its gradients: the max pooling's window and stride */
   int64_t H, W, Ho, Wo;   /* (inner = H * W), and the pooled planes */
+  int ranges;             /* a batchnorm dx: keeps its channels' ranges after dx (each row's in
+                             scratch); shiftquant: takes them from after its input's values */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */

@@ -266,6 +266,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     for (int i = 0; i < axis; i++) k->outer *= x0->shape.d[i];
     k->inner = shape_numel(&x0->shape) / (k->outer * k->channels);
     k->bits = (int)ir_int(n, "bits"), k->groups = (int)ir_int(n, "groups"), k->stream = (uint64_t)ir_int(n, "stream");
+    k->ranges = (int)ir_int(n, "ranges");
     k->scratch = 4 * (1 + 2 * k->channels); /* inv, ranges, groups */
     return k->groups >= 1;
   }
@@ -279,7 +280,8 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
     norm_view(&ir_in(g, n, 1)->shape, 0, k);
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
-    k->scratch = kir_bn_scratch(k->channels);
+    k->ranges = n->op == OP_batchnorm_dx && ir_int(n, "ranges");
+    k->scratch = kir_bn_scratch(k->channels) + (k->ranges ? 4 * k->outer * k->channels : 0);
     return 1;
   case OP_batchnorm_pool: case OP_batchnorm_pool_dparams: case OP_batchnorm_pool_dx: {
     const Shape *x = &ir_in(g, n, n->op == OP_batchnorm_pool ? 0 : 1)->shape;
@@ -289,7 +291,8 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->relu = (int)ir_int(n, "relu");
     k->l2 = n->op != OP_batchnorm_pool_dparams && ir_int(n, "l2");
     if (n->op == OP_batchnorm_pool) k->momentum = ir_num(n, "momentum"), k->eps = ir_num(n, "eps");
-    k->scratch = kir_bn_scratch(k->channels);
+    k->ranges = n->op == OP_batchnorm_pool_dx && ir_int(n, "ranges");
+    k->scratch = kir_bn_scratch(k->channels) + (k->ranges ? 4 * k->outer * k->channels : 0);
     return kir_maxpool_plane_fits(k->pool_k, k->pool_s, 0) && k->inner <= KIR_POOL_PLANE_MAX;
   }
   case OP_l1_layernorm: case OP_layernorm:
@@ -415,6 +418,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               op_info[k->op].name, (long long)k->outer, (long long)k->channels, (long long)k->inner);
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
     if (k->relu) sb_puts(&b, " relu");
+    if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);

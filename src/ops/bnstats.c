@@ -4,6 +4,7 @@
  * are a node of their own (batchnorm_stats, input 5 of l1_/l2_batchnorm), computed once and
  * read by the gradients: batchnorm_dparams sums dgamma and dbeta in one pass, then
  * batchnorm_dx is one pass over dy and x. The arithmetic is runtime/numerics.c's nm_bn_*. */
+#include <string.h>
 #include "../../runtime/numerics.h"
 #include "rules.h"
 
@@ -127,11 +128,31 @@ int batchnorm_dparams_ref(RefCtx *c, const Node *n) {
   return 1;
 }
 
+void channel_ranges_ref(const Tensor *x, float *ranges) {
+  nm_chan geo = bn_geo(x);
+  for (int64_t ch = 0; ch < geo.channels; ch++) {
+    uint32_t m = 0;
+    for (int64_t o = 0; o < geo.outer; o++)
+      for (int64_t i = 0; i < geo.inner; i++) {
+        uint32_t u;
+        memcpy(&u, &x->f[(o * geo.channels + ch) * geo.inner + i], sizeof u);
+        m = (u & 0x7fffffffu) > m ? u & 0x7fffffffu : m;
+      }
+    memcpy(&ranges[ch], &m, sizeof m);
+  }
+}
+
+/* dx written, then with ranges = 1 its channels' ranges after it */
+static int dx_ranges(RefCtx *c, const Node *n) {
+  if (ir_int(n, "ranges")) channel_ranges_ref(REF_OUT(c, n), channel_ranges_of(REF_OUT(c, n)));
+  return 1;
+}
+
 int batchnorm_dx_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
   nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
-  return 1;
+  return dx_ranges(c, n);
 }
 
 /* ---- batchnorm_pool and its gradients: the unfused ops' arithmetic, in their order ---- */
@@ -173,5 +194,5 @@ int batchnorm_pool_dx_ref(RefCtx *c, const Node *n) {
   nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
   free(g);
-  return 1;
+  return dx_ranges(c, n);
 }

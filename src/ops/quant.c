@@ -39,6 +39,8 @@ int shiftquant_shape(ShapeCtx *c, Node *n) {
   return shape_set(c, n, DT_Q8, x->shape);
 }
 
+/* With ranges = 1 its input keeps each channel's range too (ops.def): they are what nm_shiftquant
+ * computes, so the reference reads x alone. */
 int shiftquant_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *q = REF_OUT(c, n);

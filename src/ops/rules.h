@@ -73,6 +73,10 @@ void maxpool_grad_ref(const Node *n, const float *dy, const Tensor *x, int relu,
 enum { POOL_CODE_MASKED = 0x80 };
 /* where a batchnorm_pool's tensor keeps its codes (ir_aux_bytes): after its values */
 static inline uint8_t *batchnorm_pool_codes(const Tensor *t) { return (uint8_t *)(t->f + t->n); }
+/* a batchnorm dx's channel ranges (ops.def): the largest |x| of each channel of x [N, C, ...] by
+ * the bits of |x| (a NaN above an Inf above every finite value), after x's values */
+static inline float *channel_ranges_of(const Tensor *t) { return t->f + t->n; }
+void channel_ranges_ref(const Tensor *x, float *ranges);
 void maxpool_codes_ref(const Node *n, const Tensor *x, int relu, uint8_t *codes);
 void maxpool_route_ref(const Node *n, const float *dy, const uint8_t *codes, const Tensor *x, float *dx);
 

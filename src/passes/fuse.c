@@ -6,12 +6,16 @@
  *    output. relu_grad(dy, x) then reads the producer's output: relu(x) > 0 exactly when
  *    x > 0 (a NaN fails both), so no bit changes;
  *  - a relu_grad(g, x) into the maxpool2d_grad that makes g from the same x, when nothing
- *    else reads g: maxpool2d_grad gets relu = 1 and masks as it writes.
- *  - a maxpool2d without padding whose windows do not overlap, of an l1_/l2_batchnorm that only
- *    it and the pooling's gradient read, into batchnorm_pool; the gradient's readers
- *    batchnorm_dparams and batchnorm_dx into batchnorm_pool_dparams and batchnorm_pool_dx, which
- *    recompute the normalized values a plane at a time: the full-size normalized tensor and its
- *    full-size gradient are never stored.
+ *    else reads g: maxpool2d_grad gets relu = 1 and masks as it writes;
+ *  - a maxpool2d without padding whose windows do not overlap (up to 8 x 8), of an
+ *    l1_/l2_batchnorm that only it and the pooling's gradient read, into batchnorm_pool, which
+ *    keeps each window's first maximum as a code; the gradient's readers batchnorm_dparams and
+ *    batchnorm_dx into batchnorm_pool_dparams and batchnorm_pool_dx, which route dp by the
+ *    codes a plane at a time: the full-size normalized tensor and its full-size gradient are
+ *    never stored;
+ *  - a shiftquant over the channels of a batchnorm dx of feature maps: the dx keeps each
+ *    channel's range after its values (ranges = 1) and the shiftquant takes them from there
+ *    (ranges = 1) instead of reading dx a first time.
  * Expects: the backward graph (after autodiff: gradient rules never see a folded relu).
  * Guarantees: the graph computes the same values with fewer nodes. */
 #include <stdlib.h>
@@ -126,6 +130,16 @@ static void fuse_batchnorm_pool(Graph *g, int p, char *dead) {
   dead[gp] = 1;
 }
 
+static void fuse_ranges(Graph *g, int s) {
+  Node *sq = ir_node(g, s);
+  if (sq->kind != NK_OP || sq->op != OP_shiftquant || ir_int(sq, "axis") != 1) return;
+  Node *dx = ir_in(g, sq, 0);
+  if (dx->kind != NK_OP || (dx->op != OP_batchnorm_dx && dx->op != OP_batchnorm_pool_dx)) return;
+  if (dx->shape.rank != 4 || dx->shape.d[2] * dx->shape.d[3] < 2) return; /* the kernel's rows are planes */
+  ir_set_num(dx, "ranges", 1);
+  ir_set_num(sq, "ranges", 1);
+}
+
 int pass_fuse(Graph *g, PassCtx *c) {
   (void)c;
   int n = g->nodes.n;
@@ -160,6 +174,7 @@ int pass_fuse(Graph *g, PassCtx *c) {
   }
   for (int p = 0; p < n; p++) fuse_batchnorm_pool(g, p, dead);
   ir_remove(g, dead);
+  for (int s = 0; s < g->nodes.n; s++) fuse_ranges(g, s);
   free(to);
   free(dead);
   return 1;

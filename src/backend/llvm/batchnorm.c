@@ -181,10 +181,12 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
 /* Elementwise work in two phases: per unit (parts over units), constants(c) stores per-channel
  * constants in the scratch's float regions (K_*); then row(c, row) for every row in memory
  * order (parts over rows). */
+static void channel_ranges(Bn *b, LLVMValueRef out);
+static LLVMValueRef row_tops(Bn *b);
 static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
   Gen *g = b->g;
   Phases ph;
-  gen_phases(g, &ph, 2);
+  gen_phases(g, &ph, b->k->ranges ? 3 : 2);
   Loop lu, lr;
   LLVMValueRef c = unit_channel(b, gen_loop_part(g, &lu, units(b), "unit"));
   constants(b, c, ctx);
@@ -194,6 +196,10 @@ static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
   c = unit_channel(b, LLVMBuildSRem(B, r, gen_i64(g, units(b)), ""));
   row(b, c, row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), ctx);
   gen_loop_end(g, &lr, 0);
+  if (b->k->ranges) { /* each channel's range from its rows' */
+    gen_next_phase(g, &ph);
+    channel_ranges(b, gen_arg(g, KA_OUT));
+  }
 }
 
 /* the per-channel constants of the row kernels, float regions of the scratch */
@@ -454,11 +460,38 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
     return;
   }
   if (pooled(b)) route_gradient(b, r, row, 5);
+  LLVMValueRef top = b->k->ranges ? gen_var(g, LLVMConstInt(g->i32, 0, 0), "top") : NULL;
+  if (top) LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), top);
   Loop l; /* the vectorizer widens it */
   LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
   LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);
-  gen_store(g, dx_value(b, r, gen_load(g, g->f32, r->x, e), gv), r->out, e);
+  LLVMValueRef v = dx_value(b, r, gen_load(g, g->f32, r->x, e), gv);
+  gen_store(g, v, r->out, e);
+  if (top) { /* the row's largest |dx| as bits: a NaN above an Inf above every finite value */
+    LLVMValueRef u = LLVMBuildAnd(B, LLVMBuildBitCast(B, v, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+    LLVMValueRef t = gen_get(g, top);
+    LLVMBuildStore(B, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntUGT, u, t, ""), u, t, ""), top);
+  }
   gen_loop_end(g, &l, 0);
+  if (top) gen_store(g, gen_get(g, top), row_tops(b), LLVMBuildSDiv(B, row, gen_i64(g, b->k->inner), ""));
+}
+/* ranges = 1: each row's largest |dx| bits in scratch after the constants, then each
+ * channel's, the largest of its rows', after dx's values */
+static LLVMValueRef row_tops(Bn *b) {
+  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(b->k->channels)));
+}
+static void channel_ranges(Bn *b, LLVMValueRef out) {
+  Gen *g = b->g;
+  const ChanKernel *k = b->k;
+  Loop lc, lo;
+  LLVMValueRef c = gen_loop_part(g, &lc, k->channels, "c"), top = gen_var(g, LLVMConstInt(g->i32, 0, 0), "top");
+  LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), top);
+  LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->outer), "o");
+  LLVMValueRef u = gen_load(g, g->i32, row_tops(b), LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "")), t = gen_get(g, top);
+  LLVMBuildStore(B, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntUGT, u, t, ""), u, t, ""), top);
+  gen_loop_end(g, &lo, 0);
+  gen_store(g, gen_get(g, top), gen_at(g, g->i32, out, gen_i64(g, k->outer * k->channels * k->inner)), c);
+  gen_loop_end(g, &lc, 0);
 }
 static void dx(Bn *b, LLVMValueRef out) {
   RowCtx r = {.b = b, .x = gen_input(b->g, 1), .dy = gen_input(b->g, 0), .out = out};

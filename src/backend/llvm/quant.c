@@ -175,7 +175,14 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
   LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
   gen_store(g, gen_f32c(g, 0), ranges, c);
   gen_loop_end(g, &l, 0);
-  if (inner == 1) {
+  if (k->ranges) { /* its input keeps them after its values (a batchnorm dx's, as bits): copied */
+    LLVMValueRef given = gen_at(g, g->i32, x, gen_i64(g, k->outer * C * inner));
+    c = gen_loop_range(g, &l, lo, hi, "c");
+    LLVMValueRef u = gen_load(g, g->i32, given, c);
+    gen_fail_if(g, LLVMBuildICmp(g->b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
+    gen_store(g, LLVMBuildBitCast(g->b, u, g->f32, ""), ranges, c);
+    gen_loop_end(g, &l, 0);
+  } else if (inner == 1) {
     column_ranges(g, x, ranges, lo, hi, C, k->outer);
   } else {
     LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, k->outer), "o");
