@@ -93,9 +93,9 @@ done
 
 # sqref: an interrupted run resumed from its checkpoint ends with the same bytes.
 sqref=$(dirname "$sqc")/sqref
-"$sqref" "$mlp" --limit 256 --epochs 2 --save "$tmp/full.st" >/dev/null 2>&1 &&
-"$sqref" "$mlp" --limit 256 --epochs 1 --save "$tmp/half.st" >/dev/null 2>&1 &&
-"$sqref" "$mlp" --limit 256 --epochs 2 --resume "$tmp/half.st" --save "$tmp/half.st" >"$tmp/out" 2>&1 &&
+"$sqref" "$mlp" --limit 256 --test-limit 256 --epochs 2 --save "$tmp/full.st" >/dev/null 2>&1 &&
+"$sqref" "$mlp" --limit 256 --test-limit 256 --epochs 1 --save "$tmp/half.st" >/dev/null 2>&1 &&
+"$sqref" "$mlp" --limit 256 --test-limit 256 --epochs 2 --resume "$tmp/half.st" --save "$tmp/half.st" >"$tmp/out" 2>&1 &&
 grep -q "resumed from" "$tmp/out" && cmp -s "$tmp/full.st" "$tmp/half.st" && pass=$((pass + 1)) ||
   { echo "FAIL sqref-resume: the resumed run differs from the uninterrupted one"; fail=$((fail + 1)); }
 expect sqref-resume-other 1 "cannot resume" -- "$sqref" "$root/examples/cnn.sq" --limit 64 --resume "$tmp/full.st"
@@ -117,19 +117,36 @@ expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safe
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
 expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
 # Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats).
-for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
-         "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
-         "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
-         "cnn 4 16 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
-         "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0"; do
-  set -- $t
-  src=$root/examples/$1.sq
-  [ -f "$src" ] || src=$root/tests/models/$1.sq
-  id=$1-$2-$4-b$3
-  expect "so-ref-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" --target=reference -o "$tmp/r-$id.so"
-  expect "so-host-$id" 0 "" -- "$sqc" "$src" --bits "$2" --batch "$3" --norm "$4" -o "$tmp/h-$id.so"
-  expect "match-host-$id" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$id.so" "$tmp/h-$id.so" "$tmp" 3 "$5"
-done
+matrix() {
+  for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
+           "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
+           "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
+           "cnn 4 16 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
+           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0"; do
+    set -- $t
+    src=$root/examples/$1.sq
+    [ -f "$src" ] || src=$root/tests/models/$1.sq
+    "$cmd" "$src" "$1-$2-$4-b$3" "$@"
+  done
+}
+# build SRC ID MODEL BITS BATCH NORM IDS: the reference and host libraries, in the background,
+# two models at a time (compiling is most of this test's time; CI has two cores)
+build() {
+  [ -n "${slot1:-}" ] && wait "$slot1"
+  slot1=${slot2:-}
+  ( "$sqc" "$1" --bits "$4" --batch "$5" --norm "$6" --target=reference -o "$tmp/r-$2.so" &&
+    "$sqc" "$1" --bits "$4" --batch "$5" --norm "$6" -o "$tmp/h-$2.so"
+    echo $? >"$tmp/rc-$2" ) >"$tmp/build-$2.out" 2>&1 &
+  slot2=$!
+}
+# check SRC ID MODEL BITS BATCH NORM IDS: both libraries built, silently; then they train alike
+check() {
+  expect "so-$2" 0 "" -- sh -c 'exit "$(cat "$1")"' sh "$tmp/rc-$2"
+  [ -s "$tmp/build-$2.out" ] && { echo "FAIL so-$2 printed:"; head -c 1500 "$tmp/build-$2.out"; fail=$((fail + 1)); }
+  expect "match-host-$2" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$2.so" "$tmp/h-$2.so" "$tmp" 3 "$7"
+}
+cmd=build; matrix; wait
+cmd=check; matrix
 # ids outside the vocabulary: the generated kernel rejects them and the step fails with the
 # reference's message (once for the reference library, once per thread count for the other)
 "$tmp/match" "$tmp/r-embed-4-l1-b4.so" "$tmp/h-embed-4-l1-b4.so" "$tmp" 1 21 >"$tmp/out" 2>&1

@@ -14,14 +14,14 @@
 
 typedef struct {
   const char *model, *data, *save, *resume;
-  long batch, epochs, limit, bits, norm;
+  long batch, epochs, limit, test_limit, bits, norm;
   double lr;
   unsigned long long seed;
 } Opts;
 
 static int usage(void) {
-  fputs("usage: sqref MODEL.sq [--batch N] [--epochs N] [--lr X] [--seed N] [--limit N] [--data DIR]\n"
-        "                    [--bits 2..8|32] [--norm l1|l2] [--save CKPT] [--resume CKPT]\n",
+  fputs("usage: sqref MODEL.sq [--batch N] [--epochs N] [--lr X] [--seed N] [--limit N] [--test-limit N]\n"
+        "                    [--data DIR] [--bits 2..8|32] [--norm l1|l2] [--save CKPT] [--resume CKPT]\n",
         stderr);
   return 1;
 }
@@ -52,6 +52,7 @@ static int parse(Opts *o, int argc, char **argv) {
     if (!strcmp(a, "--batch") && num_arg(a, v, 1, 1 << 20, &d)) o->batch = (long)d;
     else if (!strcmp(a, "--epochs") && num_arg(a, v, 1, 1000, &d)) o->epochs = (long)d;
     else if (!strcmp(a, "--limit") && num_arg(a, v, 1, 1e9, &d)) o->limit = (long)d;
+    else if (!strcmp(a, "--test-limit") && num_arg(a, v, 1, 1e9, &d)) o->test_limit = (long)d;
     else if (!strcmp(a, "--lr") && num_arg(a, v, 0, 100, &d)) o->lr = d;
     else if (!strcmp(a, "--seed") && num_arg(a, v, 0, 1e18, &d)) o->seed = (unsigned long long)d;
     else if (!strcmp(a, "--data")) o->data = v;
@@ -95,7 +96,7 @@ static double evaluate(Interp *it, int xin, int out, const Dataset *test, int64_
 }
 
 int main(int argc, char **argv) {
-  Opts o = {NULL, NULL, NULL, NULL, 128, 1, 0, 0, -1, 0.05, 1};
+  Opts o = {NULL, NULL, NULL, NULL, 128, 1, 0, 0, 0, -1, 0.05, 1};
   if (!parse(&o, argc, argv)) return 1;
   CompileOptions co;
   compile_options_default(&co);
@@ -124,6 +125,7 @@ int main(int argc, char **argv) {
   fmnist_stats(&train, &mean, &std);
   fmnist_normalize(&train, mean, std);
   fmnist_normalize(&test, mean, std);
+  if (o.test_limit && o.test_limit < test.n) test.n = o.test_limit; /* the first N test images */
   int64_t n = o.limit && o.limit < train.n ? o.limit : train.n, B = o.batch, px = train.pixels;
   Interp *it = interp_new(g, o.seed);
   Tensor *x = interp_tensor(it, xin), *y = interp_tensor(it, yin);
