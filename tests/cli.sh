@@ -117,7 +117,9 @@ expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safe
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
 expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
 # Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats).
+# matrix FN: FN SRC ID MODEL BITS BATCH NORM IDS for each entry
 matrix() {
+  fn=$1
   for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
@@ -126,7 +128,7 @@ matrix() {
     set -- $t
     src=$root/examples/$1.sq
     [ -f "$src" ] || src=$root/tests/models/$1.sq
-    "$cmd" "$src" "$1-$2-$4-b$3" "$@"
+    "$fn" "$src" "$1-$2-$4-b$3" "$@"
   done
 }
 # build SRC ID MODEL BITS BATCH NORM IDS: the reference and host libraries, in the background,
@@ -145,8 +147,8 @@ check() {
   [ -s "$tmp/build-$2.out" ] && { echo "FAIL so-$2 printed:"; head -c 1500 "$tmp/build-$2.out"; fail=$((fail + 1)); }
   expect "match-host-$2" 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-$2.so" "$tmp/h-$2.so" "$tmp" 3 "$7"
 }
-cmd=build; matrix; wait
-cmd=check; matrix
+matrix build; wait
+matrix check
 # ids outside the vocabulary: the generated kernel rejects them and the step fails with the
 # reference's message (once for the reference library, once per thread count for the other)
 "$tmp/match" "$tmp/r-embed-4-l1-b4.so" "$tmp/h-embed-4-l1-b4.so" "$tmp" 1 21 >"$tmp/out" 2>&1

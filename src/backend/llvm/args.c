@@ -179,6 +179,12 @@ LLVMValueRef gen_splat(Gen *g, LLVMValueRef v, unsigned n) {
   return LLVMBuildShuffleVector(g->b, one, LLVMGetUndef(vt), LLVMConstNull(LLVMVectorType(g->i32, n)), "");
 }
 
+LLVMValueRef gen_splat_like(Gen *g, LLVMValueRef c, LLVMValueRef like) {
+  LLVMTypeRef t = LLVMTypeOf(like);
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind || LLVMGetTypeKind(LLVMTypeOf(c)) == LLVMVectorTypeKind) return c;
+  return gen_splat(g, c, LLVMGetVectorSize(t));
+}
+
 LLVMValueRef gen_iota(Gen *g, unsigned n) {
   LLVMValueRef v[64];
   SQ_ASSERT(n <= 64);

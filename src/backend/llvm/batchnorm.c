@@ -218,16 +218,10 @@ typedef struct {
 static void load_constants(Bn *b, LLVMValueRef c, RowCtx *r, int first, int last) {
   for (int j = first; j <= last; j++) r->k[j] = cload(b, consts(b, j), c);
 }
-/* per-channel value k in v's lanes when v is a vector of one channel's elements */
-static LLVMValueRef as(Bn *b, LLVMValueRef k, LLVMValueRef v) {
-  LLVMTypeRef t = LLVMTypeOf(v);
-  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind || LLVMGetTypeKind(LLVMTypeOf(k)) == LLVMVectorTypeKind) return k;
-  return gen_splat(b->g, k, LLVMGetVectorSize(t));
-}
 /* the forward pass's output from x: gamma * ((x - mean) * inv) + beta, then the folded relu */
 static LLVMValueRef normalize(Bn *b, const RowCtx *r, LLVMValueRef x) {
-  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, x, as(b, r->k[K_MEAN], x), ""), as(b, r->k[K_INV], x), "");
-  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, as(b, r->k[K_GAMMA], x), xh, ""), as(b, r->k[K_BETA], x), "");
+  LLVMValueRef xh = LLVMBuildFMul(B, LLVMBuildFSub(B, x, gen_splat_like(b->g, r->k[K_MEAN], x), ""), gen_splat_like(b->g, r->k[K_INV], x), "");
+  LLVMValueRef y = LLVMBuildFAdd(B, LLVMBuildFMul(B, gen_splat_like(b->g, r->k[K_GAMMA], x), xh, ""), gen_splat_like(b->g, r->k[K_BETA], x), "");
   return b->k->relu ? gen_relu(b->g, y) : y;
 }
 

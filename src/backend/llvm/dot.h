@@ -76,6 +76,7 @@ int dot_dw_dy_by_gather(const Dot *d);   /* S blocks of dy by gathers */
 void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk);
 
 /* ---- S blocks by 16 x 16 transposes of i32s in registers (dot_pack_s.c) ---- */
+enum { DOT_TR = 16 }; /* a transpose's rows, and i32 lanes a row */
 void dot_transpose16(Gen *g, LLVMValueRef *v);      /* v[16], 16 i32 each */
 LLVMValueRef dot_byte_sums(Gen *g, LLVMValueRef v); /* per lane, the sum of an i32's four signed bytes */
 /* a GEMM whose S columns run along k in memory (a weight matrix's rows, say): S block blk from

@@ -281,11 +281,18 @@ static int small_taps(const Dot *d) {
   const ConvKernel *k = d->ck;
   return d->p->chlast && k->kind == CONV_FWD && k->C * k->k <= 4 && (k->k - 1) * k->k * k->C + 4 <= d->p->kp;
 }
+/* the top left input pixel (h0, w0) of patch row m's window, padding included */
+static void window_origin(Dot *d, LLVMValueRef m, LLVMValueRef *h0, LLVMValueRef *w0) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  *h0 = add(g, mul(g, rem_(g, div_(g, m, k->Wo), k->Ho), k->s), gen_i64(g, -k->p));
+  *w0 = add(g, mul(g, rem_(g, m, k->Wo), k->s), gen_i64(g, -k->p));
+}
 static LLVMValueRef window_inside(Dot *d, LLVMValueRef m) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  LLVMValueRef h0 = add(g, mul(g, rem_(g, div_(g, m, k->Wo), k->Ho), k->s), gen_i64(g, -k->p));
-  LLVMValueRef w0 = add(g, mul(g, rem_(g, m, k->Wo), k->s), gen_i64(g, -k->p));
+  LLVMValueRef h0, w0;
+  window_origin(d, m, &h0, &w0);
   return and_(g, and_(g, in_range(g, h0, k->H), in_range(g, add(g, h0, gen_i64(g, k->k - 1)), k->H)),
               and_(g, in_range(g, w0, k->W), in_range(g, add(g, w0, gen_i64(g, k->k - 1)), k->W)));
 }
@@ -293,9 +300,8 @@ static void pack_small_taps(Dot *d, LLVMValueRef m, LLVMValueRef dst) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
   LLVMValueRef src = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
-  LLVMValueRef n = div_(g, m, k->Ho * k->Wo);
-  LLVMValueRef h0 = add(g, mul(g, rem_(g, div_(g, m, k->Wo), k->Ho), k->s), gen_i64(g, -k->p));
-  LLVMValueRef w0 = add(g, mul(g, rem_(g, m, k->Wo), k->s), gen_i64(g, -k->p));
+  LLVMValueRef n = div_(g, m, k->Ho * k->Wo), h0, w0;
+  window_origin(d, m, &h0, &w0);
   for (int64_t kh = 0; kh < k->k; kh++) {
     LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, n, k->H), add(g, h0, gen_i64(g, kh))), k->W), w0), k->C);
     LLVMValueRef v = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, src, at), "");

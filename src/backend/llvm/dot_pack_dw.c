@@ -56,7 +56,6 @@ int dot_dw_dy_by_gather(const Dot *d) {
   const ConvKernel *k = d->ck;
   return k && k->kind == CONV_DW && d->p->swap && !kelem_packed(k->a) && (k->Ho * k->Wo) % 4 == 0;
 }
-enum { TR = 16 };
 /* S's k4 (of this block) = v, and its bytes into the column sums */
 static void store_k4(Dot *d, LLVMValueRef blk, LLVMValueRef k4, LLVMValueRef v, LLVMValueRef sum) {
   Gen *g = d->g;
@@ -69,7 +68,7 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   const ConvKernel *k = d->ck;
   const DotPlan *p = d->p;
   int L = p->lanes;
-  int64_t hw = k->Ho * k->Wo, per = hw / 4, runs = L == TR ? hw / (4 * TR) : 0; /* k4s an image, transposed runs */
+  int64_t hw = k->Ho * k->Wo, per = hw / 4, runs = L == DOT_TR ? hw / (4 * DOT_TR) : 0; /* k4s an image, transposed runs */
   LLVMTypeRef vi = LLVMVectorType(g->i32, (unsigned)L);
   LLVMValueRef lane = gen_iota(g, (unsigned)L), o = LLVMBuildAdd(B, gen_splat(g, mul(g, blk, L), L), lane, "o");
   LLVMValueRef real = LLVMBuildICmp(B, LLVMIntSLT, o, gen_splat(g, gen_i64(g, k->O), L), "");
@@ -80,19 +79,19 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   LLVMValueRef n0, count = dot_images(d, &n0);
   LLVMValueRef nl = gen_loop_begin(g, &ln, count, "n"), image = mul(g, mul(g, add(g, n0, nl), k->O), hw);
   if (runs) {
-    LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, runs), "run"), v[TR];
-    LLVMValueRef first = add(g, image, mul(g, r, 4 * TR)); /* channel 0's pixel of the run */
-    for (int c = 0; c < TR; c++) { /* channel blk * 16 + c, or zeros past the channels */
+    LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, runs), "run"), v[DOT_TR];
+    LLVMValueRef first = add(g, image, mul(g, r, 4 * DOT_TR)); /* channel 0's pixel of the run */
+    for (int c = 0; c < DOT_TR; c++) { /* channel blk * 16 + c, or zeros past the channels */
       LLVMValueRef oc = add(g, mul(g, blk, L), gen_i64(g, c)), in = lt(g, oc, k->O);
       LLVMValueRef at = gen_at(g, g->i8, d->A, LLVMBuildSelect(B, in, add(g, first, mul(g, oc, hw)), gen_i64(g, 0), ""));
       v[c] = gen_masked_load(g, vi, at, gen_splat(g, in, (unsigned)L), LLVMConstNull(vi));
     }
     dot_transpose16(g, v);
-    for (int j = 0; j < TR; j++) store_k4(d, blk, add(g, mul(g, nl, per), add(g, mul(g, r, TR), gen_i64(g, j))), v[j], sum);
+    for (int j = 0; j < DOT_TR; j++) store_k4(d, blk, add(g, mul(g, nl, per), add(g, mul(g, r, DOT_TR), gen_i64(g, j))), v[j], sum);
     gen_loop_end(g, &lr, 0);
   }
   /* the image's other k4s: a gather each */
-  LLVMValueRef k4 = add(g, gen_loop_begin(g, &l, gen_i64(g, per - runs * TR), "k4"), gen_i64(g, runs * TR));
+  LLVMValueRef k4 = add(g, gen_loop_begin(g, &l, gen_i64(g, per - runs * DOT_TR), "k4"), gen_i64(g, runs * DOT_TR));
   LLVMValueRef off = LLVMBuildAdd(B, gen_splat(g, add(g, image, mul(g, k4, 4)), L), rows, "");
   LLVMValueRef v = gen_masked_gather(g, vi, LLVMBuildGEP2(B, g->i8, d->A, &off, 1, ""), real, LLVMConstNull(vi));
   store_k4(d, blk, add(g, mul(g, nl, per), k4), v, sum);

@@ -61,6 +61,8 @@ LLVMValueRef gen_finite(Gen *g, LLVMValueRef x);                                
 LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m);                    /* a > m ? a : m, as the C code */
 /* n lanes of v; the i64 lane numbers 0 .. n - 1 (n <= 64) */
 LLVMValueRef gen_splat(Gen *g, LLVMValueRef v, unsigned n);
+/* scalar c in every lane of like's type when like is a vector (c itself otherwise, or when c is one) */
+LLVMValueRef gen_splat_like(Gen *g, LLVMValueRef c, LLVMValueRef like);
 LLVMValueRef gen_iota(Gen *g, unsigned n);
 /* llvm.masked.load / store / gather, any alignment: lanes off in the mask are not touched
  * (a load or gather gives `pass` there) */

@@ -27,8 +27,7 @@ static void zero_plane(Gen *g, const PoolPlane *pp, LLVMValueRef out) {
 static LLVMValueRef code_of(Gen *g, LLVMValueRef arg, LLVMValueRef best, int relu) {
   if (!relu) return arg;
   LLVMValueRef masked = LLVMBuildFCmp(g->b, LLVMRealULE, best, LLVMConstNull(LLVMTypeOf(best)), ""); /* not > 0 */
-  LLVMValueRef m = LLVMConstInt(g->i32, 0x80, 0);
-  if (LLVMGetTypeKind(LLVMTypeOf(arg)) == LLVMVectorTypeKind) m = gen_splat(g, m, LLVMGetVectorSize(LLVMTypeOf(arg)));
+  LLVMValueRef m = gen_splat_like(g, LLVMConstInt(g->i32, 0x80, 0), arg);
   return LLVMBuildSelect(g->b, masked, LLVMBuildOr(g->b, arg, m, ""), arg, "code");
 }
 

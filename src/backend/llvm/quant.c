@@ -70,14 +70,8 @@ static void column_ranges(Gen *g, LLVMValueRef x, LLVMValueRef ranges, LLVMValue
   gen_fail_if(g, gen_intrinsic(g, "llvm.vector.reduce.or", gen_get(g, vbad)));
 }
 
-/* c in every lane of v's type, when v is a vector */
-static LLVMValueRef like(Gen *g, LLVMValueRef c, LLVMValueRef v) {
-  LLVMTypeRef t = LLVMTypeOf(v);
-  return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? gen_splat(g, c, LLVMGetVectorSize(t)) : c;
-}
-
 static LLVMValueRef clamp(Gen *g, LLVMValueRef v, float lo, float hi) {
-  LLVMValueRef l = like(g, gen_f32c(g, lo), v), h = like(g, gen_f32c(g, hi), v);
+  LLVMValueRef l = gen_splat_like(g, gen_f32c(g, lo), v), h = gen_splat_like(g, gen_f32c(g, hi), v);
   LLVMValueRef up = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, v, h, ""), h, v, "");
   return LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOLT, v, l, ""), l, up, "");
 }
@@ -89,7 +83,7 @@ static void set_output_scale(Gen *g, LLVMValueRef scale, int is_unsigned) {
 
 /* clamp(round(v * inv)) as a byte: int8, or uint8 when unsigned (v a float, or a vector) */
 static LLVMValueRef round_q(Gen *g, const ChanKernel *k, LLVMValueRef v, LLVMValueRef inv, float Q) {
-  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, v, like(g, inv, v), ""));
+  LLVMValueRef r = gen_intrinsic(g, "llvm.round", LLVMBuildFMul(g->b, v, gen_splat_like(g, inv, v), ""));
   r = clamp(g, r, k->is_unsigned ? 0 : -Q, Q);
   LLVMTypeRef t = LLVMGetTypeKind(LLVMTypeOf(v)) == LLVMVectorTypeKind ? LLVMVectorType(g->i8, LLVMGetVectorSize(LLVMTypeOf(v))) : g->i8;
   return k->is_unsigned ? LLVMBuildFPToUI(g->b, r, t, "") : LLVMBuildFPToSI(g->b, r, t, "");
