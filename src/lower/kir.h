@@ -19,7 +19,8 @@ static inline int kelem_packed(KElem e) { return e == KE_I4 || e == KE_U4; }
 typedef enum { DOT_NONE, DOT_VNNI, DOT_SDOT, DOT_AVX2, DOT_COUNT } DotIsa;
 
 /* Register tiles of the dot-product kernels, per ISA: mr rows x nr vectors of columns, held in
- * mr*nr accumulators (defaults, or sqc --tune FILE). */
+ * mr*nr accumulators (defaults, or sqc --tune FILE). A narrower output takes fewer vectors and
+ * more rows (lower.c's choose_dot). */
 typedef struct { int mr, nr; } DotTile;
 typedef struct { DotTile tile[DOT_COUNT]; } Tuning;
 void tuning_defaults(Tuning *t);
@@ -47,6 +48,12 @@ typedef struct {
   int64_t chunk_images, chunks, unpacked;
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
+  int64_t run;          /* convolution forward and dx of stride 1: U is never packed. The copy
+                           has `pad` pixels of padding on every side, so a kernel row's taps
+                           are one run of k * cin bytes, read in place: U row m is k runs of
+                           `run` bytes (k * cin up to a multiple of 4: the bytes past it meet
+                           zero weights in S) and kp = k * run. 0: U is packed. */
+  int64_t pad;
   int64_t scratch;      /* bytes: packed U (unless u_tile), packed S and the corrections, per batch
                            entry, then the chunks' accumulators or chlast */
 } DotPlan;

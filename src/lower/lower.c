@@ -42,6 +42,8 @@ int dot_registers(DotIsa d) { return d == DOT_NONE ? 0 : d == DOT_AVX2 ? 15 : 32
 /* Largest block of U rows packed per tile on a thread's stack (bytes), far inside any thread
  * stack; longer rows are packed whole in phase 0 */
 enum { U_TILE_MAX = 64 * 1024 };
+/* rows a narrow tile grows to: what the convolutions' transposed epilogue stores at once */
+enum { MR_GROWN = 8 };
 
 /* The plan of an integer GEMM on the ISA; narrower outputs take fewer vectors. a and b are the
  * elements of the M x K and K x N operands, amax and bmax their largest values. b_on_u puts B
@@ -64,6 +66,11 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   d.lanes = dot_lanes(dot), d.mr = tile.mr, d.nr = tile.nr;
   int64_t rows = d.swap ? N : M, cols = d.swap ? M : N;
   while (d.nr > 1 && (d.nr - 1) * d.lanes >= cols) d.nr--;
+  /* fewer vectors of columns keep the tile's accumulators by more rows, up to MR_GROWN */
+  if (d.nr < tile.nr && d.mr < MR_GROWN) { /* unless that pads more rows */
+    int grown = tile.mr * tile.nr / d.nr < MR_GROWN ? tile.mr * tile.nr / d.nr : MR_GROWN;
+    if (round_up(rows, grown) <= round_up(rows, d.mr)) d.mr = grown;
+  }
   if (d.mr > rows) d.mr = (int)rows;
   d.dot = dot;
   d.kp = round_up(K, 4);
@@ -156,8 +163,19 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
-    /* + 4: slack for the 4-byte reads of small taps (dot_operands.c) */
-    k->dp.chlast = (kind == CONV_FWD ? k->N * k->H * k->W * k->C : k->N * k->Ho * k->Wo * k->O) + 4;
+    int64_t cin = kind == CONV_FWD ? k->C : k->O, hs = kind == CONV_FWD ? k->H : k->Ho, ws = kind == CONV_FWD ? k->W : k->Wo;
+    /* dx of stride 1 is a forward convolution of dy, padded by k - 1 - p, with the taps reversed */
+    int64_t pad = kind == CONV_FWD ? k->p : k->k - 1 - k->p;
+    if (k->s == 1 && pad >= 0) {
+      DotPlan *d = &k->dp;
+      d->run = round_up(k->k * cin, 4), d->pad = pad;
+      d->kp = k->k * d->run;
+      d->u_tile = 0;
+      d->scratch = d->np * d->kp + 4 * d->np; /* S and its corrections: no U */
+      hs += 2 * pad, ws += 2 * pad;
+    }
+    /* + 4: slack for the 4-byte reads of small taps and the bytes a run reads past its taps */
+    k->dp.chlast = k->N * hs * ws * cin + 4;
     k->dp.scratch += k->dp.chlast;
   }
   return 1;
@@ -362,9 +380,11 @@ void kir_free(KernelPlan *p) {
 static void print_dot(StrBuf *b, const DotPlan *d) {
   static const char *const names[] = {"", "vpdpbusd", "sdot", "vpmaddubsw"};
   if (!d->dot) return;
-  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s scratch=%lld\n", names[d->dot],
-            d->lanes, d->mr, d->nr, d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp, (long long)d->mp,
-            (long long)d->np, d->chlast ? " channels-last" : "", (long long)d->scratch);
+  sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s", names[d->dot], d->lanes, d->mr, d->nr,
+            d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp,
+            (long long)d->mp, (long long)d->np, d->chlast ? " channels-last" : "");
+  if (d->run) sb_printf(b, " pad=%lld u-in-place runs=%lldx%lld", (long long)d->pad, (long long)(d->kp / d->run), (long long)d->run);
+  sb_printf(b, " scratch=%lld\n", (long long)d->scratch);
   if (d->chunks)
     sb_printf(b, "  k-chunks=%lld of %lld images%s\n", (long long)d->chunks, (long long)d->chunk_images, d->unpacked ? ", x unpacked per chunk" : "");
 }

@@ -63,6 +63,10 @@ void dot_batch_views(Dot *d, LLVMValueRef bt); /* packU, packS, corr, accs, xbyt
 LLVMValueRef dot_images(Dot *d, LLVMValueRef *n0); /* dW's images in the chunk: count, first in *n0 */
 void dot_unpack_x(Dot *d);                          /* dW's phase: the chunk's x as bytes */
 void dot_channels_last(Dot *d);                     /* forward and dx's phase 0 */
+/* U in place (p->run): where U row m's first run starts in the channels-last copy; its next
+ * runs follow dot_run_stride bytes apart */
+LLVMValueRef dot_run_start(Dot *d, LLVMValueRef m);
+int64_t dot_run_stride(const Dot *d);
 void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst);
 void dot_pack(Dot *d);                              /* the packing phase: S, and U when not per tile */
 /* S column n's correction from its sum: 128 * sum when U is biased, added to the earlier
@@ -79,6 +83,11 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk);
 enum { DOT_TR = 16 }; /* a transpose's rows, and i32 lanes a row */
 void dot_transpose16(Gen *g, LLVMValueRef *v);      /* v[16], 16 i32 each */
 LLVMValueRef dot_byte_sums(Gen *g, LLVMValueRef v); /* per lane, the sum of an i32's four signed bytes */
+/* nbytes q4 bytes of e as 2 * nbytes bytes: element 2j is byte j's low nibble, 2j + 1 its high
+ * one, in two's complement when e is signed (nm_q4_get) */
+LLVMValueRef dot_unpack_nibbles(Gen *g, KElem e, LLVMValueRef v, unsigned nbytes);
+/* n (<= 16) elements of e from element `at` of src on, as 16 bytes (0 past n) */
+LLVMValueRef dot_row_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef n);
 /* a GEMM whose S columns run along k in memory (a weight matrix's rows, say): S block blk from
  * 16 column loads of 64 k and a transpose per 16 k4s, the rest of k element by element */
 int dot_s_by_transpose(const Dot *d);

@@ -3,6 +3,7 @@
  * (visit), the channels-last copy that forward and dx gather their patches from, and the
  * packing of U rows and S blocks (S: blocks of `lanes` columns, 4 consecutive k of a column in
  * each i32 lane, with the correction 128 * column sum when U is biased). */
+#include <string.h>
 #include "dot.h"
 
 #define B (g->b)
@@ -33,6 +34,16 @@ LLVMValueRef dot_conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, L
   int64_t cin = k->kind == CONV_FWD ? k->C : k->O;
   /* forward: (kk = (kh, kw, c), o = i); dx: (kk = (kh, kw, o), c = i) */
   LLVMValueRef t = div_(g, kk, cin), ch = rem_(g, kk, cin); /* t = kh * k + kw */
+  if (d->p->run) { /* kk = (kernel row i, j * cin + ch) in runs of `run` bytes: zero past k * cin */
+    LLVMValueRef kr = div_(g, kk, d->p->run), r = rem_(g, kk, d->p->run);
+    *valid = lt(g, r, k->k * cin);
+    r = LLVMBuildSelect(B, *valid, r, gen_i64(g, 0), "");
+    LLVMValueRef j = div_(g, r, cin);
+    ch = rem_(g, r, cin);
+    if (k->kind == CONV_DX) /* the padded dy's rows and columns run against the kernel's */
+      kr = LLVMBuildSub(B, gen_i64(g, k->k - 1), kr, ""), j = LLVMBuildSub(B, gen_i64(g, k->k - 1), j, "");
+    t = add(g, mul(g, kr, k->k), j);
+  }
   LLVMValueRef oc = k->kind == CONV_FWD ? add(g, mul(g, i, k->C), ch) : add(g, mul(g, ch, k->C), i); /* o * C + c */
   return gen_load_q(g, k->b, d->Bm, add(g, mul(g, oc, k->k * k->k), t));
 }
@@ -52,7 +63,7 @@ void dot_batch_views(Dot *d, LLVMValueRef bt) {
   const DotPlan *k = d->p;
   LLVMValueRef off = mul(g, bt, k->scratch / d->batch);
   LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), &off, 1, "");
-  int64_t u = k->u_tile ? 0 : k->mp * k->kp; /* bytes of packed U in scratch */
+  int64_t u = k->u_tile || k->run ? 0 : k->mp * k->kp; /* bytes of packed U in scratch */
   d->packU = base;
   d->packS = gen_at(g, g->i8, base, gen_i64(g, u));
   d->corr = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp));
@@ -171,15 +182,98 @@ static void patch_source(const ConvKernel *k, int64_t *cin, int64_t *hs, int64_t
   *cin = fwd ? k->C : k->O, *hs = fwd ? k->H : k->Ho, *ws = fwd ? k->W : k->Wo;
 }
 
-/* phase 0: src[n, c, h, w] -> copy[n, h, w, c] (+128 when U is biased), rows (n, h) in parts */
+static LLVMValueRef channels_last_copy(Dot *d) {
+  Gen *g = d->g;
+  return gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+}
+/* byte offset of pixel (n, h, w) of the copy, which has `pad` pixels of padding on every side */
+static LLVMValueRef copy_at(Dot *d, LLVMValueRef n, LLVMValueRef h, LLVMValueRef w) {
+  Gen *g = d->g;
+  int64_t cin, hs, ws, pad = d->p->pad;
+  patch_source(d->ck, &cin, &hs, &ws);
+  return mul(g, add(g, mul(g, add(g, mul(g, n, hs + 2 * pad), h), ws + 2 * pad), w), cin);
+}
+
+/* the 16 x 16 bytes v[i][j] as v[j][i]: four rounds of interleaving rows i and i + 8 */
+static void transpose_bytes(Gen *g, LLVMValueRef *v) {
+  LLVMValueRef lo[DOT_TR], hi[DOT_TR], t[DOT_TR];
+  for (int i = 0; i < DOT_TR; i++) { /* a0 b0 a1 b1 ... a7 b7, then a8 b8 ... a15 b15 */
+    lo[i] = LLVMConstInt(g->i32, (unsigned long long)(i / 2 + (i % 2) * DOT_TR), 0);
+    hi[i] = LLVMConstInt(g->i32, (unsigned long long)(DOT_TR / 2 + i / 2 + (i % 2) * DOT_TR), 0);
+  }
+  LLVMValueRef mlo = LLVMConstVector(lo, DOT_TR), mhi = LLVMConstVector(hi, DOT_TR);
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < DOT_TR / 2; i++) {
+      t[2 * i] = LLVMBuildShuffleVector(B, v[i], v[i + DOT_TR / 2], mlo, "");
+      t[2 * i + 1] = LLVMBuildShuffleVector(B, v[i], v[i + DOT_TR / 2], mhi, "");
+    }
+    memcpy(v, t, sizeof t);
+  }
+}
+
+/* row (n, h) of the source, copied to row hc of the copy by blocks of 16 channels x 16 pixels:
+ * a vector load per channel, then a transpose in registers, a vector store per pixel */
+static void channels_last_blocks(Dot *d, LLVMValueRef n, LLVMValueRef h, LLVMValueRef hc) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  int64_t cin, hs, ws, pad = d->p->pad;
+  patch_source(k, &cin, &hs, &ws);
+  LLVMValueRef dst = channels_last_copy(d);
+  LLVMTypeRef v16 = LLVMVectorType(g->i8, DOT_TR);
+  Loop lc, lw;
+  LLVMValueRef c0 = mul(g, gen_loop_begin(g, &lc, gen_i64(g, cin / DOT_TR), "cblock"), DOT_TR);
+  LLVMValueRef w0 = mul(g, gen_loop_begin(g, &lw, gen_i64(g, (ws + DOT_TR - 1) / DOT_TR), "wblock"), DOT_TR);
+  LLVMValueRef left = LLVMBuildSub(B, gen_i64(g, ws), w0, "");
+  LLVMValueRef count = LLVMBuildSelect(B, lt(g, left, DOT_TR), left, gen_i64(g, DOT_TR), "");
+  LLVMValueRef v[DOT_TR];
+  for (int c = 0; c < DOT_TR; c++) {
+    LLVMValueRef at = add(g, mul(g, add(g, mul(g, add(g, mul(g, n, cin), add(g, c0, gen_i64(g, c))), hs), h), ws), w0);
+    v[c] = dot_row_run(d, k->a, d->A, at, count);
+    if (d->p->bias_u) v[c] = LLVMBuildAdd(B, v[c], gen_splat(g, LLVMConstInt(g->i8, 128, 0), DOT_TR), "");
+  }
+  transpose_bytes(g, v);
+  for (int w = 0; w < DOT_TR; w++) {
+    LLVMBasicBlockRef after;
+    LLVMValueRef pw = add(g, w0, gen_i64(g, w));
+    if_begin(g, lt(g, pw, ws), &after);
+    LLVMValueRef to = gen_at(g, g->i8, dst, add(g, copy_at(d, n, hc, add(g, pw, gen_i64(g, pad))), c0));
+    LLVMSetAlignment(LLVMBuildStore(B, LLVMBuildBitCast(B, v[w], v16, ""), to), 1);
+    if_end(g, after);
+  }
+  gen_loop_end(g, &lw, 0);
+  gen_loop_end(g, &lc, 0);
+}
+
+/* phase 0: src[n, c, h, w] -> copy[n, h + pad, w + pad, c] (+128 when U is biased), rows (n, h)
+ * in parts; each row writes its padding on the left and right, the first and last rows of an
+ * image the padding rows above and below */
 void dot_channels_last(Dot *d) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  int64_t cin, hs, ws;
+  int64_t cin, hs, ws, pad = d->p->pad;
   patch_source(k, &cin, &hs, &ws);
-  LLVMValueRef dst = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  LLVMValueRef dst = channels_last_copy(d);
   Loop lr, lw, lc;
   LLVMValueRef nh = gen_loop_part(g, &lr, k->N * hs, "nh"), n = div_(g, nh, hs), h = rem_(g, nh, hs);
+  if (pad) {
+    LLVMValueRef padv = LLVMConstInt(g->i8, d->p->bias_u ? 128 : 0, 0), P = gen_i64(g, pad), hp = add(g, h, P);
+    LLVMBuildMemSet(B, gen_at(g, g->i8, dst, copy_at(d, n, hp, gen_i64(g, 0))), padv, gen_i64(g, pad * cin), 1);
+    LLVMBuildMemSet(B, gen_at(g, g->i8, dst, copy_at(d, n, hp, gen_i64(g, pad + ws))), padv, gen_i64(g, pad * cin), 1);
+    int64_t rows = pad * (ws + 2 * pad) * cin;
+    LLVMBasicBlockRef after;
+    if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, h, gen_i64(g, 0), ""), &after);
+    LLVMBuildMemSet(B, gen_at(g, g->i8, dst, copy_at(d, n, gen_i64(g, 0), gen_i64(g, 0))), padv, gen_i64(g, rows), 1);
+    if_end(g, after);
+    if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, h, gen_i64(g, hs - 1), ""), &after);
+    LLVMBuildMemSet(B, gen_at(g, g->i8, dst, copy_at(d, n, gen_i64(g, pad + hs), gen_i64(g, 0))), padv, gen_i64(g, rows), 1);
+    if_end(g, after);
+  }
+  LLVMValueRef hc = add(g, h, gen_i64(g, pad)); /* the row in the copy */
+  if (cin % DOT_TR == 0 && (!kelem_packed(k->a) || ws % 2 == 0)) {
+    channels_last_blocks(d, n, h, hc);
+    gen_loop_end(g, &lr, 0);
+    return;
+  }
   if (kelem_packed(k->a) && ws % 2 == 0) { /* q4 rows of even width: a byte holds pixels w, w + 1 */
     LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, cin), "c"), v[2];
     LLVMValueRef src = gen_at(g, g->i8, d->A, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws / 2));
@@ -188,7 +282,7 @@ void dot_channels_last(Dot *d) {
     for (int i = 0; i < 2; i++) {
       LLVMValueRef b = LLVMBuildTrunc(B, v[i], g->i8, "");
       if (d->p->bias_u) b = LLVMBuildAdd(B, b, LLVMConstInt(g->i8, 128, 0), "");
-      gen_store(g, b, dst, add(g, mul(g, add(g, mul(g, nh, ws), add(g, mul(g, w2, 2), gen_i64(g, i))), cin), c));
+      gen_store(g, b, dst, add(g, copy_at(d, n, hc, add(g, mul(g, w2, 2), gen_i64(g, pad + i))), c));
     }
     gen_loop_end(g, &lw, 0);
     gen_loop_end(g, &lc, 0);
@@ -196,7 +290,7 @@ void dot_channels_last(Dot *d) {
     return;
   }
   LLVMValueRef w = gen_loop_begin(g, &lw, gen_i64(g, ws), "w");
-  LLVMValueRef out = mul(g, add(g, mul(g, nh, ws), w), cin);
+  LLVMValueRef out = copy_at(d, n, hc, add(g, w, gen_i64(g, pad)));
   LLVMValueRef c = gen_loop_begin(g, &lc, gen_i64(g, cin), "c");
   LLVMValueRef v = LLVMBuildTrunc(B, gen_load_q(g, k->a, d->A, add(g, mul(g, add(g, mul(g, add(g, mul(g, n, cin), c), hs), h), ws), w)), g->i8, "");
   if (d->p->bias_u) v = LLVMBuildAdd(B, v, LLVMConstInt(g->i8, 128, 0), ""); /* int8 + 128 as uint8, mod 256 */
@@ -213,7 +307,7 @@ static void pack_patch_row(Dot *d, LLVMValueRef m, LLVMValueRef row) {
   const ConvKernel *k = d->ck;
   int64_t cin, hs, ws;
   patch_source(k, &cin, &hs, &ws);
-  LLVMValueRef src = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  LLVMValueRef src = channels_last_copy(d);
   int fwd = k->kind == CONV_FWD;
   int64_t oh_n = fwd ? k->Ho : k->H, ow_n = fwd ? k->Wo : k->W; /* the row's pixel grid */
   LLVMValueRef n = div_(g, m, oh_n * ow_n), ph = rem_(g, div_(g, m, ow_n), oh_n), pw = rem_(g, m, ow_n);
@@ -241,6 +335,22 @@ static void pack_patch_row(Dot *d, LLVMValueRef m, LLVMValueRef row) {
   if_end(g, after);
   gen_loop_end(g, &lw, 0);
   gen_loop_end(g, &lh, 0);
+}
+
+/* U in place: the copy's byte where row m's first run starts (rows past the last read the
+ * last: their products are never stored) */
+LLVMValueRef dot_run_start(Dot *d, LLVMValueRef m) {
+  Gen *g = d->g;
+  const ConvKernel *k = d->ck;
+  int64_t ho = k->kind == CONV_FWD ? k->Ho : k->H, wo = k->kind == CONV_FWD ? k->Wo : k->W; /* the row's pixel grid */
+  m = LLVMBuildSelect(B, lt(g, m, d->rows), m, gen_i64(g, d->rows - 1), "");
+  LLVMValueRef n = div_(g, m, ho * wo), ph = rem_(g, div_(g, m, wo), ho), pw = rem_(g, m, wo);
+  return gen_at(g, g->i8, channels_last_copy(d), copy_at(d, n, ph, pw));
+}
+int64_t dot_run_stride(const Dot *d) {
+  int64_t cin, hs, ws;
+  patch_source(d->ck, &cin, &hs, &ws);
+  return (ws + 2 * d->p->pad) * cin;
 }
 
 /* U row r (u_side) or S column r of entry bt, r in range */
@@ -299,7 +409,7 @@ static LLVMValueRef window_inside(Dot *d, LLVMValueRef m) {
 static void pack_small_taps(Dot *d, LLVMValueRef m, LLVMValueRef dst) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  LLVMValueRef src = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - d->p->chlast));
+  LLVMValueRef src = channels_last_copy(d);
   LLVMValueRef n = div_(g, m, k->Ho * k->Wo), h0, w0;
   window_origin(d, m, &h0, &w0);
   for (int64_t kh = 0; kh < k->k; kh++) {
@@ -358,7 +468,7 @@ void dot_pack(Dot *d) {
   const DotPlan *k = d->p;
   Loop l1, l2;
   LLVMBasicBlockRef after;
-  if (!k->u_tile) { /* U rows, all of them, before any tile */
+  if (!k->u_tile && !k->run) { /* U rows, all of them, before any tile */
     LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
     LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
     dot_batch_views(d, bt);

@@ -67,15 +67,14 @@ static int s_layout(const Dot *d) {
 }
 int dot_s_by_transpose(const Dot *d) { return s_layout(d) != 0; }
 
-/* nbytes q4 bytes as 2 * nbytes signed bytes: element 2j is byte j's low nibble, 2j + 1 its
- * high one, in two's complement */
-static LLVMValueRef unpack_nibbles(Gen *g, LLVMValueRef v, unsigned nbytes) {
+LLVMValueRef dot_unpack_nibbles(Gen *g, KElem e, LLVMValueRef v, unsigned nbytes) {
   LLVMValueRef lo = LLVMBuildAnd(B, v, gen_splat(g, LLVMConstInt(g->i8, 15, 0), nbytes), "");
   LLVMValueRef hi = LLVMBuildLShr(B, v, gen_splat(g, LLVMConstInt(g->i8, 4, 0), nbytes), "");
   LLVMValueRef idx[4 * DOT_TR];
   SQ_ASSERT(2 * nbytes <= 4 * DOT_TR);
   for (unsigned i = 0; i < 2 * nbytes; i++) idx[i] = LLVMConstInt(g->i32, (unsigned long long)(i / 2 + (i % 2) * nbytes), 0);
   v = LLVMBuildShuffleVector(B, lo, hi, LLVMConstVector(idx, 2 * nbytes), "");
+  if (kelem_unsigned(e)) return v;
   LLVMValueRef eight = gen_splat(g, LLVMConstInt(g->i8, 8, 0), 2 * nbytes);
   return LLVMBuildSub(B, LLVMBuildXor(B, v, eight, ""), eight, "");
 }
@@ -88,12 +87,11 @@ static LLVMValueRef column_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef a
   LLVMValueRef byte = packed ? LLVMBuildSDiv(B, at, gen_i64(g, 2), "") : at;
   LLVMValueRef v = gen_masked_load(g, vt, gen_at(g, g->i8, src, LLVMBuildSelect(B, in, byte, gen_i64(g, 0), "")),
                                    gen_splat(g, in, LLVMGetVectorSize(vt)), LLVMConstNull(vt));
-  if (packed) v = unpack_nibbles(g, v, 2 * DOT_TR);
+  if (packed) v = dot_unpack_nibbles(g, e, v, 2 * DOT_TR);
   return LLVMBuildBitCast(B, v, LLVMVectorType(g->i32, DOT_TR), "");
 }
 
-/* n (<= 16) elements of a row from element `at` on as bytes (0 past n) */
-static LLVMValueRef row_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef n) {
+LLVMValueRef dot_row_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, LLVMValueRef n) {
   Gen *g = d->g;
   LLVMTypeRef v16 = LLVMVectorType(g->i8, DOT_TR);
   LLVMValueRef lane = gen_iota(g, DOT_TR);
@@ -105,7 +103,7 @@ static LLVMValueRef row_run(Dot *d, KElem e, LLVMValueRef src, LLVMValueRef at, 
   LLVMValueRef pairs = LLVMBuildSDiv(B, LLVMBuildAdd(B, n, gen_i64(g, 1), ""), gen_i64(g, 2), "");
   LLVMValueRef mask = LLVMBuildICmp(B, LLVMIntSLT, gen_iota(g, DOT_TR / 2), gen_splat(g, pairs, DOT_TR / 2), "");
   LLVMValueRef v = gen_masked_load(g, v8, gen_at(g, g->i8, src, LLVMBuildSDiv(B, at, gen_i64(g, 2), "")), mask, LLVMConstNull(v8));
-  v = unpack_nibbles(g, v, DOT_TR / 2);
+  v = dot_unpack_nibbles(g, e, v, DOT_TR / 2);
   return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, lane, gen_splat(g, n, DOT_TR), ""), v, LLVMConstNull(v16), "");
 }
 
@@ -131,7 +129,7 @@ static void pack_s_rows(Dot *d, LLVMValueRef blk, KElem e, int64_t bs, int64_t s
   for (int t = 0; t < 4; t++) { /* row k = 4 k4 + t, none past K */
     LLVMValueRef k = add(g, mul(g, k4, 4), gen_i64(g, t)), in = lt(g, k, d->K);
     LLVMValueRef at = add(g, add(g, mul(g, bt, bs), mul(g, LLVMBuildSelect(B, in, k, gen_i64(g, 0), ""), sk)), n0);
-    r[t] = row_run(d, e, src, at, LLVMBuildSelect(B, in, n, gen_i64(g, 0), ""));
+    r[t] = dot_row_run(d, e, src, at, LLVMBuildSelect(B, in, n, gen_i64(g, 0), ""));
   }
   LLVMValueRef cat[4 * DOT_TR];
   for (int i = 0; i < 4 * DOT_TR; i++) cat[i] = LLVMConstInt(g->i32, (unsigned long long)i, 0);

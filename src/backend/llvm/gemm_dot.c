@@ -58,7 +58,10 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   dot_batch_views(d, bt);
   LLVMValueRef urows = d->packU; /* the block's U rows: packed here when per tile */
   int64_t u0 = 1;                /* whether urows starts at row 0 of U, not at row m0 */
-  if (k->u_tile) {
+  LLVMValueRef run[MAX_MR];      /* U in place: each row's first run */
+  if (k->run)
+    for (int r = 0; r < mr; r++) run[r] = dot_run_start(d, add(g, m0, gen_i64(g, r)));
+  else if (k->u_tile) {
     LLVMValueRef buf = gen_entry_alloca(g, LLVMArrayType(g->i8, (unsigned)(mr * k->kp)), "urows");
     LLVMSetAlignment(buf, 64);
     urows = buf, u0 = 0;
@@ -87,7 +90,11 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
       }
       LLVMBuildStore(B, init, acc[r][j]);
     }
-  LLVMValueRef k4 = gen_loop_begin(g, &lk, gen_i64(g, k->kp / 4), "k4");
+  /* k four bytes at a time; in place, a loop over the runs around a loop along each run */
+  Loop lrun;
+  LLVMValueRef i = k->run ? gen_loop_begin(g, &lrun, gen_i64(g, k->kp / k->run), "run") : NULL;
+  LLVMValueRef q = gen_loop_begin(g, &lk, gen_i64(g, k->run ? k->run / 4 : k->kp / 4), "k4");
+  LLVMValueRef k4 = k->run ? add(g, mul(g, i, k->run / 4), q) : q;
   LLVMValueRef s[MAX_NR];
   for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
     LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, nb, nr), gen_i64(g, j)), k->kp / 4), k4), lanes);
@@ -95,13 +102,20 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
     LLVMSetAlignment(s[j], 4);
   }
   for (int r = 0; r < mr; r++) {
-    LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
-    LLVMValueRef u32 = gen_load(g, g->i32, urows, at);
+    LLVMValueRef u32;
+    if (k->run) {
+      u32 = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, run[r], add(g, mul(g, i, dot_run_stride(d)), mul(g, q, 4))), "");
+      LLVMSetAlignment(u32, 1);
+    } else {
+      LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
+      u32 = gen_load(g, g->i32, urows, at);
+    }
     LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
                                             LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
     for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
   }
   gen_loop_end(g, &lk, 0);
+  if (k->run) gen_loop_end(g, &lrun, 0);
   for (int r = 0; r < mr; r++)
     for (int j = 0; j < nr; j++) {
       LLVMValueRef p = gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes));
@@ -206,6 +220,8 @@ LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name) {
 }
 
 LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name) {
-  Dot d = {.g = g, .p = &k->dp, .batch = 1, .M = k->gm, .N = k->gn, .K = k->gk, .elem = dot_conv_elem, .out_index = dot_conv_out, .ck = k};
+  /* U in place: the reduction includes the zeros past each run's taps */
+  Dot d = {.g = g, .p = &k->dp, .batch = 1, .M = k->gm, .N = k->gn, .K = k->dp.run ? k->dp.kp : k->gk, .elem = dot_conv_elem,
+           .out_index = dot_conv_out, .ck = k};
   return generate(&d, k->bias, name);
 }
