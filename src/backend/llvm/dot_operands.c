@@ -150,6 +150,23 @@ void dot_unpack_x(Dot *d) {
   dot_batch_views(d, gen_i64(g, 0)); /* a convolution is one batch entry */
   Loop lp, le;
   LLVMBasicBlockRef after;
+  if (kelem_packed(k->b) && k->C * hw % 2 == 0) { /* the chunk is one run of bytes: 32 at a time */
+    enum { RUN = 64 }; /* elements a vector */
+    LLVMTypeRef v32 = LLVMVectorType(g->i8, RUN / 2);
+    LLVMValueRef total = mul(g, count, k->C * hw);
+    LLVMValueRef e0 = mul(g, gen_loop_part(g, &lp, (d->p->chunk_images * k->C * hw + RUN - 1) / RUN, "run"), RUN);
+    if_begin(g, lt_v(g, e0, total), &after);
+    LLVMValueRef left = LLVMBuildSub(B, total, e0, ""), n = LLVMBuildSelect(B, lt(g, left, RUN), left, gen_i64(g, RUN), "");
+    LLVMValueRef src = add(g, mul(g, n0, k->C * hw), e0);
+    LLVMValueRef bytes = LLVMBuildSDiv(B, add(g, n, gen_i64(g, 1)), gen_i64(g, 2), "");
+    LLVMValueRef v = gen_masked_load(g, v32, gen_at(g, g->i8, d->Bm, LLVMBuildSDiv(B, src, gen_i64(g, 2), "")),
+                                     lt_v(g, gen_iota(g, RUN / 2), gen_splat(g, bytes, RUN / 2)), LLVMConstNull(v32));
+    v = dot_unpack_nibbles(g, k->b, v, RUN / 2);
+    gen_masked_store(g, v, gen_at(g, g->i8, d->xbytes, e0), lt_v(g, gen_iota(g, RUN), gen_splat(g, n, RUN)));
+    if_end(g, after);
+    gen_loop_end(g, &lp, 0);
+    return;
+  }
   LLVMValueRef pl = gen_loop_part(g, &lp, d->p->chunk_images * k->C, "plane");
   if_begin(g, lt_v(g, div_(g, pl, k->C), count), &after);
   LLVMValueRef src = mul(g, add(g, mul(g, n0, k->C), pl), hw), dst = mul(g, pl, hw);
