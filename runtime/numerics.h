@@ -55,6 +55,10 @@ static inline int32_t nm_q4_get(const uint8_t *q, int64_t i, int is_unsigned) {
   return is_unsigned ? v : (v ^ 8) - 8;
 }
 
+/* An s16 value: an integer sum v kept as int16 with the scale it is dequantized by, exactly the
+ * float the sum's epilogue would have written without a bias: (float)v * scale + 0.0 */
+static inline float nm_s16_value(int16_t v, float scale) { return (float)v * scale + 0.0f; }
+
 /* A tensor seen as [outer, channels, inner]: channel c holds x[(o*channels + c)*inner + i]. */
 typedef struct { int64_t outer, channels, inner; } nm_chan;
 

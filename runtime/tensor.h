@@ -15,6 +15,7 @@ typedef struct {
   float *f;
   int32_t *i;
   uint8_t *q;
+  int16_t *s16; /* s16: values nm_s16_value(s16[i], scale) */
   float scale;
   int q_unsigned;
   int q4; /* q holds two values a byte */

@@ -124,7 +124,7 @@ matrix() {
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
            "cnn 4 16 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
-           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0"; do
+           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0"; do
     set -- $t
     src=$root/examples/$1.sq
     [ -f "$src" ] || src=$root/tests/models/$1.sq
@@ -181,6 +181,13 @@ expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$
 # the cases above that cover the GEMM's packing paths: at batch 16 the CNN's dW kernels reduce
 # over chunks of images; wide.sq's forward U rows are too long to pack per tile
 expect kir-chunks 0 "k-chunks=3 of 7 images" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
+# sums16: a convolution's sums kept as s16 where they provably fit and only batchnorms read them
+sums16="$root/tests/models/sums16.sq"
+expect sums16-kept 0 "sums16=1} : s16[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-too-wide 0 "sums16=0} : f32[3,8,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-bias 0 "bias=1, sums16=0} : f32[3,4,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-kir 0 "k=3 s=2 p=1 g=1 u4 x i4 acc=i32 out=s16" -- "$sqc" "$sums16" --batch 3 --emit=kir
+expect sums16-8bit 0 "sums16=0} : f32[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --bits 8 --dump-after=fuse -o "$tmp/s.so"
 expect kir-u-whole 0 "tile=8x2 bias_u=128 kp=12288" -- "$sqc" "$root/tests/models/wide.sq" --bits 4 --batch 8 --target=znver4 --emit=kir
 # --tune: other register tiles, the same bits; bad tuning files are diagnostics
 printf 'vpdpbusd: {mr: 4, nr: 2}\nvpmaddubsw: {mr: 3, nr: 3}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"

@@ -24,7 +24,7 @@ for f in $src; do
   (cd "$root" && aarch64-linux-gnu-gcc $cflags -c "$f" -o "$o") || { echo "FAIL aarch64: cannot compile $f"; exit 1; }
   objs="$objs $o"
 done
-for m in "examples/mlp.sq 8" "examples/mlp.sq 8 --bits 32" "tests/models/conv_strided.sq 3" "tests/models/conv_strided.sq 3 --bits 32" "tests/models/residual.sq 4 --bits 6" "tests/models/pools.sq 3 --bits 32" "tests/models/regress.sq 5 --bits 32" "examples/cnn.sq 2" "tests/models/embed.sq 4" "tests/models/embed.sq 4 --bits 32 --norm l2" "examples/cnn.sq 2 --tune $tmp/tiles.yaml" "examples/cnn.sq 16" "tests/models/overlap.sq 3"; do
+for m in "examples/mlp.sq 8" "examples/mlp.sq 8 --bits 32" "tests/models/conv_strided.sq 3" "tests/models/conv_strided.sq 3 --bits 32" "tests/models/residual.sq 4 --bits 6" "tests/models/pools.sq 3 --bits 32" "tests/models/regress.sq 5 --bits 32" "examples/cnn.sq 2" "tests/models/embed.sq 4" "tests/models/embed.sq 4 --bits 32 --norm l2" "examples/cnn.sq 2 --tune $tmp/tiles.yaml" "examples/cnn.sq 16" "tests/models/overlap.sq 3" "tests/models/sums16.sq 3"; do
   set -- $m
   model=$1 batch=$2; shift 2
   name=$(basename "$model" .sq)$*

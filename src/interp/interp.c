@@ -37,7 +37,9 @@ void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
   it->scratch = xaligned_alloc(64, (size_t)bytes);
 }
 
-static void *data_of(const Tensor *t) { return t->f ? (void *)t->f : t->q ? (void *)t->q : (void *)t->i; }
+static void *data_of(const Tensor *t) {
+  return t->f ? (void *)t->f : t->q ? (void *)t->q : t->s16 ? (void *)t->s16 : (void *)t->i;
+}
 
 enum { PARTS_PER_THREAD = 4 };
 
@@ -68,7 +70,7 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
   KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
                   0, parts};
   for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(it->threads, k.parts, kernel_part, &k);
-  if (dtype_is_quantized(n->dtype)) {
+  if (dtype_is_scaled(n->dtype)) {
     out->scale = k.args.out_scale;
     out->q_unsigned = k.args.out_unsigned;
   }
@@ -115,6 +117,7 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
     void *p = n->arena >= 0 ? it->arena + n->arena : xcalloc((size_t)ir_tensor_bytes(n) + 1, 1);
     if (n->dtype == DT_F32) t->f = p;
     else if (dtype_is_quantized(n->dtype)) t->q = p;
+    else if (n->dtype == DT_S16) t->s16 = p;
     else t->i = p;
     if (n->kind == NK_PARAM || n->kind == NK_STATE) init_leaf_values(it, n);
   }
@@ -128,6 +131,7 @@ void interp_free(Interp *it) {
     free(it->t[i].f);
     free(it->t[i].i);
     free(it->t[i].q);
+    free(it->t[i].s16);
   }
   free(it->arena);
   free(it->t);

@@ -263,13 +263,14 @@ int64_t ir_tensor_bytes(const Node *n) {
   switch (n->dtype) {
   case DT_Q8: return e;
   case DT_Q4: return nm_q_bytes(e, 1);
+  case DT_S16: return 2 * e;
   case DT_VOID: return 0;
   default: return 4 * e + ir_aux_bytes(n);
   }
 }
 
 const char *dtype_name(DType dt) {
-  static const char *const names[] = {"f32", "i32", "void", "q8", "q4"};
+  static const char *const names[] = {"f32", "i32", "void", "q8", "q4", "s16"};
   return names[dt];
 }
 char *type_str(DType dt, const Shape *s) {

@@ -11,9 +11,14 @@
 enum { SQ_MAX_RANK = 6 };
 
 /* q8: int8/uint8 values with one f32 scale; q4: the same at most 4 bits wide, two a byte
- * (runtime/numerics.h): forward operands quantized to b <= 4 bits, saved for the backward */
-typedef enum { DT_F32, DT_I32, DT_VOID, DT_Q8, DT_Q4 } DType;
+ * (runtime/numerics.h): forward operands quantized to b <= 4 bits, saved for the backward.
+ * s16: int16 values with one f32 scale, each standing for nm_s16_value(v, scale): the sums of
+ * an integer convolution that provably fit (the fuse pass), kept for the batchnorm that reads
+ * them at half the bytes of their floats. */
+typedef enum { DT_F32, DT_I32, DT_VOID, DT_Q8, DT_Q4, DT_S16 } DType;
 static inline int dtype_is_quantized(DType dt) { return dt == DT_Q8 || dt == DT_Q4; }
+/* a tensor whose values come with a scale the kernel that makes it sets */
+static inline int dtype_is_scaled(DType dt) { return dtype_is_quantized(dt) || dt == DT_S16; }
 typedef struct { int rank; int64_t d[SQ_MAX_RANK]; } Shape;
 
 typedef enum { NK_OP, NK_INPUT, NK_LABEL, NK_PARAM, NK_STATE } NodeKind;

@@ -119,6 +119,7 @@ static void read_type(Reader *r, Node *n) {
   else if (span_is(dt, "void")) n->dtype = DT_VOID;
   else if (span_is(dt, "q8")) n->dtype = DT_Q8;
   else if (span_is(dt, "q4")) n->dtype = DT_Q4;
+  else if (span_is(dt, "s16")) n->dtype = DT_S16;
   else bad(r, "unknown dtype");
   n->shaped = 1;
   if (n->dtype == DT_VOID) return;

@@ -86,6 +86,7 @@ typedef struct {
   int64_t N, C, H, W, O, Ho, Wo, k, s, p, g;
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
   int bias;   /* fwd: input 2 is a bias of O floats */
+  int out_s16; /* fwd: the output is s16: each sum as int16, the scale sa * sb its tensor's */
   /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
    * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.
    * The reduction of fwd and dx runs over (kh, kw, channel): a tap is a run of channels in the
@@ -154,6 +155,7 @@ typedef struct {
   int ranges;             /* a batchnorm dx: keeps its channels' ranges after dx (each row's in
                              scratch); shiftquant: takes them from after its input's values */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
+  int x_s16;              /* batchnorms: x is s16 (a convolution's sums and their scale) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */
   double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */

@@ -7,26 +7,15 @@
 /* Signedness of a quantized tensor: from the quantize node it comes from (through reshapes);
  * its storage from its type. */
 static KElem q8_elem(const Graph *g, int id) {
-  const Node *n = ir_node(g, id);
-  int packed = n->dtype == DT_Q4;
-  while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
-  int u = n->kind == NK_OP && n->op == OP_quantize && ir_int(n, "unsigned");
+  int packed = ir_node(g, id)->dtype == DT_Q4;
+  const Node *q = quant_source(g, id);
+  int u = q && ir_int(q, "unsigned");
   return packed ? (u ? KE_U4 : KE_I4) : u ? KE_U8 : KE_I8;
 }
 
 static KElem elem_of(const Graph *g, int id) { return dtype_is_quantized(ir_node(g, id)->dtype) ? q8_elem(g, id) : KE_F32; }
 
 static int max_abs(KElem e) { return e == KE_F32 ? 0 : kelem_unsigned(e) ? 255 : 127; }
-
-/* The largest magnitude a q8 tensor holds: 2^bits - 1 (unsigned) or 2^(bits-1) - 1 (signed)
- * of the quantize node it comes from; other int8 (ShiftQuant's shifted values) up to 128. */
-static int q8_max(const Graph *g, int id, KElem e) {
-  const Node *n = ir_node(g, id);
-  while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
-  int bits = n->kind == NK_OP && n->op == OP_quantize ? (int)ir_int(n, "bits") : 8;
-  if (kelem_unsigned(e)) return (1 << bits) - 1;
-  return n->kind == NK_OP && n->op == OP_quantize ? (1 << (bits - 1)) - 1 : 128; /* -128 is not excluded */
-}
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -81,8 +70,6 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   return d;
 }
 
-static int max_of(const Graph *g, int id, KElem e) { return q8_max(g, id, e); }
-
 static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile tile, GemmKernel *k) {
   const Node *a = ir_in(g, n, 0), *b = ir_in(g, n, 1);
   *k = (GemmKernel){.node = n->id, .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .vec = vec};
@@ -111,7 +98,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
   if ((k->a == KE_F32) != (k->b == KE_F32)) return 0; /* mixed float/integer: not a GEMM we make */
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
-  k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), 0, k->batch, k->M, k->N, k->K);
+  k->dp = choose_dot(dot, tile, k->a, quant_max(g, n->in[0]), k->b, quant_max(g, n->in[1]), 0, k->batch, k->M, k->N, k->K);
   return 1;
 }
 
@@ -142,7 +129,8 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   const Shape *w = kind == CONV_DW ? &n->shape : &ir_in(g, n, 1)->shape;
   *k = (ConvKernel){.node = n->id, .kind = kind, .N = x->d[0], .C = x->d[1], .H = x->d[2], .W = x->d[3], .O = w->d[0],
                     .k = ir_int(n, "kernel"), .s = ir_int(n, "stride"), .p = ir_int(n, "padding"), .g = ir_int(n, "groups"),
-                    .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .bias = kind == CONV_FWD && ir_has_bias(n)};
+                    .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .bias = kind == CONV_FWD && ir_has_bias(n),
+                    .out_s16 = n->dtype == DT_S16};
   k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
   k->Wo = (k->W + 2 * k->p - k->k) / k->s + 1;
   double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
@@ -159,7 +147,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   /* dW: x's patches as U rows (runs of input rows) and dy in groups of 4 pixels, when those fit */
   int dw_swap = kind == CONV_DW && k->s == 1 && (k->Ho * k->Wo) % 4 == 0;
   if (k->g == 1)
-    k->dp = choose_dot(dot, tile, k->a, max_of(g, n->in[0], k->a), k->b, max_of(g, n->in[1], k->b), dw_swap, 1, k->gm, k->gn, k->gk);
+    k->dp = choose_dot(dot, tile, k->a, quant_max(g, n->in[0]), k->b, quant_max(g, n->in[1]), dw_swap, 1, k->gm, k->gn, k->gk);
   if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
@@ -290,6 +278,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   }
   case OP_batchnorm_stats: case OP_l1_batchnorm: case OP_l2_batchnorm:
     norm_view(&x0->shape, 0, k);
+    k->x_s16 = x0->dtype == DT_S16;
     k->eps = ir_num(n, "eps");
     k->l2 = n->op == OP_l2_batchnorm || (n->op == OP_batchnorm_stats && ir_int(n, "l2"));
     if (n->op != OP_batchnorm_stats) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
@@ -297,6 +286,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     return 1;
   case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
     norm_view(&ir_in(g, n, 1)->shape, 0, k);
+    k->x_s16 = ir_in(g, n, 1)->dtype == DT_S16;
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
     k->ranges = n->op == OP_batchnorm_dx && ir_int(n, "ranges");
     k->scratch = kir_bn_scratch(k->channels) + (k->ranges ? 4 * k->outer * k->channels : 0);
@@ -304,6 +294,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   case OP_batchnorm_pool: case OP_batchnorm_pool_dparams: case OP_batchnorm_pool_dx: {
     const Shape *x = &ir_in(g, n, n->op == OP_batchnorm_pool ? 0 : 1)->shape;
     norm_view(x, 0, k);
+    k->x_s16 = ir_in(g, n, n->op == OP_batchnorm_pool ? 0 : 1)->dtype == DT_S16;
     k->pool_k = ir_int(n, "kernel"), k->pool_s = ir_int(n, "stride");
     k->H = x->d[2], k->W = x->d[3], k->Ho = (k->H - k->pool_k) / k->pool_s + 1, k->Wo = (k->W - k->pool_k) / k->pool_s + 1;
     k->relu = (int)ir_int(n, "relu");
@@ -407,11 +398,11 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
   static const char *const kinds[] = {"fwd", "dx", "dw"};
   for (int i = 0; i < p->conv.n; i++) {
     const ConvKernel *k = &p->conv.v[i];
-    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=%s%s\n",
+    sb_printf(&b, "conv %%%s (%s %s): N=%lld C=%lld H=%lld W=%lld O=%lld Ho=%lld Wo=%lld k=%lld s=%lld p=%lld g=%lld %s x %s acc=%s%s%s\n",
               ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
-              k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "");
+              k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "", k->out_s16 ? " out=s16" : "");
     print_dot(&b, &k->dp);
   }
   for (int i = 0; i < p->ew.n; i++) {
@@ -438,6 +429,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               op_info[k->op].name, (long long)k->outer, (long long)k->channels, (long long)k->inner);
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
     if (k->relu) sb_puts(&b, " relu");
+    if (k->x_s16) sb_puts(&b, " x=s16");
     if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);

@@ -26,7 +26,7 @@ static int want(ShapeCtx *c, const Node *n, int i, Shape s, const char *what) {
 #define WANT_STATS(c, n, x, i) want(c, n, i, stats_shape(ir_in((c)->g, n, x)), "the statistics of its input")
 
 int batchnorm_stats_shape(ShapeCtx *c, Node *n) {
-  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 2, 4)) return 0;
+  if (!shape_want_values(c, n, 0) || !shape_want_rank(c, n, 0, 2, 4)) return 0;
   return shape_set(c, n, DT_F32, stats_shape(ir_in(c->g, n, 0)));
 }
 int l1_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && WANT_STATS(c, n, 0, 5); }
@@ -36,7 +36,7 @@ int batchnorm_dparams_shape(ShapeCtx *c, Node *n) {
 }
 int batchnorm_pool_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 0);
-  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 4, 4) || !WANT_STATS(c, n, 0, 5)) return 0;
+  if (!shape_want_values(c, n, 0) || !shape_want_rank(c, n, 0, 4, 4) || !WANT_STATS(c, n, 0, 5)) return 0;
   return shape_set(c, n, DT_F32, maxpool_output_shape(n, &x->shape));
 }
 static int want_pool(ShapeCtx *c, const Node *n, int i) {
@@ -83,13 +83,15 @@ void l2_batchnorm_grad(GradCtx *c, const Node *n, int dy) { bn_grad(c, n, dy, 1)
 
 /* ---- reference bodies ---- */
 int batchnorm_stats_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0);
+  Tensor copy;
+  const Tensor *x = ref_values(c, n, 0, &copy);
   if (c->training) nm_bn_stats(x->f, bn_geo(x), (float)ir_num(n, "eps"), (int)ir_int(n, "l2"), REF_OUT(c, n)->f, 1);
+  ref_values_free(x, &copy);
   return 1; /* inference normalizes with the running statistics */
 }
 
-int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2, Tensor *y) {
-  const Tensor *x = REF_IN(c, n, 0), *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
+static int bn_forward_values(RefCtx *c, const Node *n, const Tensor *x, const float *stats, int l2, Tensor *y) {
+  const Tensor *gam = REF_IN(c, n, 1), *bet = REF_IN(c, n, 2);
   Tensor *rm = REF_IN(c, n, 3), *rs = REF_IN(c, n, 4);
   nm_chan geo = bn_geo(x);
   int64_t C = geo.channels;
@@ -119,12 +121,21 @@ int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2, Tensor 
   free(own);
   return ref_fused_relu(n, y);
 }
+int bn_forward_ref(RefCtx *c, const Node *n, const float *stats, int l2, Tensor *y) {
+  Tensor copy;
+  const Tensor *x = ref_values(c, n, 0, &copy);
+  int ok = bn_forward_values(c, n, x, stats, l2, y);
+  ref_values_free(x, &copy);
+  return ok;
+}
 int l1_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 0, REF_OUT(c, n)); }
 int l2_batchnorm_ref(RefCtx *c, const Node *n) { return bn_forward_ref(c, n, REF_IN(c, n, 5)->f, 1, REF_OUT(c, n)); }
 
 int batchnorm_dparams_ref(RefCtx *c, const Node *n) {
-  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
+  Tensor copy;
+  const Tensor *dy = REF_IN(c, n, 0), *x = ref_values(c, n, 1, &copy);
   nm_bn_dparams(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
+  ref_values_free(x, &copy);
   return 1;
 }
 
@@ -149,15 +160,18 @@ static int dx_ranges(RefCtx *c, const Node *n) {
 }
 
 int batchnorm_dx_ref(RefCtx *c, const Node *n) {
-  const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
+  Tensor copy;
+  const Tensor *dy = REF_IN(c, n, 0), *x = ref_values(c, n, 1, &copy);
   nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
+  ref_values_free(x, &copy);
   return dx_ranges(c, n);
 }
 
 /* ---- batchnorm_pool and its gradients: the unfused ops' arithmetic, in their order ---- */
 static Tensor like(const Tensor *x) {
   Tensor t = *x;
+  t.dtype = DT_F32, t.s16 = NULL;
   t.f = xmalloc(sizeof(float) * (size_t)x->n);
   return t;
 }
@@ -181,18 +195,22 @@ static float *pooled_gradient(const RefCtx *c, const Node *n, int pool) {
 }
 
 int batchnorm_pool_dparams_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 1);
+  Tensor copy;
+  const Tensor *x = ref_values(c, n, 1, &copy);
   float *g = pooled_gradient(c, n, 3);
   nm_bn_dparams(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
   free(g);
+  ref_values_free(x, &copy);
   return 1;
 }
 
 int batchnorm_pool_dx_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 1);
+  Tensor copy;
+  const Tensor *x = ref_values(c, n, 1, &copy);
   float *g = pooled_gradient(c, n, 5);
   nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
            REF_OUT(c, n)->f, 1);
   free(g);
+  ref_values_free(x, &copy);
   return dx_ranges(c, n);
 }

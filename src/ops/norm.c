@@ -14,7 +14,7 @@ void batchnorm_init(InitCtx *c, Node *n) {
 }
 
 int batchnorm_shape(ShapeCtx *c, Node *n) {
-  if (!shape_want_dtype(c, n, 0, DT_F32) || !shape_want_rank(c, n, 0, 2, 4)) return 0;
+  if (!shape_want_values(c, n, 0) || !shape_want_rank(c, n, 0, 2, 4)) return 0;
   const Node *x = ir_in(c->g, n, 0);
   Shape s = shape_make(1, &x->shape.d[1]);
   for (int i = 1; i < 5; i++)

@@ -148,7 +148,14 @@ int qmatmul_ref(RefCtx *c, const Node *n) {
 }
 
 /* ---- qconv2d(qx, qw, b) and its gradients qconv2d_dx(sq, qw, qx), qconv2d_dw(sq, qx, qw) ---- */
-int qconv2d_shape(ShapeCtx *c, Node *n) { return conv2d_shape(c, n); }
+/* sums16 (the fuse pass): the sums kept as s16 with the scale, where they provably fit */
+int qconv2d_shape(ShapeCtx *c, Node *n) {
+  if (!conv2d_shape(c, n)) return 0;
+  if (!ir_int(n, "sums16")) return 1;
+  if (ir_has_bias(n)) return shape_fail(c, n, "qconv2d keeps its sums as s16 only without a bias");
+  n->dtype = DT_S16;
+  return 1;
+}
 int qconv2d_dx_shape(ShapeCtx *c, Node *n) { return conv2d_dx_shape(c, n); }
 int qconv2d_dw_shape(ShapeCtx *c, Node *n) { return conv2d_dw_shape(c, n); }
 
@@ -174,7 +181,16 @@ int qconv2d_ref(RefCtx *c, const Node *n) {
   ConvGeom q = conv_geom(n, &ir_in(c->g, n, 0)->shape, w->d[0]);
   int64_t *acc = xcalloc((size_t)y->n, sizeof(int64_t));
   CONV_LOOP(q, acc[yi] += (int64_t)tensor_q(x, xi) * tensor_q(w, wi));
-  int ok = finish_acc(c, n, acc, y->n, x->scale * w->scale, b, q.Ho * q.Wo, q.O, y->f);
+  int ok = 1;
+  if (y->s16) { /* the sums themselves, with the scale that dequantizes them */
+    for (int64_t i = 0; ok && i < y->n; i++) {
+      if (acc[i] > INT16_MAX || acc[i] < INT16_MIN) ok = ref_fail(c, n, "int16 sum overflow");
+      y->s16[i] = (int16_t)acc[i];
+    }
+    y->scale = x->scale * w->scale;
+  } else {
+    ok = finish_acc(c, n, acc, y->n, x->scale * w->scale, b, q.Ho * q.Wo, q.O, y->f);
+  }
   free(acc);
   return ok;
 }

@@ -62,6 +62,22 @@ int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt) {
   return 0;
 }
 
+const Node *quant_source(const Graph *g, int id) {
+  const Node *n = ir_node(g, id);
+  while (n->kind == NK_OP && n->op == OP_reshape) n = ir_in(g, n, 0);
+  return n->kind == NK_OP && n->op == OP_quantize ? n : NULL;
+}
+int quant_max(const Graph *g, int id) {
+  const Node *q = quant_source(g, id);
+  if (!q) return 128; /* -128 is not excluded */
+  int bits = (int)ir_int(q, "bits");
+  return ir_int(q, "unsigned") ? nm_umax(bits) : nm_qmax(bits);
+}
+
+int shape_want_values(ShapeCtx *c, const Node *n, int i) {
+  return ir_in(c->g, n, i)->dtype == DT_S16 || shape_want_dtype(c, n, i, DT_F32);
+}
+
 int shape_want_real(ShapeCtx *c, const Node *n, int i) {
   return dtype_is_quantized(ir_in(c->g, n, i)->dtype) || shape_want_dtype(c, n, i, DT_F32);
 }
@@ -120,6 +136,19 @@ int grad_unbroadcast(GradCtx *c, const Node *fwd, int g, int target) {
   Node *r = GRAD_OP(c, fwd, OP_reduce_sum, g);
   ir_set_list(r, "axes", axes, lead);
   return grad_finish(c, r);
+}
+
+const Tensor *ref_values(RefCtx *c, const Node *n, int i, Tensor *copy) {
+  const Tensor *x = REF_IN(c, n, i);
+  if (!x->s16) return x;
+  *copy = *x;
+  copy->dtype = DT_F32, copy->s16 = NULL;
+  copy->f = xmalloc(sizeof(float) * (size_t)(x->n ? x->n : 1));
+  for (int64_t e = 0; e < x->n; e++) copy->f[e] = nm_s16_value(x->s16[e], x->scale);
+  return copy;
+}
+void ref_values_free(const Tensor *values, Tensor *copy) {
+  if (values == copy) free(copy->f);
 }
 
 int ref_fused_relu(const Node *n, Tensor *y) {

@@ -22,6 +22,12 @@ int shape_define_input(ShapeCtx *c, Node *n, int i, Shape s, double bound);
 int shape_want_rank(ShapeCtx *c, const Node *n, int i, int lo, int hi);
 int shape_want_dtype(ShapeCtx *c, const Node *n, int i, DType dt);
 int shape_want_real(ShapeCtx *c, const Node *n, int i); /* f32, or q8 (a quantized f32) */
+int shape_want_values(ShapeCtx *c, const Node *n, int i); /* f32, or s16 (floats kept as sums) */
+/* The quantize node a quantized tensor comes from (through reshapes), or NULL (ShiftQuant's) */
+const Node *quant_source(const Graph *g, int id);
+/* The largest magnitude a quantized tensor holds: 2^bits - 1 (unsigned) or 2^(bits-1) - 1
+ * (signed) of its quantize node; other int8 (ShiftQuant's shifted values) up to 128. */
+int quant_max(const Graph *g, int id);
 /* Both shapes in the message, e.g. "shape mismatch in add: f32[2,3] and f32[2,4]". */
 int shape_mismatch(ShapeCtx *c, const Node *n, const char *what, const Node *a, const Node *b);
 
@@ -96,6 +102,10 @@ int ref_fused_relu(const Node *n, Tensor *y);
 /* Gradient rules run before fuse: a node with a folded relu has none */
 #define GRAD_NOT_FUSED(n) SQ_ASSERT(!ir_int((n), "relu"))
 #define REF_IN(c, n, i) (&(c)->t[(n)->in[i]])
+/* input i's values as floats: the input itself, or (s16) a float copy made in *copy, which
+ * ref_values_free frees */
+const Tensor *ref_values(RefCtx *c, const Node *n, int i, Tensor *copy);
+void ref_values_free(const Tensor *values, Tensor *copy);
 #define REF_OUT(c, n) (&(c)->t[(n)->id])
 
 #define INITDECL_I(name) void name##_init(InitCtx *c, Node *n);

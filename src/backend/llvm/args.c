@@ -47,6 +47,16 @@ LLVMValueRef gen_input_scale(Gen *g, int i) {
 }
 
 /* Several parts may report at once: a relaxed atomic store, so that is not a race. */
+void gen_out_scale(Gen *g, LLVMValueRef scale) {
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(g->b));
+  LLVMBasicBlockRef set = LLVMAppendBasicBlockInContext(g->ctx, fn, "out_scale"), after = LLVMAppendBasicBlockInContext(g->ctx, fn, "");
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, gen_part(g), gen_i64(g, 0), ""), set, after);
+  LLVMPositionBuilderAtEnd(g->b, set);
+  LLVMBuildStore(g->b, scale, gen_arg_addr(g, KA_OUT_SCALE));
+  LLVMBuildBr(g->b, after);
+  LLVMPositionBuilderAtEnd(g->b, after);
+}
+
 void gen_fail_if(Gen *g, LLVMValueRef cond) {
   LLVMValueRef fn = current_fn(g);
   LLVMBasicBlockRef bad = LLVMAppendBasicBlockInContext(g->ctx, fn, "reject"), ok = LLVMAppendBasicBlockInContext(g->ctx, fn, "ok");

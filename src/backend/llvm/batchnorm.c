@@ -18,6 +18,7 @@ typedef struct {
   LLVMTypeRef vf, vd, vl; /* NM_LANES floats, doubles, integers (sign counts) */
   int cw;                 /* channels per unit of work: 1, or NM_LANES when inner = 1 */
   LLVMValueRef cmask;     /* cw > 1: the lanes that are channels */
+  LLVMValueRef xscale;    /* x is s16 (a convolution's sums): their scale; NULL when floats */
 } Bn;
 
 #define B (b->g->b)
@@ -66,8 +67,36 @@ static LLVMValueRef lanes_sum(Bn *b, LLVMValueRef v) {
   return LLVMBuildExtractElement(B, v, LLVMConstInt(b->g->i32, 0, 0), "");
 }
 
-/* NM_LANES floats at &base[e]; the first `n` of them when n < NM_LANES, the other lanes `pass` */
-static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass) {
+/* x's values: floats, or s16 sums converted as nm_s16_value does, (float)v * scale + 0.0 */
+static LLVMTypeRef x_elem(Bn *b) { return b->xscale ? LLVMInt16TypeInContext(b->g->ctx) : b->g->f32; }
+static LLVMValueRef x_at(Bn *b, LLVMValueRef x, LLVMValueRef e) { return gen_at(b->g, x_elem(b), x, e); }
+static LLVMValueRef s16_values(Bn *b, LLVMValueRef v) {
+  LLVMTypeRef t = LLVMTypeOf(v);
+  int vec = LLVMGetTypeKind(t) == LLVMVectorTypeKind;
+  LLVMValueRef f = LLVMBuildSIToFP(B, v, vec ? LLVMVectorType(b->g->f32, LLVMGetVectorSize(t)) : b->g->f32, "");
+  f = LLVMBuildFMul(B, f, gen_splat_like(b->g, b->xscale, f), "");
+  return LLVMBuildFAdd(B, f, gen_splat_like(b->g, gen_f32c(b->g, 0.0f), f), "x");
+}
+static LLVMValueRef x_load(Bn *b, LLVMValueRef x, LLVMValueRef e) {
+  LLVMValueRef v = LLVMBuildLoad2(B, x_elem(b), x_at(b, x, e), "");
+  return b->xscale ? s16_values(b, v) : v;
+}
+
+/* NM_LANES floats at &base[e] (x's values when s16); the first `n` of them when n < NM_LANES,
+ * the other lanes `pass` */
+static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass, int s16) {
+  if (s16) {
+    LLVMTypeRef vt = LLVMVectorType(LLVMInt16TypeInContext(b->g->ctx), NM_LANES);
+    LLVMValueRef at = gen_at(b->g, LLVMGetElementType(vt), base, e), v;
+    if (n == NM_LANES) {
+      v = LLVMBuildLoad2(B, vt, at, "");
+      LLVMSetAlignment(v, 2);
+      return s16_values(b, v);
+    }
+    LLVMValueRef on = LLVMBuildICmp(B, LLVMIntSLT, gen_iota(b->g, NM_LANES), gen_splat(b->g, gen_i64(b->g, n), NM_LANES), "");
+    v = s16_values(b, gen_masked_load(b->g, vt, at, on, LLVMConstNull(vt)));
+    return LLVMBuildSelect(B, on, v, gen_splat(b->g, pass, NM_LANES), "");
+  }
   LLVMValueRef at = gen_at(b->g, b->g->f32, base, e);
   if (n == NM_LANES) {
     LLVMValueRef v = LLVMBuildLoad2(B, b->vf, at, "");
@@ -83,7 +112,7 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
 /* body(v) for the vectors of a row, each stream read from its pointer to the row's first
  * element: the full vectors, then the last inner % NM_LANES elements with the other lanes
  * `pass` (values that add nothing); with channels in the lanes (cw > 1), the unit's channels
- * of the row. The streams (x, and g in dparams) are read at the same elements. */
+ * of the row. The streams (x first, and g in dparams) are read at the same elements. */
 typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
 static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueRef *pass, LaneBody body, void *ctx) {
   Gen *g = b->g;
@@ -97,12 +126,12 @@ static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueR
   if (full) {
     Loop lv;
     LLVMValueRef e = LLVMBuildMul(B, gen_loop_begin(g, &lv, gen_i64(g, full), "v"), gen_i64(g, NM_LANES), "");
-    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], e, NM_LANES, NULL);
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], e, NM_LANES, NULL, s == 0 && b->xscale);
     body(b, v, ctx);
     gen_loop_end(g, &lv, 0);
   }
   if (rest) {
-    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], gen_i64(g, full * NM_LANES), (int)rest, pass[s]);
+    for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], gen_i64(g, full * NM_LANES), (int)rest, pass[s], s == 0 && b->xscale);
     body(b, v, ctx);
   }
 }
@@ -231,11 +260,15 @@ static LLVMValueRef normalize(Bn *b, const RowCtx *r, LLVMValueRef x) {
 static int pooled(const Bn *b) { return b->k->pool_k > 0; }
 static LLVMValueRef normalized_load(Gen *g, const PoolPlane *pp, LLVMTypeRef t, LLVMValueRef e, LLVMValueRef mask) {
   const RowCtx *r = pp->ctx;
-  return normalize(r->b, r, gen_pool_load_plain(g, pp, t, e, mask));
+  Bn *b = r->b;
+  if (!b->xscale) return normalize(b, r, gen_pool_load_plain(g, pp, t, e, mask));
+  if (!mask) return normalize(b, r, x_load(b, pp->x, e));
+  LLVMTypeRef vt = LLVMVectorType(x_elem(b), LLVMGetVectorSize(t));
+  return normalize(b, r, s16_values(b, gen_masked_load(g, vt, x_at(b, pp->x, e), mask, LLVMConstNull(vt))));
 }
 static PoolPlane plane(Bn *b, RowCtx *r, LLVMValueRef row) {
   const ChanKernel *k = b->k;
-  return (PoolPlane){k->H, k->W, k->Ho, k->Wo, k->pool_k, k->pool_s, normalized_load, gen_at(b->g, b->g->f32, r->x, row), r};
+  return (PoolPlane){k->H, k->W, k->Ho, k->Wo, k->pool_k, k->pool_s, normalized_load, x_at(b, r->x, row), r};
 }
 /* the plane at `row` of the pooled tensor p (its index times Ho * Wo) */
 static LLVMValueRef pooled_plane(Bn *b, LLVMValueRef p, LLVMValueRef row) {
@@ -288,7 +321,7 @@ static double count(const Bn *b) { return (double)(b->k->outer * b->k->inner); }
 static LLVMValueRef at_row(Bn *b, LLVMValueRef base, LLVMValueRef row) { return gen_at(b->g, b->g->f32, base, row); }
 static void sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   (void)c;
-  LLVMValueRef x = at_row(b, ((RowCtx *)ctx)->x, row), zero = gen_f32c(b->g, 0);
+  LLVMValueRef x = x_at(b, ((RowCtx *)ctx)->x, row), zero = gen_f32c(b->g, 0);
   row_vectors(b, 1, &x, &zero, add_x, ctx);
 }
 static void store_mean(Bn *b, LLVMValueRef c, void *ctx) {
@@ -298,7 +331,7 @@ static void store_mean(Bn *b, LLVMValueRef c, void *ctx) {
 }
 static void dev_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   RowCtx *r = ctx;
-  LLVMValueRef mu = cload(b, consts(b, K_MEAN), c), x = at_row(b, r->x, row);
+  LLVMValueRef mu = cload(b, consts(b, K_MEAN), c), x = x_at(b, r->x, row);
   r->mu = lift(b, mu), r->mud = ext(b, r->mu);
   row_vectors(b, 1, &x, &mu, add_dev, ctx); /* x = mean in the unused lanes: no deviation, no sign */
 }
@@ -371,7 +404,7 @@ static void forward_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   }
   Loop l; /* the vectorizer widens it */
   LLVMValueRef e = LLVMBuildAdd(B, row, gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), "e");
-  gen_store(g, normalize(b, r, gen_load(g, g->f32, r->x, e)), r->out, e);
+  gen_store(g, normalize(b, r, x_load(b, r->x, e)), r->out, e);
   gen_loop_end(g, &l, 0);
 }
 static void forward(Bn *b, LLVMValueRef out) {
@@ -396,7 +429,7 @@ static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
     g = r->grad;
   }
   r->mu = lift(b, mu), r->inv = lift(b, inv);
-  LLVMValueRef rows[2] = {at_row(b, r->x, row), g}, pass[2] = {mu, gen_f32c(b->g, 0)};
+  LLVMValueRef rows[2] = {x_at(b, r->x, row), g}, pass[2] = {mu, gen_f32c(b->g, 0)};
   row_vectors(b, 2, rows, pass, add_g, ctx);
 }
 static void store_dparams(Bn *b, LLVMValueRef c, void *ctx) {
@@ -459,7 +492,7 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   Loop l; /* the vectorizer widens it */
   LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
   LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);
-  LLVMValueRef v = dx_value(b, r, gen_load(g, g->f32, r->x, e), gv);
+  LLVMValueRef v = dx_value(b, r, x_load(b, r->x, e), gv);
   gen_store(g, v, r->out, e);
   if (top) { /* the row's largest |dx| as bits: a NaN above an Inf above every finite value */
     LLVMValueRef u = LLVMBuildAnd(B, LLVMBuildBitCast(B, v, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
@@ -498,8 +531,13 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   /* a lane counts at most outer * ceil(inner / NM_LANES) signs: i32 unless that could overflow */
   LLVMTypeRef count = k->outer * ((k->inner + NM_LANES - 1) / NM_LANES) < INT32_MAX ? g->i32 : g->i64;
   Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES),
-          k->inner == 1 ? NM_LANES : 1, NULL};
+          k->inner == 1 ? NM_LANES : 1, NULL, NULL};
   g->scratch = k->scratch;
+  if (k->x_s16) { /* x: input 0 of the statistics and the forward pass, input 1 of the gradients */
+    SQ_ASSERT(b.cw == 1); /* the fuse pass keeps s16 for feature maps */
+    int xi = k->op == OP_batchnorm_stats || k->op == OP_l1_batchnorm || k->op == OP_l2_batchnorm || k->op == OP_batchnorm_pool ? 0 : 1;
+    b.xscale = gen_input_scale(g, xi);
+  }
   if (k->op == OP_batchnorm_stats) { /* inference normalizes with the running statistics */
     LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(g->ctx, fn, "training"), skip = LLVMAppendBasicBlockInContext(g->ctx, fn, "inference");
     LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntNE, gen_arg(g, KA_TRAINING), LLVMConstInt(g->i32, 0, 0), ""), work, skip);

@@ -7,7 +7,7 @@
 #include <llvm-c/Core.h>
 #include "gen.h"
 
-typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; int flt; } Dot;
+typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; int flt, s16; } Dot;
 
 static LLVMValueRef c64(Gen *g, int64_t v) { return gen_i64(g, v); }
 static LLVMValueRef add(Gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(g->b, x, y, ""); }
@@ -40,6 +40,12 @@ static void accumulate(Dot *d, LLVMValueRef valid, LLVMValueRef ai, LLVMValueRef
 static void store_output(Dot *d, LLVMValueRef out, LLVMValueRef index, LLVMValueRef scale, LLVMValueRef bias_value) {
   Gen *g = d->g;
   LLVMValueRef y;
+  if (d->s16) { /* the sum itself (the fuse pass proved it fits) */
+    LLVMTypeRef i16 = LLVMInt16TypeInContext(g->ctx);
+    y = LLVMBuildTrunc(g->b, LLVMBuildLoad2(g->b, g->i32, d->acc, ""), i16, "");
+    LLVMBuildStore(g->b, y, LLVMBuildGEP2(g->b, i16, out, &index, 1, ""));
+    return;
+  }
   if (d->flt) {
     y = LLVMBuildLoad2(g->b, g->f32, d->acc, "");
     if (bias_value) y = LLVMBuildFAdd(g->b, y, bias_value, "");
@@ -63,7 +69,8 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   LLVMValueRef scale = LLVMBuildFMul(g->b, LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s0, 1, ""), ""),
                                      LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, scales, &s1, 1, ""), ""), "scale");
   int flt = k->a == KE_F32;
-  Dot d = {g, gen_entry_alloca(g, flt ? g->f32 : g->i32, "acc"), ptrs[0], ptrs[1], k->a, k->b, flt};
+  Dot d = {g, gen_entry_alloca(g, flt ? g->f32 : g->i32, "acc"), ptrs[0], ptrs[1], k->a, k->b, flt, k->out_s16};
+  if (k->out_s16) gen_out_scale(g, scale); /* the sums' scale is the tensor's */
   LLVMValueRef acc_zero = flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0);
   int64_t cpg = k->C / k->g, opg = k->O / k->g;
   Loop l1, l2, l3, l4, r1, r2, r3;

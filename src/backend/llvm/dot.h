@@ -99,4 +99,8 @@ void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n
                          LLVMValueRef scale, LLVMValueRef bias);
 int dot_epilogue_transposes(const Dot *d);
 void dot_epilogue_transposed(Dot *d, LLVMValueRef bt, LLVMValueRef m0, LLVMValueRef n, LLVMValueRef *y, LLVMValueRef out);
+/* an s16 output: the epilogue's values are acc - correction, as float bits */
+int dot_out_s16(const Dot *d);
+/* y (a value or a vector of the epilogue's) to out[at], masked when mask is not NULL */
+void dot_store_out(Dot *d, LLVMValueRef y, LLVMValueRef out, LLVMValueRef at, LLVMValueRef mask);
 #endif

@@ -1,6 +1,8 @@
 /* dot_epilogue.c: a tile's outputs: (float)(acc - correction) * scale + bias (or + 0.0), the
  * folded relu, then stores: a vector per row where the output runs along the lanes, lane by
- * lane where it does not, or (convolution forward and dx) transposed in registers. */
+ * lane where it does not, or (convolution forward and dx) transposed in registers. An s16
+ * output (a convolution's sums16) keeps acc - correction itself as int16: its i32 lanes travel
+ * through the same shuffles as floats' bits, and are narrowed as they are stored. */
 #include "dot.h"
 
 #define B (g->b)
@@ -15,6 +17,7 @@ LLVMValueRef dot_epilogue_values(Dot *d, LLVMValueRef m, LLVMValueRef n, LLVMVal
   LLVMTypeRef vi32 = LLVMVectorType(g->i32, lanes), vf32 = LLVMVectorType(g->f32, lanes);
   LLVMValueRef corr = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->corr, n), "corr");
   LLVMSetAlignment(corr, 4);
+  if (dot_out_s16(d)) return LLVMBuildBitCast(B, LLVMBuildSub(B, acc, corr, ""), vf32, "sums");
   LLVMValueRef zero = LLVMConstNull(vf32), splat_idx = LLVMConstNull(vi32);
   LLVMValueRef sv = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vf32), scale, LLVMConstInt(g->i32, 0, 0), ""),
                                            LLVMGetUndef(vf32), splat_idx, "");
@@ -31,6 +34,20 @@ LLVMValueRef dot_epilogue_values(Dot *d, LLVMValueRef m, LLVMValueRef n, LLVMVal
   return d->gk && d->gk->relu ? gen_relu(g, y) : y;
 }
 
+int dot_out_s16(const Dot *d) { return d->ck && d->ck->out_s16; }
+void dot_store_out(Dot *d, LLVMValueRef y, LLVMValueRef out, LLVMValueRef at, LLVMValueRef mask) {
+  Gen *g = d->g;
+  LLVMTypeRef t = LLVMTypeOf(y), et = g->f32;
+  if (dot_out_s16(d)) {
+    unsigned n = LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMGetVectorSize(t) : 0;
+    et = LLVMInt16TypeInContext(g->ctx);
+    y = LLVMBuildTrunc(B, LLVMBuildBitCast(B, y, n ? LLVMVectorType(g->i32, n) : g->i32, ""), n ? LLVMVectorType(et, n) : et, "");
+  }
+  LLVMValueRef p = gen_at(g, et, out, at);
+  if (mask) gen_masked_store(g, y, p, mask);
+  else LLVMSetAlignment(LLVMBuildStore(B, y, p), dot_out_s16(d) ? 2 : 4);
+}
+
 /* ...stored: a row of the output (GEMM, dW), or lane by lane (each lane another output plane) */
 void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n, LLVMValueRef acc, LLVMValueRef out,
                             LLVMValueRef scale, LLVMValueRef bias) {
@@ -39,13 +56,13 @@ void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n
   LLVMValueRef y = dot_epilogue_values(d, m, n, acc, scale, bias);
   int contiguous = !k->swap && (d->gk || d->ck->kind == CONV_DW);
   if (contiguous) {
-    LLVMSetAlignment(LLVMBuildStore(B, y, gen_at(g, g->f32, out, d->out_index(d, bt, m, n))), 4);
+    dot_store_out(d, y, out, d->out_index(d, bt, m, n), NULL);
     return;
   }
   for (unsigned l = 0; l < (unsigned)k->lanes; l++) {
     LLVMValueRef nl = add(g, n, gen_i64(g, l));
     LLVMValueRef at = k->swap ? d->out_index(d, bt, nl, m) : d->out_index(d, bt, m, nl);
-    gen_store(g, LLVMBuildExtractElement(B, y, LLVMConstInt(g->i32, l, 0), ""), out, at);
+    dot_store_out(d, LLVMBuildExtractElement(B, y, LLVMConstInt(g->i32, l, 0), ""), out, at, NULL);
   }
 }
 
@@ -99,7 +116,7 @@ void dot_epilogue_transposed(Dot *d, LLVMValueRef bt, LLVMValueRef m0, LLVMValue
     for (int e = 0; e < 2; e++) { /* channel 2v + e of the 16 */
       LLVMValueRef vals = LLVMBuildShuffleVector(B, c[v], LLVMGetUndef(vf), LLVMConstVector(half[e], TR_ROWS), "");
       LLVMValueRef at = d->out_index(d, bt, m0, add(g, n, gen_i64(g, 2 * v + e)));
-      gen_masked_store(g, vals, gen_at(g, g->f32, out, at), mask);
+      dot_store_out(d, vals, out, at, mask);
     }
 }
 #undef B

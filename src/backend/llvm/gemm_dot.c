@@ -159,7 +159,8 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
   y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
   if (d->gk && d->gk->relu) y = gen_relu(g, y);
-  gen_store(g, y, out, d->out_index(d, bt, row, colx));
+  if (dot_out_s16(d)) y = LLVMBuildBitCast(B, v, g->f32, "sum");
+  dot_store_out(d, y, out, d->out_index(d, bt, row, colx), NULL);
   LLVMBuildBr(B, skip);
   LLVMPositionBuilderAtEnd(B, skip);
   gen_loop_end(g, &lc, 0);
@@ -180,6 +181,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   d->rows = d->p->swap ? d->N : d->M, d->cols = d->p->swap ? d->M : d->N;
   LLVMValueRef out = gen_arg(g, KA_OUT), bias = has_bias ? gen_input(g, 2) : NULL;
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
+  if (dot_out_s16(d)) gen_out_scale(g, scale); /* the sums' scale is the tensor's */
   g->scratch = d->p->scratch;
   if (d->p->chunks) { /* dW, per chunk c: (unpack x,) pack, add the products */
     int steps = d->p->unpacked ? 3 : 2;

@@ -32,6 +32,8 @@ LLVMValueRef gen_part(Gen *g);
 LLVMValueRef gen_nparts(Gen *g);
 /* if (cond) a->failed = 1: the runtime then runs the node's reference body, which explains */
 void gen_fail_if(Gen *g, LLVMValueRef cond);
+/* a->out_scale = scale, from part 0 (the output of an s16 or quantized tensor's kernel) */
+void gen_out_scale(Gen *g, LLVMValueRef scale);
 /* A body in phases: gen_phases switches on the phase and leaves the builder in phase 0;
  * gen_next_phase returns from the current one and moves to the next. The last phase ends
  * with the caller's LLVMBuildRetVoid. */
