@@ -201,6 +201,35 @@ static int inputs_finite(Interp *it) {
   return 1;
 }
 
+/* The tensors the updates write, cut into blocks of SPAN_FLOATS: copied before the updates and
+ * scanned after them, a block per part on the threads (fixed blocks: the same result for any
+ * thread count; the first bad tensor in node order is the one named) */
+enum { SPAN_FLOATS = 16384 };
+typedef struct { Interp *it; int64_t *first; int64_t nblocks; int scan; int64_t *bad; } Spans;
+static void span_block(void *ctx, int64_t b) {
+  Spans *s = ctx;
+  int id = 0; /* the tensor holding block b: the last whose first block is <= b */
+  for (int lo = 0, hi = s->it->g->nodes.n; lo < hi;) {
+    int mid = (lo + hi) / 2;
+    if (s->first[mid] <= b) id = mid, lo = mid + 1;
+    else hi = mid;
+  }
+  const Tensor *t = &s->it->t[id];
+  int64_t from = (b - s->first[id]) * SPAN_FLOATS, n = t->n - from < SPAN_FLOATS ? t->n - from : SPAN_FLOATS;
+  if (!s->scan) memcpy(s->it->shadow[id] + from, t->f + from, sizeof(float) * (size_t)n);
+  else if (nm_first_nonfinite(t->f + from, n) >= 0) s->bad[b] = 1;
+}
+static void spans(Interp *it, Spans *s) {
+  int nn = it->g->nodes.n;
+  s->first = xmalloc(sizeof(int64_t) * (size_t)(nn + 1));
+  s->nblocks = 0;
+  for (int id = 0; id < nn; id++) {
+    s->first[id] = s->nblocks;
+    if (it->shadow[id]) s->nblocks += (it->t[id].n + SPAN_FLOATS - 1) / SPAN_FLOATS;
+  }
+  s->first[nn] = s->nblocks;
+}
+
 /* The updates are a transaction: every tensor they write (parameters, optimizer state) is
  * copied first, and put back when any result is not finite (a learning rate that blows up). */
 static int run_updates(Interp *it, float lr) {
@@ -213,13 +242,20 @@ static int run_updates(Interp *it, float lr) {
       if (i == 1) continue; /* the gradient is read, not written */
       Tensor *t = &it->t[u->in[i]];
       if (!it->shadow[u->in[i]]) it->shadow[u->in[i]] = xmalloc(sizeof(float) * (size_t)(t->n ? t->n : 1));
-      memcpy(it->shadow[u->in[i]], t->f, sizeof(float) * (size_t)t->n);
     }
   }
+  Spans s = {.it = it};
+  spans(it, &s);
+  rt_parallel(it->threads, s.nblocks, span_block, &s);
   int ok = run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr);
   const char *bad = NULL;
+  s.scan = 1, s.bad = xcalloc((size_t)(s.nblocks ? s.nblocks : 1), sizeof(int64_t));
+  if (ok) rt_parallel(it->threads, s.nblocks, span_block, &s);
   for (int id = 0; ok && id < g->nodes.n && !bad; id++)
-    if (it->shadow[id] && nm_first_nonfinite(it->t[id].f, it->t[id].n) >= 0) bad = ir_node(g, id)->name;
+    for (int64_t b = s.first[id]; b < s.first[id + 1] && !bad; b++)
+      if (s.bad[b]) bad = ir_node(g, id)->name;
+  free(s.first);
+  free(s.bad);
   if (ok && !bad) {
     it->step++;
     return 1;
