@@ -63,9 +63,9 @@ void dot_batch_views(Dot *d, LLVMValueRef bt); /* packU, packS, corr, accs, xbyt
 LLVMValueRef dot_images(Dot *d, LLVMValueRef *n0); /* dW's images in the chunk: count, first in *n0 */
 void dot_unpack_x(Dot *d);                          /* dW's phase: the chunk's x as bytes */
 void dot_channels_last(Dot *d);                     /* forward and dx's phase 0 */
-/* U in place (p->run): where U row m's first run starts in the channels-last copy; its next
- * runs follow dot_run_stride bytes apart */
-LLVMValueRef dot_run_start(Dot *d, LLVMValueRef m);
+/* U in place (p->run): where U rows m0 .. m0 + mr - 1 start their first runs in the
+ * channels-last copy; their next runs follow dot_run_stride bytes apart */
+void dot_run_starts(Dot *d, LLVMValueRef m0, int mr, LLVMValueRef *start);
 int64_t dot_run_stride(const Dot *d);
 void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst);
 void dot_pack(Dot *d);                              /* the packing phase: S, and U when not per tile */

@@ -354,15 +354,26 @@ static void pack_patch_row(Dot *d, LLVMValueRef m, LLVMValueRef row) {
   gen_loop_end(g, &lh, 0);
 }
 
-/* U in place: the copy's byte where row m's first run starts (rows past the last read the
- * last: their products are never stored) */
-LLVMValueRef dot_run_start(Dot *d, LLVMValueRef m) {
+/* U in place: the copy's bytes where rows m0 .. m0 + mr - 1 start their first runs, stepping
+ * (image, row, column) from m0's (one division a tile); rows past the last read the last:
+ * their products are never stored */
+void dot_run_starts(Dot *d, LLVMValueRef m0, int mr, LLVMValueRef *start) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  int64_t ho = k->kind == CONV_FWD ? k->Ho : k->H, wo = k->kind == CONV_FWD ? k->Wo : k->W; /* the row's pixel grid */
-  m = LLVMBuildSelect(B, lt(g, m, d->rows), m, gen_i64(g, d->rows - 1), "");
-  LLVMValueRef n = div_(g, m, ho * wo), ph = rem_(g, div_(g, m, wo), ho), pw = rem_(g, m, wo);
-  return gen_at(g, g->i8, channels_last_copy(d), copy_at(d, n, ph, pw));
+  int64_t ho = k->kind == CONV_FWD ? k->Ho : k->H, wo = k->kind == CONV_FWD ? k->Wo : k->W; /* the rows' pixel grid */
+  int64_t last = d->rows - 1;
+  LLVMValueRef copy = channels_last_copy(d);
+  LLVMValueRef at_last = copy_at(d, gen_i64(g, last / (ho * wo)), gen_i64(g, last / wo % ho), gen_i64(g, last % wo));
+  LLVMValueRef n = div_(g, m0, ho * wo), ph = rem_(g, div_(g, m0, wo), ho), pw = rem_(g, m0, wo), zero = gen_i64(g, 0);
+  for (int r = 0; r < mr; r++) {
+    LLVMValueRef at = LLVMBuildSelect(B, lt(g, add(g, m0, gen_i64(g, r)), d->rows), copy_at(d, n, ph, pw), at_last, "");
+    start[r] = gen_at(g, g->i8, copy, at);
+    pw = add(g, pw, gen_i64(g, 1));
+    LLVMValueRef wrap = LLVMBuildICmp(B, LLVMIntEQ, pw, gen_i64(g, wo), "");
+    pw = LLVMBuildSelect(B, wrap, zero, pw, ""), ph = add(g, ph, LLVMBuildZExt(B, wrap, g->i64, ""));
+    wrap = LLVMBuildICmp(B, LLVMIntEQ, ph, gen_i64(g, ho), "");
+    ph = LLVMBuildSelect(B, wrap, zero, ph, ""), n = add(g, n, LLVMBuildZExt(B, wrap, g->i64, ""));
+  }
 }
 int64_t dot_run_stride(const Dot *d) {
   int64_t cin, hs, ws;

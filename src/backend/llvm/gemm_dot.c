@@ -60,7 +60,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   int64_t u0 = 1;                /* whether urows starts at row 0 of U, not at row m0 */
   LLVMValueRef run[MAX_MR];      /* U in place: each row's first run */
   if (k->run)
-    for (int r = 0; r < mr; r++) run[r] = dot_run_start(d, add(g, m0, gen_i64(g, r)));
+    dot_run_starts(d, m0, mr, run);
   else if (k->u_tile) {
     LLVMValueRef buf = gen_entry_alloca(g, LLVMArrayType(g->i8, (unsigned)(mr * k->kp)), "urows");
     LLVMSetAlignment(buf, 64);
