@@ -39,6 +39,8 @@ typedef struct {
   int lanes, mr, nr, swap, bias_u;
   int u_tile;           /* U is packed per block of mr rows, on the stack, right before its tiles
                            (an implicit GEMM: no patch matrix); else all of U in phase 0 */
+  int u_transposed;     /* U's rows lie side by side in memory (a transposed operand): all of U
+                           is packed in phase 0, 16 rows x 16 k at a time by byte transposes */
   int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
   /* convolution dW: the reduction (pixels of the batch) runs in chunks of `chunk_images`
    * whole images, kp bytes each (padded to 4): each chunk packs its share of both operands

@@ -99,6 +99,15 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
   /* int32 accumulation must not overflow: K * max|a| * max|b| < 2^31, known at compile time */
   if (k->a != KE_F32 && (double)k->K * max_abs(k->a) * max_abs(k->b) >= 2147483648.0) return 0;
   k->dp = choose_dot(dot, tile, k->a, quant_max(g, n->in[0]), k->b, quant_max(g, n->in[1]), 0, k->batch, k->M, k->N, k->K);
+  /* U's rows side by side in memory, k strided (dy^T or x^T of a dW): gathered a tile at a time
+   * they would cost an element load each; packed whole, 16 x 16 bytes at a time */
+  DotPlan *d = &k->dp;
+  KElem ue = d->swap ? k->b : k->a;
+  int64_t u_row = d->swap ? k->b_sn : k->a_sm, u_k = d->swap ? k->b_sk : k->a_sk, u_bs = d->swap ? k->b_bs : k->a_bs;
+  if (d->dot && u_row == 1 && u_k != 1 && k->K % 16 == 0 && (!kelem_packed(ue) || (u_k % 2 == 0 && u_bs % 2 == 0))) {
+    d->u_tile = 0, d->u_transposed = 1;
+    d->scratch = k->batch * (d->mp * d->kp + d->np * d->kp + 4 * d->np);
+  }
   return 1;
 }
 
@@ -372,7 +381,7 @@ static void print_dot(StrBuf *b, const DotPlan *d) {
   static const char *const names[] = {"", "vpdpbusd", "sdot", "vpmaddubsw"};
   if (!d->dot) return;
   sb_printf(b, "  dot=%s lanes=%d tile=%dx%d%s%s%s kp=%lld mp=%lld np=%lld%s", names[d->dot], d->lanes, d->mr, d->nr,
-            d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : "", (long long)d->kp,
+            d->swap ? " swap" : "", d->bias_u ? " bias_u=128" : "", d->u_tile ? " u-per-tile" : d->u_transposed ? " u-transposed" : "", (long long)d->kp,
             (long long)d->mp, (long long)d->np, d->chlast ? " channels-last" : "");
   if (d->run) sb_printf(b, " pad=%lld u-in-place runs=%lldx%lld", (long long)d->pad, (long long)(d->kp / d->run), (long long)d->run);
   sb_printf(b, " scratch=%lld\n", (long long)d->scratch);

@@ -491,12 +491,51 @@ void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum) {
   gen_store(g, corr, d->corr, n);
 }
 
+/* U_transposed: U rows r0 .. r0 + 15 of entry bt, whose elements lie side by side in memory:
+ * per 16 k, a load of the 16 rows' elements at each k and a byte transpose in registers, then
+ * a store of 16 k per row (rows past the last hold the padding value) */
+static void pack_u_block(Dot *d, LLVMValueRef bt, LLVMValueRef r0) {
+  Gen *g = d->g;
+  const GemmKernel *k = d->gk;
+  int b = d->p->swap; /* U is B transposed when swapped, else A */
+  KElem e = b ? k->b : k->a;
+  int64_t bs = b ? k->b_bs : k->a_bs, sk = b ? k->b_sk : k->a_sk;
+  LLVMValueRef src = b ? d->Bm : d->A, left = LLVMBuildSub(B, gen_i64(g, d->rows), r0, "");
+  LLVMValueRef count = LLVMBuildSelect(B, lt(g, left, DOT_TR), left, gen_i64(g, DOT_TR), "");
+  count = LLVMBuildSelect(B, lt(g, count, 0), gen_i64(g, 0), count, "");
+  LLVMTypeRef v16 = LLVMVectorType(g->i8, DOT_TR);
+  Loop lk;
+  LLVMValueRef k0 = mul(g, gen_loop_begin(g, &lk, gen_i64(g, d->K / DOT_TR), "k16"), DOT_TR), v[DOT_TR];
+  for (int i = 0; i < DOT_TR; i++) {
+    LLVMValueRef at = add(g, add(g, mul(g, bt, bs), mul(g, add(g, k0, gen_i64(g, i)), sk)), LLVMBuildSelect(B, lt(g, left, 1), gen_i64(g, 0), r0, ""));
+    v[i] = dot_row_run(d, e, src, at, count);
+    if (d->p->bias_u) v[i] = LLVMBuildAdd(B, v[i], gen_splat(g, LLVMConstInt(g->i8, 128, 0), DOT_TR), "");
+  }
+  transpose_bytes(g, v);
+  for (int j = 0; j < DOT_TR; j++) {
+    LLVMBasicBlockRef after;
+    LLVMValueRef r = add(g, r0, gen_i64(g, j));
+    if_begin(g, lt(g, r, d->p->mp), &after);
+    LLVMValueRef to = gen_at(g, g->i8, d->packU, add(g, mul(g, r, d->p->kp), k0));
+    LLVMSetAlignment(LLVMBuildStore(B, LLVMBuildBitCast(B, v[j], v16, ""), to), 1);
+    if_end(g, after);
+  }
+  gen_loop_end(g, &lk, 0);
+}
+
 void dot_pack(Dot *d) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
   Loop l1, l2;
   LLVMBasicBlockRef after;
-  if (!k->u_tile && !k->run) { /* U rows, all of them, before any tile */
+  if (k->u_transposed) { /* all of U, 16 rows at a time */
+    int64_t blocks = (k->mp + DOT_TR - 1) / DOT_TR;
+    LLVMValueRef blk = gen_loop_part(g, &l1, d->batch * blocks, "ublock");
+    LLVMValueRef bt = LLVMBuildSDiv(B, blk, gen_i64(g, blocks), "bt");
+    dot_batch_views(d, bt);
+    pack_u_block(d, bt, mul(g, LLVMBuildSRem(B, blk, gen_i64(g, blocks), ""), DOT_TR));
+    gen_loop_end(g, &l1, 0);
+  } else if (!k->u_tile && !k->run) { /* U rows, all of them, before any tile */
     LLVMValueRef row = gen_loop_part(g, &l1, d->batch * k->mp, "urow");
     LLVMValueRef bt = LLVMBuildSDiv(B, row, gen_i64(g, k->mp), "bt"), m = LLVMBuildSRem(B, row, gen_i64(g, k->mp), "m");
     dot_batch_views(d, bt);
