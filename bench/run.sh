@@ -57,7 +57,9 @@ echo "== 2. training, $threads threads, batch 128: images/s and peak resident me
 echo "(sqc 4-bit and PyTorch in turns, $reps rounds; 4b/torch is the median of the rounds' ratios)"
 printf "%-5s %14s %14s %14s %9s %9s %12s %12s %8s\n" model "sqc 4-bit" "sqc 32-bit" PyTorch "4b/torch" "4b/32b" "sqc 4b KB" "torch KB" "mem"
 for m in mlp cnn; do
-  steps=$([ $m = mlp ] && echo 200 || echo 10)
+  # rounds long enough (about half a second of sqc) that a burst of the shared machine's
+  # other load spoils fewer of them
+  steps=$([ $m = mlp ] && echo 1000 || echo 30)
   "$sqc" "$root/examples/$m.sq" --bits 4 -o "$tmp/$m-4.so"
   "$sqc" "$root/examples/$m.sq" --bits 32 -o "$tmp/$m-32.so"
   # PyTorch's own threads and its OpenBLAS's threads add up (and a 2 + 2 split runs slower than
