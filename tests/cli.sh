@@ -181,6 +181,9 @@ expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$
 # the cases above that cover the GEMM's packing paths: at batch 16 the CNN's dW kernels reduce
 # over chunks of images; wide.sq's forward U rows are too long to pack per tile
 expect kir-chunks 0 "k-chunks=3 of 7 images" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
+# ...its stride-1 convolutions read U in place, and its fc dW packs the transposed f whole
+expect kir-u-in-place 0 "kp=576 mp=3136 np=32 channels-last pad=1 u-in-place runs=3x192" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
+expect kir-u-transposed 0 "tile=6x4 swap u-transposed kp=16 mp=3138" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
 # sums16: a convolution's sums kept as s16 where they provably fit and only batchnorms read them
 sums16="$root/tests/models/sums16.sq"
 expect sums16-kept 0 "sums16=1} : s16[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
