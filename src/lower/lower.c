@@ -19,6 +19,9 @@ static int max_abs(KElem e) { return e == KE_F32 ? 0 : kelem_unsigned(e) ? 255 :
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+/* bytes of a batch entry's scratch: packed U unless per tile or in place, packed S, corrections */
+static int64_t entry_scratch(const DotPlan *d) { return (d->u_tile || d->run ? 0 : d->mp * d->kp) + d->np * d->kp + 4 * d->np; }
+
 /* Default tiles: VNNI 6 rows x 4 zmm (24 accumulators of the 32 registers), sdot 4 rows x 4 q
  * registers (16 of 32). */
 void tuning_defaults(Tuning *t) {
@@ -66,7 +69,7 @@ static DotPlan choose_dot(DotIsa dot, DotTile tile, KElem a, int amax, KElem b, 
   d.mp = round_up(rows, d.mr);
   d.np = round_up(cols, (int64_t)d.lanes * d.nr);
   d.u_tile = d.mr * d.kp <= U_TILE_MAX;
-  d.scratch = batch * ((d.u_tile ? 0 : d.mp * d.kp) + d.np * d.kp + 4 * d.np);
+  d.scratch = batch * entry_scratch(&d);
   return d;
 }
 
@@ -106,7 +109,7 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
   int64_t u_row = d->swap ? k->b_sn : k->a_sm, u_k = d->swap ? k->b_sk : k->a_sk, u_bs = d->swap ? k->b_bs : k->a_bs;
   if (d->dot && u_row == 1 && u_k != 1 && k->K % 16 == 0 && (!kelem_packed(ue) || (u_k % 2 == 0 && u_bs % 2 == 0))) {
     d->u_tile = 0, d->u_transposed = 1;
-    d->scratch = k->batch * (d->mp * d->kp + d->np * d->kp + 4 * d->np);
+    d->scratch = k->batch * entry_scratch(d);
   }
   return 1;
 }
@@ -124,7 +127,7 @@ static void chunk_dw(ConvKernel *k) {
   d->kp = round_up(images * hw, 4);
   d->u_tile = d->mr * d->kp <= U_TILE_MAX;
   d->unpacked = kelem_packed(k->b) ? images * k->C * k->H * k->W : 0;
-  d->scratch = (d->u_tile ? 0 : d->mp * d->kp) + d->np * d->kp + 4 * d->np + 4 * d->mp * d->np + d->unpacked;
+  d->scratch = entry_scratch(d) + 4 * d->mp * d->np + d->unpacked;
 }
 
 static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
@@ -168,7 +171,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
       d->run = round_up(k->k * cin, 4), d->pad = pad;
       d->kp = k->k * d->run;
       d->u_tile = 0;
-      d->scratch = d->np * d->kp + 4 * d->np; /* S and its corrections: no U */
+      d->scratch = entry_scratch(d); /* S and its corrections: no U */
       hs += 2 * pad, ws += 2 * pad;
     }
     /* + 4: slack for the 4-byte reads of small taps and the bytes a run reads past its taps */

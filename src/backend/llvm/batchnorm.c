@@ -85,28 +85,19 @@ static LLVMValueRef x_load(Bn *b, LLVMValueRef x, LLVMValueRef e) {
 /* NM_LANES floats at &base[e] (x's values when s16); the first `n` of them when n < NM_LANES,
  * the other lanes `pass` */
 static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass, int s16) {
-  if (s16) {
-    LLVMTypeRef vt = LLVMVectorType(LLVMInt16TypeInContext(b->g->ctx), NM_LANES);
-    LLVMValueRef at = gen_at(b->g, LLVMGetElementType(vt), base, e), v;
-    if (n == NM_LANES) {
-      v = LLVMBuildLoad2(B, vt, at, "");
-      LLVMSetAlignment(v, 2);
-      return s16_values(b, v);
-    }
-    LLVMValueRef on = LLVMBuildICmp(B, LLVMIntSLT, gen_iota(b->g, NM_LANES), gen_splat(b->g, gen_i64(b->g, n), NM_LANES), "");
-    v = s16_values(b, gen_masked_load(b->g, vt, at, on, LLVMConstNull(vt)));
-    return LLVMBuildSelect(B, on, v, gen_splat(b->g, pass, NM_LANES), "");
-  }
-  LLVMValueRef at = gen_at(b->g, b->g->f32, base, e);
+  LLVMTypeRef et = s16 ? x_elem(b) : b->g->f32, vt = LLVMVectorType(et, NM_LANES);
+  LLVMValueRef at = gen_at(b->g, et, base, e), v;
   if (n == NM_LANES) {
-    LLVMValueRef v = LLVMBuildLoad2(B, b->vf, at, "");
-    LLVMSetAlignment(v, 4);
-    return v;
+    v = LLVMBuildLoad2(B, vt, at, "");
+    LLVMSetAlignment(v, s16 ? 2 : 4);
+    return s16 ? s16_values(b, v) : v;
   }
   LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx);
   LLVMValueRef mask[NM_LANES];
   for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(i1, j < n, 0);
-  return gen_masked_load(b->g, b->vf, at, LLVMConstVector(mask, NM_LANES), gen_splat(b->g, pass, NM_LANES));
+  LLVMValueRef on = LLVMConstVector(mask, NM_LANES), passv = gen_splat(b->g, pass, NM_LANES);
+  if (!s16) return gen_masked_load(b->g, vt, at, on, passv);
+  return LLVMBuildSelect(B, on, s16_values(b, gen_masked_load(b->g, vt, at, on, LLVMConstNull(vt))), passv, "");
 }
 
 /* body(v) for the vectors of a row, each stream read from its pointer to the row's first

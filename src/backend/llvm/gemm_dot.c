@@ -156,10 +156,14 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef v = gen_load(g, g->i32, tile, add(g, mul(g, r, nr * lanes), c));
   v = LLVMBuildSub(B, v, gen_load(g, g->i32, d->corr, n), "");
   LLVMValueRef row = k->swap ? n : m, colx = k->swap ? m : n; /* of the product as stored */
-  LLVMValueRef y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
-  y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
-  if (d->gk && d->gk->relu) y = gen_relu(g, y);
-  if (dot_out_s16(d)) y = LLVMBuildBitCast(B, v, g->f32, "sum");
+  LLVMValueRef y;
+  if (dot_out_s16(d)) { /* the sum itself, as the vector epilogue passes it: float bits */
+    y = LLVMBuildBitCast(B, v, g->f32, "sum");
+  } else {
+    y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
+    y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
+    if (d->gk && d->gk->relu) y = gen_relu(g, y);
+  }
   dot_store_out(d, y, out, d->out_index(d, bt, row, colx), NULL);
   LLVMBuildBr(B, skip);
   LLVMPositionBuilderAtEnd(B, skip);
