@@ -66,14 +66,16 @@ void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n
   }
 }
 
-/* Convolution forward and dx, a whole tile whose mr pixels lie in one image: each output
- * channel's mr values are contiguous, so the tile's 16-lane vectors (pixel r, channels) are
- * transposed in registers into (channel, pixels 0..7) halves, one masked store of mr floats
- * per channel instead of a store per element. Three rounds of two-vector shuffles; round t
- * pairs up rows (or row groups) 2^t apart. */
+/* A whole tile whose mr rows are contiguous in the output for each of its columns:
+ * convolution forward and dx (mr pixels of one image, a plane per channel), and every swapped
+ * product (the tile's rows are the output's columns). The tile's 16-lane vectors (row r,
+ * columns) are transposed in registers into (column, rows 0..7) halves, one masked store of
+ * mr values per column instead of a store per element. Three rounds of two-vector shuffles;
+ * round t pairs up rows (or row groups) 2^t apart. */
 enum { TR_ROWS = 8 };
 int dot_epilogue_transposes(const Dot *d) {
-  return d->ck && d->ck->kind != CONV_DW && !d->p->swap && d->p->lanes == 16 && d->p->mr <= TR_ROWS;
+  int planes = d->ck && d->ck->kind != CONV_DW && !d->p->swap;
+  return (planes || d->p->swap) && d->p->lanes == 16 && d->p->mr <= TR_ROWS;
 }
 static LLVMValueRef shuffle2(Gen *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
   LLVMValueRef m[16];
@@ -115,7 +117,8 @@ void dot_epilogue_transposed(Dot *d, LLVMValueRef bt, LLVMValueRef m0, LLVMValue
   for (int v = 0; v < TR_ROWS; v++)
     for (int e = 0; e < 2; e++) { /* channel 2v + e of the 16 */
       LLVMValueRef vals = LLVMBuildShuffleVector(B, c[v], LLVMGetUndef(vf), LLVMConstVector(half[e], TR_ROWS), "");
-      LLVMValueRef at = d->out_index(d, bt, m0, add(g, n, gen_i64(g, 2 * v + e)));
+      LLVMValueRef col = add(g, n, gen_i64(g, 2 * v + e));
+      LLVMValueRef at = d->p->swap ? d->out_index(d, bt, col, m0) : d->out_index(d, bt, m0, col);
       dot_store_out(d, vals, out, at, mask);
     }
 }

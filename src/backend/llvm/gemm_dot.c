@@ -129,22 +129,29 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   edge = LLVMAppendBasicBlockInContext(g->ctx, fn, "edge"), done = LLVMAppendBasicBlockInContext(g->ctx, fn, "written");
   LLVMBuildCondBr(B, LLVMBuildAnd(B, lt(g, m0, d->rows - mr + 1), lt(g, n0, d->cols - nr * lanes + 1), ""), whole, edge);
   LLVMPositionBuilderAtEnd(B, whole);
-  if (dot_epilogue_transposes(d)) { /* the tile's pixels in one image: transposed stores */
+  int transposed = dot_epilogue_transposes(d), planes = transposed && !k->swap;
+  LLVMBasicBlockRef split = NULL;
+  if (planes) { /* a convolution's pixels are contiguous only within one image */
     int64_t hw = d->ck->kind == CONV_FWD ? d->ck->Ho * d->ck->Wo : d->ck->H * d->ck->W;
-    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(g->ctx, fn, "one_image"), split = LLVMAppendBasicBlockInContext(g->ctx, fn, "two_images");
+    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(g->ctx, fn, "one_image");
+    split = LLVMAppendBasicBlockInContext(g->ctx, fn, "two_images");
     LLVMBuildCondBr(B, lt(g, rem_(g, m0, hw), hw - mr + 1), one, split);
     LLVMPositionBuilderAtEnd(B, one);
+  }
+  if (transposed) {
     for (int j = 0; j < nr; j++) {
       LLVMValueRef y[MAX_MR], n = add(g, n0, gen_i64(g, j * lanes));
       for (int rr = 0; rr < mr; rr++) y[rr] = dot_epilogue_values(d, add(g, m0, gen_i64(g, rr)), n, gen_get(g, acc[rr][j]), scale, bias);
       dot_epilogue_transposed(d, bt, m0, n, y, out);
     }
     LLVMBuildBr(B, done);
-    LLVMPositionBuilderAtEnd(B, split);
   }
-  for (int rr = 0; rr < mr; rr++)
-    for (int j = 0; j < nr; j++) dot_epilogue_vector(d, bt, add(g, m0, gen_i64(g, rr)), add(g, n0, gen_i64(g, j * lanes)), gen_get(g, acc[rr][j]), out, scale, bias);
-  LLVMBuildBr(B, done);
+  if (split) LLVMPositionBuilderAtEnd(B, split);
+  if (!transposed || split) {
+    for (int rr = 0; rr < mr; rr++)
+      for (int j = 0; j < nr; j++) dot_epilogue_vector(d, bt, add(g, m0, gen_i64(g, rr)), add(g, n0, gen_i64(g, j * lanes)), gen_get(g, acc[rr][j]), out, scale, bias);
+    LLVMBuildBr(B, done);
+  }
   LLVMPositionBuilderAtEnd(B, edge);
   /* the edge tiles: element by element over the valid part */
   LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, mr), "r"), m = add(g, m0, r);
