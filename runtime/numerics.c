@@ -368,6 +368,42 @@ void nm_bn_stats(const float *x, nm_chan geo, float eps, int l2, float *stats, i
   rt_parallel(threads, geo.channels, bn_stats_block, &j);
 }
 
+typedef struct {
+  const int16_t *v;
+  float scale, eps;
+  nm_chan geo;
+  float *out;
+} BnIntJob;
+
+static void bn_int_stats_block(void *ctx, int64_t c) {
+  BnIntJob *j = ctx;
+  nm_chan geo = j->geo;
+  int64_t m = geo.outer * geo.inner, C = geo.channels, S = 0, A = 0, gt = 0, sign = 0;
+  FOR_CHANNEL_ELEMS(geo, c, i, k) S += j->v[i];
+  int64_t q = S / m, r = S % m;
+  if (r < 0) q--, r += m; /* floor */
+  FOR_CHANNEL_ELEMS(geo, c, i, k) {
+    A += j->v[i] > q ? j->v[i] - q : q - j->v[i];
+    gt += j->v[i] > q;
+  }
+  int64_t D = m * A + r * (m - 2 * gt);
+  float mu = (float)((double)S * (double)j->scale / (double)m);
+  float spread = (float)((double)D * (double)j->scale / ((double)m * (double)m));
+  FOR_CHANNEL_ELEMS(geo, c, i, k) {
+    float x = nm_s16_value(j->v[i], j->scale);
+    sign += (x > mu) - (x < mu);
+  }
+  j->out[NM_BN_MEAN * C + c] = mu;
+  j->out[NM_BN_SPREAD * C + c] = spread;
+  j->out[NM_BN_INV * C + c] = nm_l1_inv(spread, j->eps);
+  j->out[NM_BN_MSIGN * C + c] = (float)((double)sign / (double)m);
+}
+
+void nm_bn_stats_s16(const int16_t *v, float scale, nm_chan geo, float eps, float *stats, int threads) {
+  BnIntJob j = {.v = v, .scale = scale, .eps = eps, .geo = geo, .out = stats};
+  rt_parallel(threads, geo.channels, bn_int_stats_block, &j);
+}
+
 static void bn_forward_block(void *ctx, int64_t c) {
   BnJob *j = ctx;
   float mu = j->mean[c], inv = j->inv[c], gam = j->gamma[c], bet = j->beta[c];

@@ -110,6 +110,20 @@ enum { NM_BN_MEAN, NM_BN_SPREAD, NM_BN_INV, NM_BN_MSIGN, NM_BN_STATS };
  * in double; inv = nm_l1_inv or nm_l2_inv of the spread; msign = mean of sign(x - mean)
  * (sign(0) = 0; 0 for L2) */
 void nm_bn_stats(const float *x, nm_chan geo, float eps, int l2, float *stats, int threads);
+/* L1 statistics of s16 sums (DESIGN §4: integer sums over the GEMM's accumulators; no
+ * squares, no square root), where x = v * scale for int16 v. Per channel, over m elements:
+ * S = sum v; q = floor(S / m), r = S - q*m; A = sum |v - q|; gt = #(v > q); then
+ * D = sum |m*v - S| = m*A + r*(m - 2*gt), exactly, in any order. The statistics round once each:
+ * mean = (float)((double)S * scale / m), spread = (float)((double)D * scale / (m*m)), inv =
+ * nm_l1_inv(spread); msign counts the signs of nm_s16_value(v, scale) - mean, as nm_bn_stats
+ * does. nm_bn_int_stats says where the integers cannot overflow: m * A < 2^63 with
+ * |v - q| < 2^16 needs m <= 2^23; each row's sums of |v - q| stay in int32 below 2^15
+ * elements per lane of 16. */
+enum { NM_INT_STATS_MAX_M = 1 << 23, NM_INT_STATS_MAX_INNER = 16 << 15 };
+static inline int nm_bn_int_stats(int l2, int64_t m, int64_t inner) {
+  return !l2 && m <= NM_INT_STATS_MAX_M && inner <= NM_INT_STATS_MAX_INNER;
+}
+void nm_bn_stats_s16(const int16_t *v, float scale, nm_chan geo, float eps, float *stats, int threads);
 /* y = gamma * ((x - mean) * inv) + beta in float, per channel */
 void nm_bn_forward(const float *x, nm_chan geo, const float *mean, const float *inv, const float *gamma, const float *beta,
                    float *y, int threads);

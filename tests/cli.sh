@@ -190,6 +190,9 @@ expect sums16-kept 0 "sums16=1} : s16[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 -
 expect sums16-too-wide 0 "sums16=0} : f32[3,8,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
 expect sums16-bias 0 "bias=1, sums16=0} : f32[3,4,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
 expect sums16-kir 0 "k=3 s=2 p=1 g=1 u4 x i4 acc=i32 out=s16" -- "$sqc" "$sums16" --batch 3 --emit=kir
+# L1 statistics of s16 sums are integer sums (nm_bn_stats_s16); L2's stay double sums of the floats
+expect int-stats-l1 0 "inner=784] x=s16 stats=int scratch=" -- "$sqc" "$root/examples/cnn.sq" --emit=kir
+expect int-stats-not-l2 0 "inner=784] x=s16 scratch=" -- "$sqc" "$root/examples/cnn.sq" --norm l2 --emit=kir
 expect sums16-8bit 0 "sums16=0} : f32[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --bits 8 --dump-after=fuse -o "$tmp/s.so"
 expect kir-u-whole 0 "tile=8x2 bias_u=128 kp=12288" -- "$sqc" "$root/tests/models/wide.sq" --bits 4 --batch 8 --target=znver4 --emit=kir
 # --tune: other register tiles, the same bits; bad tuning files are diagnostics

@@ -158,6 +158,7 @@ typedef struct {
                              scratch); shiftquant: takes them from after its input's values */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int x_s16;              /* batchnorms: x is s16 (a convolution's sums and their scale) */
+  int int_stats;          /* batchnorm_stats of s16 x: integer L1 statistics (nm_bn_int_stats) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */
   double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */

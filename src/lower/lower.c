@@ -294,6 +294,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->eps = ir_num(n, "eps");
     k->l2 = n->op == OP_l2_batchnorm || (n->op == OP_batchnorm_stats && ir_int(n, "l2"));
     if (n->op != OP_batchnorm_stats) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
+    k->int_stats = n->op == OP_batchnorm_stats && k->x_s16 && nm_bn_int_stats(k->l2, k->outer * k->inner, k->inner);
     k->scratch = kir_bn_scratch(k->channels);
     return 1;
   case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
@@ -442,6 +443,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
     if (k->relu) sb_puts(&b, " relu");
     if (k->x_s16) sb_puts(&b, " x=s16");
+    if (k->int_stats) sb_puts(&b, " stats=int");
     if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);

@@ -3,7 +3,8 @@
  * (divide by sqrt(variance + eps); running mean and unbiased variance). The batch statistics
  * are a node of their own (batchnorm_stats, input 5 of l1_/l2_batchnorm), computed once and
  * read by the gradients: batchnorm_dparams sums dgamma and dbeta in one pass, then
- * batchnorm_dx is one pass over dy and x. The arithmetic is runtime/numerics.c's nm_bn_*. */
+ * batchnorm_dx is one pass over dy and x. The arithmetic is runtime/numerics.c's nm_bn_*;
+ * L1 statistics of s16 sums are integer sums (nm_bn_stats_s16) where nm_bn_int_stats allows. */
 #include <string.h>
 #include "../../runtime/numerics.h"
 #include "rules.h"
@@ -83,9 +84,16 @@ void l2_batchnorm_grad(GradCtx *c, const Node *n, int dy) { bn_grad(c, n, dy, 1)
 
 /* ---- reference bodies ---- */
 int batchnorm_stats_ref(RefCtx *c, const Node *n) {
+  const Tensor *in = REF_IN(c, n, 0);
+  nm_chan geo = bn_geo(in);
+  int l2 = (int)ir_int(n, "l2");
+  if (in->s16 && nm_bn_int_stats(l2, geo.outer * geo.inner, geo.inner)) { /* integer statistics */
+    if (c->training) nm_bn_stats_s16(in->s16, in->scale, geo, (float)ir_num(n, "eps"), REF_OUT(c, n)->f, 1);
+    return 1;
+  }
   Tensor copy;
   const Tensor *x = ref_values(c, n, 0, &copy);
-  if (c->training) nm_bn_stats(x->f, bn_geo(x), (float)ir_num(n, "eps"), (int)ir_int(n, "l2"), REF_OUT(c, n)->f, 1);
+  if (c->training) nm_bn_stats(x->f, bn_geo(x), (float)ir_num(n, "eps"), l2, REF_OUT(c, n)->f, 1);
   ref_values_free(x, &copy);
   return 1; /* inference normalizes with the running statistics */
 }

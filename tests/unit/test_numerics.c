@@ -1,7 +1,8 @@
 /* test_numerics.c: the invariants of DESIGN §4, each able to fail: exact ShiftQuant rescaling,
  * range use per group, one shifted GEMM = the sum of per-group GEMMs, G = 1 = per-tensor,
  * unbiased stochastic rounding, zero and empty tensors, L1 scale invariance and gradient, thread
- * count independence, 4-bit packing, and refusal of NaN/Inf and unscalable ranges. */
+ * count independence, exact integer batchnorm statistics of s16 sums, 4-bit packing, and refusal
+ * of NaN/Inf and unscalable ranges. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -375,6 +376,48 @@ START_TEST(same_bits_for_1_2_and_4_threads) {
 }
 END_TEST
 
+/* L1 statistics of s16 sums: S and D = sum |m*v - S| brute force in int64 give the mean and the
+ * spread rounded once (the kernel's m*A + r*(m - 2*gt) with a floored q, negative S included);
+ * the spread is the float path's up to its rounding; the same bits at 1 and 4 threads. */
+START_TEST(integer_batchnorm_statistics_are_exact) {
+  nm_chan geo = {5, 3, 50};
+  int64_t m = geo.outer * geo.inner, n = m * geo.channels;
+  int16_t *v = xmalloc(sizeof(int16_t) * (size_t)n);
+  float *x = xmalloc(sizeof(float) * (size_t)n), scale = 0.0137f, st[2][NM_BN_STATS * 3], fl[NM_BN_STATS * 3];
+  for (int64_t i = 0; i < n; i++) { /* channel 0 leans negative, 1 positive, 2 is wide */
+    int64_t c = (i / geo.inner) % geo.channels, u = (int64_t)(rng_bits(3, 1, 0, (uint64_t)i) % 883) - 441;
+    v[i] = (int16_t)(c == 0 ? u / 2 - 100 : c == 1 ? u / 3 + 57 : u * 70);
+    x[i] = nm_s16_value(v[i], scale);
+  }
+  ck_assert(nm_bn_int_stats(0, m, geo.inner) && !nm_bn_int_stats(1, m, geo.inner));
+  nm_bn_stats_s16(v, scale, geo, 1e-5f, st[0], 1);
+  nm_bn_stats_s16(v, scale, geo, 1e-5f, st[1], 4);
+  nm_bn_stats(x, geo, 1e-5f, 0, fl, 1);
+  ck_assert_msg(!memcmp(st[0], st[1], sizeof st[0]), "integer statistics differ at 4 threads");
+  for (int64_t c = 0; c < geo.channels; c++) {
+    int64_t S = 0, D = 0, sign = 0;
+    for (int64_t o = 0; o < geo.outer; o++)
+      for (int64_t k = 0; k < geo.inner; k++) S += v[(o * geo.channels + c) * geo.inner + k];
+    float mu = (float)((double)S * (double)scale / (double)m);
+    for (int64_t o = 0; o < geo.outer; o++)
+      for (int64_t k = 0; k < geo.inner; k++) {
+        int64_t e = (o * geo.channels + c) * geo.inner + k, t = m * v[e] - S;
+        D += t < 0 ? -t : t;
+        sign += (x[e] > mu) - (x[e] < mu);
+      }
+    ck_assert_msg(c != 0 || (S < 0 && S % m != 0), "channel 0 should have a negative S that m does not divide");
+    float spread = (float)((double)D * (double)scale / ((double)m * (double)m));
+    ck_assert_float_eq(st[0][NM_BN_MEAN * 3 + c], mu);
+    ck_assert_float_eq(st[0][NM_BN_SPREAD * 3 + c], spread);
+    ck_assert_float_eq(st[0][NM_BN_INV * 3 + c], nm_l1_inv(spread, 1e-5f));
+    ck_assert_float_eq(st[0][NM_BN_MSIGN * 3 + c], (float)((double)sign / (double)m));
+    ck_assert_double_lt(fabs((double)st[0][NM_BN_SPREAD * 3 + c] - fl[NM_BN_SPREAD * 3 + c]), 1e-5 * fl[NM_BN_SPREAD * 3 + c]);
+    ck_assert_double_lt(fabs((double)st[0][NM_BN_MEAN * 3 + c] - fl[NM_BN_MEAN * 3 + c]), 1e-5 * fabs(fl[NM_BN_MEAN * 3 + c]) + 1e-9);
+  }
+  free(v), free(x);
+}
+END_TEST
+
 static void square_block(void *ctx, int64_t b) { ((int64_t *)ctx)[b] = b * b; }
 
 /* The pool's workers live on between calls; a forked child has none of them and must start its
@@ -433,6 +476,7 @@ int main(void) {
   tcase_add_test(t, l1_backward_matches_finite_differences);
   tcase_add_test(t, batchnorm_from_saved_stats_matches_finite_differences);
   tcase_add_test(t, same_bits_for_1_2_and_4_threads);
+  tcase_add_test(t, integer_batchnorm_statistics_are_exact);
   tcase_add_test(t, pack4_round_trips);
   tcase_add_test(t, thread_pool_survives_threads_changes_and_fork);
   suite_add_tcase(s, t);

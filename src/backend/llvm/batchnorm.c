@@ -1,7 +1,7 @@
 /* batchnorm.c: the kernels of batchnorm with saved statistics, L1 or L2, as runtime/numerics.c
- * defines them: batchnorm_stats (nm_bn_stats), l1_/l2_batchnorm (nm_bn_forward with the
- * batch's statistics and a running update, or the running statistics in inference),
- * batchnorm_dparams (nm_bn_dparams) and batchnorm_dx (nm_bn_dx).
+ * defines them: batchnorm_stats (nm_bn_stats, or the integer sums of nm_bn_stats_s16),
+ * l1_/l2_batchnorm (nm_bn_forward with the batch's statistics and a running update, or the
+ * running statistics in inference), batchnorm_dparams (nm_bn_dparams) and batchnorm_dx (nm_bn_dx).
  * A unit of work is one channel: its sums run in one vector of NM_LANES doubles, lane
  * k % NM_LANES taking element k of each row as the reference's lanes do, and its elementwise
  * passes are scalar loops that the vectorizer widens. Where a row holds one element (inner = 1,
@@ -345,6 +345,125 @@ static void stats(Bn *b, LLVMValueRef out) {
   reduce_units(b, &r.a, dev_row, store_stats, &r);
 }
 
+/* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
+ * Pass 1 sums v (acc 0) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
+ * and r = S - q*m (K_B) as int32; pass 2 sums |v - q| (acc 0), counts v > q (acc 2) and the
+ * signs of x - mean (acc 1). A row's integer sums run in int32 lanes (nm_bn_int_stats bounds
+ * them) and join the channel's int64 lanes at its end; integers add exactly in any order. */
+typedef void (*IntBody)(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx);
+/* body(v, on) for the row's vectors of 16 int16 widened to int32; on: the lanes in the row
+ * (NULL where all are) */
+static void int_row_vectors(Bn *b, LLVMValueRef row, IntBody body, void *ctx) {
+  Gen *g = b->g;
+  int64_t full = b->k->inner / NM_LANES, rest = b->k->inner % NM_LANES;
+  LLVMTypeRef vs = LLVMVectorType(x_elem(b), NM_LANES), vi = LLVMVectorType(g->i32, NM_LANES);
+  if (full) {
+    Loop lv;
+    LLVMValueRef e = LLVMBuildMul(B, gen_loop_begin(g, &lv, gen_i64(g, full), "v"), gen_i64(g, NM_LANES), "");
+    LLVMValueRef v = LLVMBuildLoad2(B, vs, x_at(b, row, e), "");
+    LLVMSetAlignment(v, 2);
+    body(b, LLVMBuildSExt(B, v, vi, ""), NULL, ctx);
+    gen_loop_end(g, &lv, 0);
+  }
+  if (rest) {
+    LLVMValueRef mask[NM_LANES];
+    for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(LLVMInt1TypeInContext(g->ctx), j < rest, 0);
+    LLVMValueRef on = LLVMConstVector(mask, NM_LANES);
+    LLVMValueRef v = gen_masked_load(g, vs, x_at(b, row, gen_i64(g, full * NM_LANES)), on, LLVMConstNull(vs));
+    body(b, LLVMBuildSExt(B, v, vi, ""), on, ctx);
+  }
+}
+static LLVMValueRef lanes_on(Bn *b, LLVMValueRef on, LLVMValueRef v) {
+  return on ? LLVMBuildSelect(B, on, v, LLVMConstNull(LLVMTypeOf(v)), "") : v;
+}
+/* var += v's lanes widened to int64 */
+static void add_wide(Bn *b, LLVMValueRef var, LLVMValueRef v) {
+  LLVMValueRef w = LLVMBuildSExt(B, v, LLVMVectorType(b->g->i64, NM_LANES), "");
+  LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, var), w, ""), var);
+}
+static void add_lanes(Bn *b, LLVMValueRef var, LLVMValueRef v) { LLVMBuildStore(B, LLVMBuildAdd(B, gen_get(b->g, var), v, ""), var); }
+typedef struct {
+  RowCtx *r;
+  LLVMValueRef row_sum, row_gt; /* int32 lanes of the row */
+  LLVMValueRef q;               /* pass 2: q in every lane */
+} IntCtx;
+static void int_add_v(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx) {
+  (void)on; /* the lanes past the row loaded 0 */
+  add_lanes(b, ((IntCtx *)ctx)->row_sum, v);
+}
+static void int_sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  (void)c;
+  IntCtx *ic = ctx;
+  LLVMBuildStore(B, LLVMConstNull(LLVMVectorType(b->g->i32, NM_LANES)), ic->row_sum);
+  int_row_vectors(b, x_at(b, ic->r->x, row), int_add_v, ic);
+  add_wide(b, ic->r->a.var[0], gen_get(b->g, ic->row_sum));
+}
+static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g, b->g->i32, consts(b, j), c); }
+static void store_int_mean(Bn *b, LLVMValueRef c, void *ctx) {
+  Gen *g = b->g;
+  IntCtx *ic = ctx;
+  LLVMValueRef S = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, ic->r->a.var[0])), m = gen_i64(g, (int64_t)count(b));
+  LLVMValueRef sx = LLVMBuildFMul(B, LLVMBuildSIToFP(B, S, g->f64, ""), LLVMBuildFPExt(B, b->xscale, g->f64, ""), "");
+  cstore(b, LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, sx, gen_f64c(g, count(b)), ""), g->f32, "mean"), consts(b, K_MEAN), c);
+  LLVMValueRef q = LLVMBuildSDiv(B, S, m, ""), r = LLVMBuildSRem(B, S, m, "");
+  LLVMValueRef neg = LLVMBuildICmp(B, LLVMIntSLT, r, gen_i64(g, 0), ""); /* floor */
+  q = LLVMBuildSelect(B, neg, LLVMBuildSub(B, q, gen_i64(g, 1), ""), q, "q");
+  r = LLVMBuildSelect(B, neg, LLVMBuildAdd(B, r, m, ""), r, "r");
+  LLVMBuildStore(B, LLVMBuildTrunc(B, q, g->i32, ""), int_const(b, K_A, c));
+  LLVMBuildStore(B, LLVMBuildTrunc(B, r, g->i32, ""), int_const(b, K_B, c));
+}
+static void int_dev_v(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx) {
+  IntCtx *ic = ctx;
+  RowCtx *r = ic->r;
+  LLVMValueRef d = LLVMBuildSub(B, v, ic->q, "");
+  LLVMValueRef ad = LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, d, LLVMConstNull(LLVMTypeOf(d)), ""), LLVMBuildNeg(B, d, ""), d, "");
+  add_lanes(b, ic->row_sum, lanes_on(b, on, ad));
+  LLVMValueRef gt = LLVMBuildZExt(B, LLVMBuildICmp(B, LLVMIntSGT, v, ic->q, ""), LLVMTypeOf(v), "");
+  add_lanes(b, ic->row_gt, lanes_on(b, on, gt));
+  LLVMValueRef x = s16_values(b, v), up = LLVMBuildFCmp(B, LLVMRealOGT, x, r->mu, ""), down = LLVMBuildFCmp(B, LLVMRealOLT, x, r->mu, "");
+  LLVMValueRef sign = LLVMBuildSub(B, LLVMBuildZExt(B, up, b->vl, ""), LLVMBuildZExt(B, down, b->vl, ""), "");
+  add_lanes(b, r->a.var[1], lanes_on(b, on, sign));
+}
+static void int_dev_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
+  Gen *g = b->g;
+  IntCtx *ic = ctx;
+  LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES);
+  ic->r->mu = gen_splat(g, cload(b, consts(b, K_MEAN), c), NM_LANES);
+  ic->q = gen_splat(g, LLVMBuildLoad2(B, g->i32, int_const(b, K_A, c), "q"), NM_LANES);
+  LLVMBuildStore(B, LLVMConstNull(vi), ic->row_sum);
+  LLVMBuildStore(B, LLVMConstNull(vi), ic->row_gt);
+  int_row_vectors(b, x_at(b, ic->r->x, row), int_dev_v, ic);
+  add_wide(b, ic->r->a.var[0], gen_get(g, ic->row_sum));
+  add_wide(b, ic->r->a.var[2], gen_get(g, ic->row_gt));
+}
+static void store_int_stats(Bn *b, LLVMValueRef c, void *ctx) {
+  Gen *g = b->g;
+  RowCtx *r = ((IntCtx *)ctx)->r;
+  int64_t m = (int64_t)count(b);
+  LLVMValueRef A = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, r->a.var[0]));
+  LLVMValueRef gt = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, r->a.var[2]));
+  LLVMValueRef rr = LLVMBuildSExt(B, LLVMBuildLoad2(B, g->i32, int_const(b, K_B, c), ""), g->i64, "r");
+  /* D = m*A + r*(m - 2*gt) */
+  LLVMValueRef D = LLVMBuildAdd(B, LLVMBuildMul(B, gen_i64(g, m), A, ""),
+                                LLVMBuildMul(B, rr, LLVMBuildSub(B, gen_i64(g, m), LLVMBuildMul(B, gen_i64(g, 2), gt, ""), ""), ""), "D");
+  LLVMValueRef dx = LLVMBuildFMul(B, LLVMBuildSIToFP(B, D, g->f64, ""), LLVMBuildFPExt(B, b->xscale, g->f64, ""), "");
+  LLVMValueRef spread = LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, dx, gen_f64c(g, (double)m * (double)m), ""), g->f32, "spread");
+  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", LLVMBuildSExt(B, gen_get(g, r->a.var[1]), LLVMVectorType(g->i64, NM_LANES), ""));
+  LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, count(b)), ""));
+  LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = cload(b, consts(b, K_MEAN), c), [NM_BN_SPREAD] = spread,
+                                   [NM_BN_INV] = divisor_inv(b, spread), [NM_BN_MSIGN] = msign};
+  for (int i = 0; i < NM_BN_STATS; i++) stat_store(b, row[i], r->out, i, c);
+}
+static void stats_int(Bn *b, LLVMValueRef out) {
+  Gen *g = b->g;
+  LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES), vq = LLVMVectorType(g->i64, NM_LANES);
+  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}}};
+  IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL};
+  reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
+  r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}};
+  reduce_units(b, &r.a, int_dev_row, store_int_stats, &ic);
+}
+
 /* ---- l1_/l2_batchnorm, batchnorm_pool ---- */
 /* per channel: the mean and divisor (the batch's in training, where the running statistics
  * move towards them, else the running ones), gamma and beta */
@@ -537,7 +656,7 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
     LLVMPositionBuilderAtEnd(g->b, work);
   }
   switch (k->op) {
-  case OP_batchnorm_stats: stats(&b, out); break;
+  case OP_batchnorm_stats: k->int_stats ? stats_int(&b, out) : stats(&b, out); break;
   case OP_l1_batchnorm: case OP_l2_batchnorm: case OP_batchnorm_pool: forward(&b, out); break;
   case OP_batchnorm_dparams: case OP_batchnorm_pool_dparams: dparams(&b, out); break;
   case OP_batchnorm_dx: case OP_batchnorm_pool_dx: dx(&b, out); break;
