@@ -171,8 +171,8 @@ typedef struct {
 /* Scratch of the batchnorm kernels (src/backend/llvm/batchnorm.c), channels rounded up to 16:
  * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums kept
  * between its rows while the rows are read in memory order), then KIR_BN_CONSTS regions of one
- * float per channel (the statistics' means, or the per-channel constants of forward and dx). */
-enum { KIR_BN_ACCS = 3, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 8 };
+ * 4-byte value per channel (the statistics' means, or the per-channel constants of forward and dx). */
+enum { KIR_BN_ACCS = 3, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 10 };
 static inline int64_t kir_bn_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 static inline int64_t kir_bn_scratch(int64_t channels) {
   return kir_bn_channels(channels) * (KIR_BN_ACCS * KIR_BN_ACC_BYTES + KIR_BN_CONSTS * 4);

@@ -82,6 +82,9 @@ static LLVMValueRef x_load(Bn *b, LLVMValueRef x, LLVMValueRef e) {
   return b->xscale ? s16_values(b, v) : v;
 }
 
+/* L1 with s16 x: signs of x - mean from integer thresholds (store_thresholds) */
+static int int_signs(const Bn *b) { return b->xscale && !b->k->l2; }
+
 /* NM_LANES floats at &base[e] (x's values when s16); the first `n` of them when n < NM_LANES,
  * the other lanes `pass` */
 static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass, int s16) {
@@ -223,7 +226,7 @@ static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
 }
 
 /* the per-channel constants of the row kernels, float regions of the scratch */
-enum { K_MEAN, K_INV, K_GAMMA, K_BETA, K_A, K_B, K_C, K_COUNT };
+enum { K_MEAN, K_INV, K_GAMMA, K_BETA, K_A, K_B, K_C, K_UP, K_DOWN, K_COUNT };
 _Static_assert((int)K_COUNT <= (int)KIR_BN_CONSTS, "the scratch holds the constants");
 typedef struct {
   Bn *b;
@@ -345,10 +348,44 @@ static void stats(Bn *b, LLVMValueRef out) {
   reduce_units(b, &r.a, dev_row, store_stats, &r);
 }
 
+/* ---- L1 with s16 x: sign(x - mean) from the int16 sums themselves ----
+ * x = nm_s16_value(v, scale) never decreases as v grows (scale >= 0: a product of quantization
+ * scales), so x > mean exactly where v >= up, the first v with x > mean, and x < mean exactly
+ * where v <= down, the last v with x < mean (one before the first v where x < mean fails,
+ * which a NaN mean makes every v). Both are found per channel by bisection over the int16
+ * range, with the same float compares; the rows then compare integers, and L1's dx never
+ * converts x. */
+static LLVMValueRef first_where(Bn *b, LLVMValueRef mu, int above) {
+  Gen *g = b->g;
+  LLVMValueRef lo = LLVMConstInt(g->i32, (unsigned long long)-32768, 1), hi = LLVMConstInt(g->i32, 32768, 0);
+  for (int i = 0; i < 17; i++) { /* [lo, hi) holds the answer; 2^16 + 1 candidates */
+    LLVMValueRef live = LLVMBuildICmp(B, LLVMIntSLT, lo, hi, ""), mid = LLVMBuildAShr(B, LLVMBuildAdd(B, lo, hi, ""), LLVMConstInt(g->i32, 1, 0), "");
+    LLVMValueRef x = s16_values(b, mid);
+    LLVMValueRef p = above ? LLVMBuildFCmp(B, LLVMRealOGT, x, mu, "") : LLVMBuildNot(B, LLVMBuildFCmp(B, LLVMRealOLT, x, mu, ""), "");
+    hi = LLVMBuildSelect(B, LLVMBuildAnd(B, live, p, ""), mid, hi, "");
+    lo = LLVMBuildSelect(B, LLVMBuildAnd(B, live, LLVMBuildNot(B, p, ""), ""), LLVMBuildAdd(B, mid, LLVMConstInt(g->i32, 1, 0), ""), lo, "");
+  }
+  return lo;
+}
+static void store_thresholds(Bn *b, LLVMValueRef mu, LLVMValueRef c) {
+  Gen *g = b->g;
+  LLVMBuildStore(B, first_where(b, mu, 1), gen_at(g, g->i32, consts(b, K_UP), c));
+  LLVMValueRef down = LLVMBuildSub(B, first_where(b, mu, 0), LLVMConstInt(g->i32, 1, 0), "down");
+  LLVMBuildStore(B, down, gen_at(g, g->i32, consts(b, K_DOWN), c));
+}
+/* whether v (int32 lanes or a scalar) is above or below the mean, by the thresholds */
+static LLVMValueRef above_mean(Bn *b, LLVMValueRef v, LLVMValueRef up) {
+  return LLVMBuildICmp(B, LLVMIntSGE, v, gen_splat_like(b->g, up, v), "");
+}
+static LLVMValueRef below_mean(Bn *b, LLVMValueRef v, LLVMValueRef down) {
+  return LLVMBuildICmp(B, LLVMIntSLE, v, gen_splat_like(b->g, down, v), "");
+}
+static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g, b->g->i32, consts(b, j), c); }
+
 /* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
  * Pass 1 sums v (acc 0) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
- * and r = S - q*m (K_B) as int32; pass 2 sums |v - q| (acc 0), counts v > q (acc 2) and the
- * signs of x - mean (acc 1). A row's integer sums run in int32 lanes (nm_bn_int_stats bounds
+ * and r = S - q*m (K_B) as int32, and the sign thresholds; pass 2 sums |v - q| (acc 0), counts
+ * v > q (acc 2) and the signs of x - mean (acc 1). A row's integer sums run in int32 lanes (nm_bn_int_stats bounds
  * them) and join the channel's int64 lanes at its end; integers add exactly in any order. */
 typedef void (*IntBody)(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx);
 /* body(v, on) for the row's vectors of 16 int16 widened to int32; on: the lanes in the row
@@ -385,7 +422,7 @@ static void add_lanes(Bn *b, LLVMValueRef var, LLVMValueRef v) { LLVMBuildStore(
 typedef struct {
   RowCtx *r;
   LLVMValueRef row_sum, row_gt; /* int32 lanes of the row */
-  LLVMValueRef q;               /* pass 2: q in every lane */
+  LLVMValueRef q, up, down;     /* pass 2: q, and the sign thresholds */
 } IntCtx;
 static void int_add_v(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx) {
   (void)on; /* the lanes past the row loaded 0 */
@@ -398,13 +435,14 @@ static void int_sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   int_row_vectors(b, x_at(b, ic->r->x, row), int_add_v, ic);
   add_wide(b, ic->r->a.var[0], gen_get(b->g, ic->row_sum));
 }
-static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g, b->g->i32, consts(b, j), c); }
 static void store_int_mean(Bn *b, LLVMValueRef c, void *ctx) {
   Gen *g = b->g;
   IntCtx *ic = ctx;
   LLVMValueRef S = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, ic->r->a.var[0])), m = gen_i64(g, (int64_t)count(b));
   LLVMValueRef sx = LLVMBuildFMul(B, LLVMBuildSIToFP(B, S, g->f64, ""), LLVMBuildFPExt(B, b->xscale, g->f64, ""), "");
-  cstore(b, LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, sx, gen_f64c(g, count(b)), ""), g->f32, "mean"), consts(b, K_MEAN), c);
+  LLVMValueRef mean = LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, sx, gen_f64c(g, count(b)), ""), g->f32, "mean");
+  cstore(b, mean, consts(b, K_MEAN), c);
+  store_thresholds(b, mean, c);
   LLVMValueRef q = LLVMBuildSDiv(B, S, m, ""), r = LLVMBuildSRem(B, S, m, "");
   LLVMValueRef neg = LLVMBuildICmp(B, LLVMIntSLT, r, gen_i64(g, 0), ""); /* floor */
   q = LLVMBuildSelect(B, neg, LLVMBuildSub(B, q, gen_i64(g, 1), ""), q, "q");
@@ -420,7 +458,7 @@ static void int_dev_v(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx) {
   add_lanes(b, ic->row_sum, lanes_on(b, on, ad));
   LLVMValueRef gt = LLVMBuildZExt(B, LLVMBuildICmp(B, LLVMIntSGT, v, ic->q, ""), LLVMTypeOf(v), "");
   add_lanes(b, ic->row_gt, lanes_on(b, on, gt));
-  LLVMValueRef x = s16_values(b, v), up = LLVMBuildFCmp(B, LLVMRealOGT, x, r->mu, ""), down = LLVMBuildFCmp(B, LLVMRealOLT, x, r->mu, "");
+  LLVMValueRef up = above_mean(b, v, ic->up), down = below_mean(b, v, ic->down);
   LLVMValueRef sign = LLVMBuildSub(B, LLVMBuildZExt(B, up, b->vl, ""), LLVMBuildZExt(B, down, b->vl, ""), "");
   add_lanes(b, r->a.var[1], lanes_on(b, on, sign));
 }
@@ -428,8 +466,9 @@ static void int_dev_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   Gen *g = b->g;
   IntCtx *ic = ctx;
   LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES);
-  ic->r->mu = gen_splat(g, cload(b, consts(b, K_MEAN), c), NM_LANES);
   ic->q = gen_splat(g, LLVMBuildLoad2(B, g->i32, int_const(b, K_A, c), "q"), NM_LANES);
+  ic->up = LLVMBuildLoad2(B, g->i32, int_const(b, K_UP, c), "up");
+  ic->down = LLVMBuildLoad2(B, g->i32, int_const(b, K_DOWN, c), "down");
   LLVMBuildStore(B, LLVMConstNull(vi), ic->row_sum);
   LLVMBuildStore(B, LLVMConstNull(vi), ic->row_gt);
   int_row_vectors(b, x_at(b, ic->r->x, row), int_dev_v, ic);
@@ -458,7 +497,7 @@ static void stats_int(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES), vq = LLVMVectorType(g->i64, NM_LANES);
   RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}}};
-  IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL};
+  IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL, NULL, NULL};
   reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
   r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}};
   reduce_units(b, &r.a, int_dev_row, store_int_stats, &ic);
@@ -576,14 +615,17 @@ static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
   LLVMValueRef v[K_COUNT] = {[K_MEAN] = stat(b, st, NM_BN_MEAN, c), [K_A] = av, [K_B] = bv, [K_C] = cv};
   for (int j = 0; j < K_COUNT; j++)
     if (v[j]) cstore(b, v[j], consts(b, j), c);
+  if (int_signs(b)) store_thresholds(b, v[K_MEAN], c);
 }
+/* xv: x's value, or with int_signs its int16 sum widened */
 static LLVMValueRef dx_value(Bn *b, const RowCtx *r, LLVMValueRef xv, LLVMValueRef gv) {
   LLVMValueRef mu = r->k[K_MEAN], bv = r->k[K_B], s;
   if (b->k->l2) { /* b * (x - mean) */
     s = LLVMBuildFMul(B, bv, LLVMBuildFSub(B, xv, mu, ""), "");
   } else { /* b where x > mean, -b where x < mean, else 0 */
-    s = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, ""), bv,
-                        LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, ""), LLVMBuildFNeg(B, bv, ""), fconst(b, 0), ""), "");
+    LLVMValueRef up = int_signs(b) ? above_mean(b, xv, r->k[K_UP]) : LLVMBuildFCmp(B, LLVMRealOGT, xv, mu, "");
+    LLVMValueRef down = int_signs(b) ? below_mean(b, xv, r->k[K_DOWN]) : LLVMBuildFCmp(B, LLVMRealOLT, xv, mu, "");
+    s = LLVMBuildSelect(B, up, bv, LLVMBuildSelect(B, down, LLVMBuildFNeg(B, bv, ""), fconst(b, 0), ""), "");
   }
   return LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, r->k[K_A], gv, ""), s, ""), r->k[K_C], "");
 }
@@ -592,6 +634,8 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   Gen *g = b->g;
   load_constants(b, c, r, K_MEAN, K_MEAN);
   load_constants(b, c, r, K_A, K_C);
+  if (int_signs(b))
+    for (int j = K_UP; j <= K_DOWN; j++) r->k[j] = LLVMBuildLoad2(B, g->i32, int_const(b, j, c), "");
   if (b->cw > 1) {
     cstore(b, dx_value(b, r, cload(b, r->x, row), cload(b, r->dy, row)), r->out, row);
     return;
@@ -602,7 +646,8 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   Loop l; /* the vectorizer widens it */
   LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
   LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);
-  LLVMValueRef v = dx_value(b, r, x_load(b, r->x, e), gv);
+  LLVMValueRef xv = int_signs(b) ? LLVMBuildSExt(B, LLVMBuildLoad2(B, x_elem(b), x_at(b, r->x, e), ""), g->i32, "") : x_load(b, r->x, e);
+  LLVMValueRef v = dx_value(b, r, xv, gv);
   gen_store(g, v, r->out, e);
   if (top) { /* the row's largest |dx| as bits: a NaN above an Inf above every finite value */
     LLVMValueRef u = LLVMBuildAnd(B, LLVMBuildBitCast(B, v, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
