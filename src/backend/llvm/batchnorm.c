@@ -359,11 +359,12 @@ static LLVMValueRef first_where(Bn *b, LLVMValueRef mu, int above) {
   Gen *g = b->g;
   LLVMValueRef lo = LLVMConstInt(g->i32, (unsigned long long)-32768, 1), hi = LLVMConstInt(g->i32, 32768, 0);
   for (int i = 0; i < 17; i++) { /* [lo, hi) holds the answer; 2^16 + 1 candidates */
-    LLVMValueRef live = LLVMBuildICmp(B, LLVMIntSLT, lo, hi, ""), mid = LLVMBuildAShr(B, LLVMBuildAdd(B, lo, hi, ""), LLVMConstInt(g->i32, 1, 0), "");
+    LLVMValueRef one = LLVMConstInt(g->i32, 1, 0), live = LLVMBuildICmp(B, LLVMIntSLT, lo, hi, "");
+    LLVMValueRef mid = LLVMBuildAShr(B, LLVMBuildAdd(B, lo, hi, ""), one, "");
     LLVMValueRef x = s16_values(b, mid);
     LLVMValueRef p = above ? LLVMBuildFCmp(B, LLVMRealOGT, x, mu, "") : LLVMBuildNot(B, LLVMBuildFCmp(B, LLVMRealOLT, x, mu, ""), "");
     hi = LLVMBuildSelect(B, LLVMBuildAnd(B, live, p, ""), mid, hi, "");
-    lo = LLVMBuildSelect(B, LLVMBuildAnd(B, live, LLVMBuildNot(B, p, ""), ""), LLVMBuildAdd(B, mid, LLVMConstInt(g->i32, 1, 0), ""), lo, "");
+    lo = LLVMBuildSelect(B, LLVMBuildAnd(B, live, LLVMBuildNot(B, p, ""), ""), LLVMBuildAdd(B, mid, one, ""), lo, "");
   }
   return lo;
 }
@@ -385,8 +386,9 @@ static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g
 /* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
  * Pass 1 sums v (acc 0) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
  * and r = S - q*m (K_B) as int32, and the sign thresholds; pass 2 sums |v - q| (acc 0), counts
- * v > q (acc 2) and the signs of x - mean (acc 1). A row's integer sums run in int32 lanes (nm_bn_int_stats bounds
- * them) and join the channel's int64 lanes at its end; integers add exactly in any order. */
+ * v > q (acc 2) and the signs of x - mean (acc 1). A row's integer sums run in int32 lanes
+ * (nm_bn_int_stats bounds them) and join the channel's int64 lanes at its end; integers add
+ * exactly in any order. */
 typedef void (*IntBody)(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx);
 /* body(v, on) for the row's vectors of 16 int16 widened to int32; on: the lanes in the row
  * (NULL where all are) */
@@ -487,7 +489,8 @@ static void store_int_stats(Bn *b, LLVMValueRef c, void *ctx) {
                                 LLVMBuildMul(B, rr, LLVMBuildSub(B, gen_i64(g, m), LLVMBuildMul(B, gen_i64(g, 2), gt, ""), ""), ""), "D");
   LLVMValueRef dx = LLVMBuildFMul(B, LLVMBuildSIToFP(B, D, g->f64, ""), LLVMBuildFPExt(B, b->xscale, g->f64, ""), "");
   LLVMValueRef spread = LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, dx, gen_f64c(g, (double)m * (double)m), ""), g->f32, "spread");
-  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", LLVMBuildSExt(B, gen_get(g, r->a.var[1]), LLVMVectorType(g->i64, NM_LANES), ""));
+  LLVMValueRef signs = LLVMBuildSExt(B, gen_get(g, r->a.var[1]), LLVMVectorType(g->i64, NM_LANES), "");
+  LLVMValueRef sign = gen_intrinsic(g, "llvm.vector.reduce.add", signs);
   LLVMValueRef msign = f32(b, LLVMBuildFDiv(B, LLVMBuildSIToFP(B, sign, g->f64, ""), dconst(b, count(b)), ""));
   LLVMValueRef row[NM_BN_STATS] = {[NM_BN_MEAN] = cload(b, consts(b, K_MEAN), c), [NM_BN_SPREAD] = spread,
                                    [NM_BN_INV] = divisor_inv(b, spread), [NM_BN_MSIGN] = msign};

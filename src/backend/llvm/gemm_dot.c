@@ -149,7 +149,8 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   if (split) LLVMPositionBuilderAtEnd(B, split);
   if (!transposed || split) {
     for (int rr = 0; rr < mr; rr++)
-      for (int j = 0; j < nr; j++) dot_epilogue_vector(d, bt, add(g, m0, gen_i64(g, rr)), add(g, n0, gen_i64(g, j * lanes)), gen_get(g, acc[rr][j]), out, scale, bias);
+      for (int j = 0; j < nr; j++)
+        dot_epilogue_vector(d, bt, add(g, m0, gen_i64(g, rr)), add(g, n0, gen_i64(g, j * lanes)), gen_get(g, acc[rr][j]), out, scale, bias);
     LLVMBuildBr(B, done);
   }
   LLVMPositionBuilderAtEnd(B, edge);
