@@ -87,10 +87,16 @@ echo "(L1 and L2 in turns, $reps rounds of 3 runs of each layer; the ratio is th
 "$sqc" "$root/examples/cnn.sq" --bits 4 --norm l2 --emit=obj -o "$tmp/cnn-l2.o"
 cc $cflags "$root/bench/kernels.c" "$tmp/cnn-l2.o" $libs -o "$tmp/kernels-l2"
 : >"$tmp/rounds"
+# a run's seconds: all the layers, then by kernel: statistics, forward, dparams, dx
+norm_times() {
+  "$1" 1 3 | awk '/^norm/ { k = $3 ~ /stats$/ ? 1 : $3 ~ /dparams$/ ? 3 : $3 ~ /dx$/ ? 4 : 2; s[k] += $4; t += $4 }
+                  END { print t, s[1], s[2], s[3], s[4] }'
+}
 for r in $(seq "$reps"); do
-  l1=$("$tmp/kernels-cnn" 1 3 | awk '/^norm/ {s += $4} END {print s}')
-  l2=$("$tmp/kernels-l2" 1 3 | awk '/^norm/ {s += $4} END {print s}')
-  echo "$l1 $l2" | awk '{print $1, $2, $2 / $1}' >>"$tmp/rounds"
+  l1=$(norm_times "$tmp/kernels-cnn") l2=$(norm_times "$tmp/kernels-l2")
+  echo "$l1 $l2" | awk '{print $1, $6, $6 / $1, $7 / $2, $8 / $3, $9 / $4, $10 / $5}' >>"$tmp/rounds"
 done
-l1=$(cut -d' ' -f1 "$tmp/rounds" | median) l2=$(cut -d' ' -f2 "$tmp/rounds" | median) ratio=$(cut -d' ' -f3 "$tmp/rounds" | median)
-awk -v a="$l1" -v b="$l2" -v r="$ratio" 'BEGIN { printf "L1 layers %.2f ms, L2 layers %.2f ms: L1 is %.2fx the speed of L2\n", a * 1e3, b * 1e3, r }'
+col() { cut -d' ' -f"$1" "$tmp/rounds" | median; }
+awk -v a="$(col 1)" -v b="$(col 2)" -v r="$(col 3)" -v s="$(col 4)" -v f="$(col 5)" -v p="$(col 6)" -v d="$(col 7)" 'BEGIN {
+  printf "L1 layers %.2f ms, L2 layers %.2f ms: L1 is %.2fx the speed of L2\n", a * 1e3, b * 1e3, r
+  printf "by kernel, L1 against L2: statistics %.2fx, forward %.2fx, dparams %.2fx, dx %.2fx\n", s, f, p, d }'
