@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Training speed and peak memory of the float32 PyTorch twins of examples/mlp.sq and
-examples/cnn.sq (same layers, batch, SGD with momentum and weight decay) on synthetic batches:
+"""Training speed and peak memory of the float32 PyTorch twins of examples/mlp.sq,
+examples/cnn.sq and bench/cnn5.sq (same layers, batch, SGD with momentum and weight decay) on synthetic batches:
 prints "torch MODEL images_per_s peak_rss_kb", the median of REPS runs of STEPS steps after a
 warm-up. Threads: THREADS for torch.set_num_threads, and OPENBLAS_NUM_THREADS for its BLAS
 (they add up: bench/run.sh tries the splits of its thread count and keeps PyTorch's best).
@@ -17,6 +17,11 @@ def model_of(name):
     nn = torch.nn
     if name == "mlp":
         return nn.Sequential(nn.Linear(784, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10)), (784,)
+    if name == "cnn5":
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10)), (1, 28, 28)
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),

@@ -124,10 +124,11 @@ matrix() {
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
            "cnn 4 16 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
-           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0"; do
+           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0"; do
     set -- $t
     src=$root/examples/$1.sq
     [ -f "$src" ] || src=$root/tests/models/$1.sq
+    [ -f "$src" ] || src=$root/bench/$1.sq
     "$fn" "$src" "$1-$2-$4-b$3" "$@"
   done
 }
