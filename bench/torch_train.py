@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Training speed and peak memory of the float32 PyTorch twins of examples/mlp.sq,
 examples/cnn.sq and bench/cnn5.sq (same layers, batch, SGD with momentum and weight decay) on
-synthetic batches: prints "torch MODEL images_per_s peak_rss_kb", the median of REPS runs of STEPS steps after a
-warm-up. Threads: THREADS for torch.set_num_threads, and OPENBLAS_NUM_THREADS for its BLAS
+synthetic batches: prints "torch MODEL images_per_s peak_rss_kb", the median of REPS runs of
+STEPS steps after a warm-up. Threads: THREADS for torch.set_num_threads, and OPENBLAS_NUM_THREADS for its BLAS
 (they add up: bench/run.sh tries the splits of its thread count and keeps PyTorch's best).
 A peer for `make bench` only. Usage: bench/torch_train.py MODEL THREADS STEPS REPS"""
 import resource
