@@ -123,20 +123,20 @@ static int integer_statistics(const Graph *g) {
 /* fuse folds the relus into their producers and batchnorms with the max pooling after them,
  * keeps convolutions' sums as s16, and memplan shares tensor memory: none of it may change a
  * bit of what training computes, except that L1 statistics of s16 sums are integer sums. So
- * every model runs with L2 batchnorms, and with L1 where no statistics become integer sums. */
+ * each model runs as written (L1), or with L2 batchnorms where its L1 statistics would be
+ * integer sums. */
 START_TEST(fuse_and_memplan_keep_the_bits) {
   static const struct { const char *path; int pools; } models[] = {
       {"examples/mlp.sq", 0}, {"examples/cnn.sq", 2}, {"tests/models/bn_pool.sq", 2}, {"tests/models/pool_rows.sq", 1}};
-  int compared = 0, integer = 0;
-  for (int k = 0; k < 8; k++) {
-    int m = k / 2;
-    NormKind norm = k % 2 ? NORM_L2 : NORM_L1;
+  int integer = 0;
+  for (int m = 0; m < 4; m++) {
+    NormKind norm = NORM_L1;
     char *src = read_source(models[m].path);
     Graph *fused = fused_graph(models[m].path, src, 2, norm);
     if (integer_statistics(fused)) {
       integer++;
-      free(src), ir_free(fused);
-      continue;
+      ir_free(fused);
+      fused = fused_graph(models[m].path, src, 2, norm = NORM_L2);
     }
     Graph *plain = before_fuse(models[m].path, 2, norm);
     int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools;
@@ -154,12 +154,12 @@ START_TEST(fuse_and_memplan_keep_the_bits) {
     unsigned char *a, *b;
     size_t n = train(plain, 7, 2, &a);
     ck_assert_uint_eq(train(fused, 7, 2, &b), n);
-    ck_assert_msg(memcmp(a, b, n) == 0, "%s (%s): fused and memory-planned training differs", models[m].path, k % 2 ? "L2" : "L1");
+    ck_assert_msg(memcmp(a, b, n) == 0, "%s (%s): fused and memory-planned training differs", models[m].path,
+                  norm == NORM_L2 ? "L2" : "L1");
     free(a), free(b), free(src);
     ir_free(plain), ir_free(fused);
-    compared++;
   }
-  ck_assert_msg(integer > 0 && compared >= 6, "%d models compared, %d with integer statistics", compared, integer);
+  ck_assert_msg(integer > 0, "no model's L1 statistics became integer sums");
 }
 END_TEST
 
