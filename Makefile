@@ -127,7 +127,7 @@ valgrind: all
 asan: deps
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  SQ_TEST_CFLAGS="-fsanitize=address,undefined" sh tests/run.sh
+	  SQ_TEST_CFLAGS="-fsanitize=address,undefined" SQ_CROSS_RUN=0 sh tests/run.sh
 
 # ---- the demo: compile examples/mlp.sq at 4 bits and train the library on Fashion-MNIST ----
 demo: deps
