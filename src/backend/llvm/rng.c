@@ -20,6 +20,8 @@ LLVMValueRef gen_rng_key(Gen *g, uint64_t stream) {
 
 LLVMValueRef gen_rng_uniform(Gen *g, LLVMValueRef key, LLVMValueRef index) {
   LLVMValueRef bits = mix(g, LLVMBuildXor(g->b, key, index, ""));
-  LLVMValueRef top = LLVMBuildUIToFP(g->b, LLVMBuildLShr(g->b, bits, LLVMConstInt(g->i64, 40, 0), ""), g->f32, "");
+  /* the high word, then its top 24 bits: exact in an int32 and in a float */
+  LLVMValueRef hi = LLVMBuildTrunc(g->b, LLVMBuildLShr(g->b, bits, LLVMConstInt(g->i64, 32, 0), ""), g->i32, "");
+  LLVMValueRef top = LLVMBuildSIToFP(g->b, LLVMBuildLShr(g->b, hi, LLVMConstInt(g->i32, 8, 0), ""), g->f32, "");
   return LLVMBuildFMul(g->b, top, gen_f32c(g, 0x1p-24f), "u");
 }
