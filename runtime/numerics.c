@@ -382,17 +382,15 @@ static void bn_int_stats_block(void *ctx, int64_t c) {
   FOR_CHANNEL_ELEMS(geo, c, i, k) S += j->v[i];
   int64_t q = S / m, r = S % m;
   if (r < 0) q--, r += m; /* floor */
-  FOR_CHANNEL_ELEMS(geo, c, i, k) {
-    A += j->v[i] > q ? j->v[i] - q : q - j->v[i];
-    gt += j->v[i] > q;
-  }
-  int64_t D = m * A + r * (m - 2 * gt);
   float mu = (float)((double)S * (double)j->scale / (double)m);
-  float spread = (float)((double)D * (double)j->scale / ((double)m * (double)m));
   FOR_CHANNEL_ELEMS(geo, c, i, k) {
     float x = nm_s16_value(j->v[i], j->scale);
+    A += j->v[i] > q ? j->v[i] - q : q - j->v[i];
+    gt += j->v[i] > q;
     sign += (x > mu) - (x < mu);
   }
+  int64_t D = m * A + r * (m - 2 * gt);
+  float spread = (float)((double)D * (double)j->scale / ((double)m * (double)m));
   j->out[NM_BN_MEAN * C + c] = mu;
   j->out[NM_BN_SPREAD * C + c] = spread;
   j->out[NM_BN_INV * C + c] = nm_l1_inv(spread, j->eps);

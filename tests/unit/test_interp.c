@@ -134,9 +134,9 @@ START_TEST(fuse_and_memplan_keep_the_bits) {
     char *src = read_source(models[m].path);
     Graph *fused = fused_graph(models[m].path, src, 2, norm);
     if (integer_statistics(fused)) {
-      integer++;
+      integer++, norm = NORM_L2;
       ir_free(fused);
-      fused = fused_graph(models[m].path, src, 2, norm = NORM_L2);
+      fused = fused_graph(models[m].path, src, 2, norm);
     }
     Graph *plain = before_fuse(models[m].path, 2, norm);
     int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools;

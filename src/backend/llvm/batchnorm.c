@@ -85,6 +85,13 @@ static LLVMValueRef x_load(Bn *b, LLVMValueRef x, LLVMValueRef e) {
 /* L1 with s16 x: signs of x - mean from integer thresholds (store_thresholds) */
 static int int_signs(const Bn *b) { return b->xscale && !b->k->l2; }
 
+/* the mask of a vector's first n lanes */
+static LLVMValueRef first_lanes(Bn *b, int64_t n) {
+  LLVMValueRef mask[NM_LANES];
+  for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(LLVMInt1TypeInContext(b->g->ctx), j < n, 0);
+  return LLVMConstVector(mask, NM_LANES);
+}
+
 /* NM_LANES floats at &base[e] (x's values when s16); the first `n` of them when n < NM_LANES,
  * the other lanes `pass` */
 static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, LLVMValueRef pass, int s16) {
@@ -95,10 +102,7 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
     LLVMSetAlignment(v, s16 ? 2 : 4);
     return s16 ? s16_values(b, v) : v;
   }
-  LLVMTypeRef i1 = LLVMInt1TypeInContext(b->g->ctx);
-  LLVMValueRef mask[NM_LANES];
-  for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(i1, j < n, 0);
-  LLVMValueRef on = LLVMConstVector(mask, NM_LANES), passv = gen_splat(b->g, pass, NM_LANES);
+  LLVMValueRef on = first_lanes(b, n), passv = gen_splat(b->g, pass, NM_LANES);
   if (!s16) return gen_masked_load(b->g, vt, at, on, passv);
   return LLVMBuildSelect(B, on, s16_values(b, gen_masked_load(b->g, vt, at, on, LLVMConstNull(vt))), passv, "");
 }
@@ -368,11 +372,12 @@ static LLVMValueRef first_where(Bn *b, LLVMValueRef mu, int above) {
   }
   return lo;
 }
+/* channel c's int32 in constant region j */
+static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g, b->g->i32, consts(b, j), c); }
 static void store_thresholds(Bn *b, LLVMValueRef mu, LLVMValueRef c) {
-  Gen *g = b->g;
-  LLVMBuildStore(B, first_where(b, mu, 1), gen_at(g, g->i32, consts(b, K_UP), c));
-  LLVMValueRef down = LLVMBuildSub(B, first_where(b, mu, 0), LLVMConstInt(g->i32, 1, 0), "down");
-  LLVMBuildStore(B, down, gen_at(g, g->i32, consts(b, K_DOWN), c));
+  LLVMBuildStore(B, first_where(b, mu, 1), int_const(b, K_UP, c));
+  LLVMValueRef down = LLVMBuildSub(B, first_where(b, mu, 0), LLVMConstInt(b->g->i32, 1, 0), "down");
+  LLVMBuildStore(B, down, int_const(b, K_DOWN, c));
 }
 /* whether v (int32 lanes or a scalar) is above or below the mean, by the thresholds */
 static LLVMValueRef above_mean(Bn *b, LLVMValueRef v, LLVMValueRef up) {
@@ -381,7 +386,6 @@ static LLVMValueRef above_mean(Bn *b, LLVMValueRef v, LLVMValueRef up) {
 static LLVMValueRef below_mean(Bn *b, LLVMValueRef v, LLVMValueRef down) {
   return LLVMBuildICmp(B, LLVMIntSLE, v, gen_splat_like(b->g, down, v), "");
 }
-static LLVMValueRef int_const(Bn *b, int j, LLVMValueRef c) { return gen_at(b->g, b->g->i32, consts(b, j), c); }
 
 /* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
  * Pass 1 sums v (acc 0) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
@@ -405,9 +409,7 @@ static void int_row_vectors(Bn *b, LLVMValueRef row, IntBody body, void *ctx) {
     gen_loop_end(g, &lv, 0);
   }
   if (rest) {
-    LLVMValueRef mask[NM_LANES];
-    for (int j = 0; j < NM_LANES; j++) mask[j] = LLVMConstInt(LLVMInt1TypeInContext(g->ctx), j < rest, 0);
-    LLVMValueRef on = LLVMConstVector(mask, NM_LANES);
+    LLVMValueRef on = first_lanes(b, rest);
     LLVMValueRef v = gen_masked_load(g, vs, x_at(b, row, gen_i64(g, full * NM_LANES)), on, LLVMConstNull(vs));
     body(b, LLVMBuildSExt(B, v, vi, ""), on, ctx);
   }

@@ -74,8 +74,7 @@ void dot_epilogue_vector(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef n
  * round t pairs up rows (or row groups) 2^t apart. */
 enum { TR_ROWS = 8 };
 int dot_epilogue_transposes(const Dot *d) {
-  int planes = d->ck && d->ck->kind != CONV_DW && !d->p->swap;
-  return (planes || d->p->swap) && d->p->lanes == 16 && d->p->mr <= TR_ROWS;
+  return (d->p->swap || (d->ck && d->ck->kind != CONV_DW)) && d->p->lanes == 16 && d->p->mr <= TR_ROWS;
 }
 static LLVMValueRef shuffle2(Gen *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
   LLVMValueRef m[16];

@@ -505,9 +505,11 @@ static void pack_u_block(Dot *d, LLVMValueRef bt, LLVMValueRef r0) {
   count = LLVMBuildSelect(B, lt(g, count, 0), gen_i64(g, 0), count, "");
   LLVMTypeRef v16 = LLVMVectorType(g->i8, DOT_TR);
   Loop lk;
+  /* the block's first element at k = 0 (a block past the rows reads row 0, none of it kept) */
+  LLVMValueRef first = add(g, mul(g, bt, bs), LLVMBuildSelect(B, lt(g, left, 1), gen_i64(g, 0), r0, ""));
   LLVMValueRef k0 = mul(g, gen_loop_begin(g, &lk, gen_i64(g, d->K / DOT_TR), "k16"), DOT_TR), v[DOT_TR];
   for (int i = 0; i < DOT_TR; i++) {
-    LLVMValueRef at = add(g, add(g, mul(g, bt, bs), mul(g, add(g, k0, gen_i64(g, i)), sk)), LLVMBuildSelect(B, lt(g, left, 1), gen_i64(g, 0), r0, ""));
+    LLVMValueRef at = add(g, first, mul(g, add(g, k0, gen_i64(g, i)), sk));
     v[i] = dot_row_run(d, e, src, at, count);
     if (d->p->bias_u) v[i] = LLVMBuildAdd(B, v[i], gen_splat(g, LLVMConstInt(g->i8, 128, 0), DOT_TR), "");
   }
