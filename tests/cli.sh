@@ -123,7 +123,7 @@ matrix() {
   for t in "mlp 4 8 l1 0" "mlp 32 8 l1 0" "mlp 4 8 l2 0" "cnn 4 4 l1 0" "cnn 32 4 l1 0" "cnn 4 4 l2 0" "cnn 32 4 l2 0" \
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
-           "cnn 4 16 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
+           "cnn 4 32 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
            "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0"; do
     set -- $t
     src=$root/examples/$1.sq
@@ -179,9 +179,10 @@ else
   echo "skip: this CPU has no AVX-512 VNNI, so the x86-64-v4 library cannot run here"
 fi
 expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$mlp" --batch 8 --emit=kir
-# the cases above that cover the GEMM's packing paths: at batch 16 the CNN's dW kernels reduce
-# over chunks of images; wide.sq's forward U rows are too long to pack per tile
-expect kir-chunks 0 "k-chunks=3 of 7 images" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
+# the cases above that cover the GEMM's packing paths: at batch 32 the CNN's dW kernels reduce
+# over chunks of images, and conv2's slices take one or two chunks each; wide.sq's forward U
+# rows are too long to pack per tile
+expect kir-chunks 0 "k-chunks=11 of 3 images in 8 slices" -- "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
 # ...its stride-1 convolutions read U in place, and its fc dW packs the transposed f whole
 expect kir-u-in-place 0 "kp=576 mp=3136 np=32 channels-last pad=1 u-in-place runs=3x192" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
 expect kir-u-transposed 0 "tile=6x4 swap u-transposed kp=16 mp=3138" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir

@@ -43,11 +43,14 @@ typedef struct {
                            is packed in phase 0, 16 rows x 16 k at a time by byte transposes */
   int64_t kp, mp, np;   /* K padded to 4, U rows padded to mr, S columns padded to lanes * nr */
   /* convolution dW: the reduction (pixels of the batch) runs in chunks of `chunk_images`
-   * whole images, kp bytes each (padded to 4): each chunk packs its share of both operands
-   * (an im2col of `chunk_images` images, never of the batch), then adds its products into int32
-   * accumulators kept in scratch; the last chunk runs the epilogue. x in q4 is first unpacked,
-   * a chunk at a time, into `unpacked` bytes. chunks = 0: not a dW. */
-  int64_t chunk_images, chunks, unpacked;
+   * whole images, kp bytes each (padded to 4): each chunk packs both operands (an im2col of
+   * `chunk_images` images, never of the batch), then adds its products into int32
+   * accumulators. The chunks fall into `slices` fixed runs of consecutive chunks, each with its
+   * own scratch (buffers and accumulators): a part takes whole slices and does all of their
+   * work alone (phase 0), so the threads meet once, not at every chunk. Phase 1 adds the
+   * slices' accumulators (integer sums: exact in any order) and runs the epilogue. x in q4 is
+   * first unpacked, a chunk at a time, into `unpacked` bytes. chunks = 0: not a dW. */
+  int64_t chunk_images, chunks, slices, unpacked;
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
   int64_t run;          /* convolution forward and dx of stride 1: U is never packed. The copy
@@ -57,7 +60,7 @@ typedef struct {
                            zero weights in S) and kp = k * run. 0: U is packed. */
   int64_t pad;
   int64_t scratch;      /* bytes: packed U (unless u_tile), packed S and the corrections, per batch
-                           entry, then the chunks' accumulators or chlast */
+                           entry (dW: per slice, with its accumulators and unpacked x), or chlast */
 } DotPlan;
 
 /* out[b][m][n] = sum_k A[b][m][k] * B[b][k][n], accumulated in ascending k (float32 adds, or

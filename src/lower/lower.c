@@ -115,8 +115,10 @@ static int gemm_of(const Graph *g, const Node *n, int vec, DotIsa dot, DotTile t
 }
 
 /* dW's reduction runs over the batch's pixels: in chunks of whole images whose packed operands
- * take about DW_CHUNK_BYTES (they stay in L2 while every tile reads them) */
-enum { DW_CHUNK_BYTES = 512 * 1024 };
+ * take about DW_CHUNK_BYTES (they stay in the L2 of the core that packed them while every tile
+ * reads them), in DW_SLICES runs of chunks that parts take whole. The slices' count is fixed,
+ * not the thread count, and their sums are integers: the bits never depend on the threads. */
+enum { DW_CHUNK_BYTES = 256 * 1024, DW_SLICES = 8 };
 static void chunk_dw(ConvKernel *k) {
   DotPlan *d = &k->dp;
   int64_t hw = k->Ho * k->Wo, images = DW_CHUNK_BYTES / ((d->mp + d->np) * hw);
@@ -127,7 +129,8 @@ static void chunk_dw(ConvKernel *k) {
   d->kp = round_up(images * hw, 4);
   d->u_tile = d->mr * d->kp <= U_TILE_MAX;
   d->unpacked = kelem_packed(k->b) ? images * k->C * k->H * k->W : 0;
-  d->scratch = entry_scratch(d) + 4 * d->mp * d->np + d->unpacked;
+  d->slices = d->chunks < DW_SLICES ? d->chunks : DW_SLICES;
+  d->scratch = d->slices * (entry_scratch(d) + 4 * d->mp * d->np + d->unpacked);
 }
 
 static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
@@ -390,7 +393,8 @@ static void print_dot(StrBuf *b, const DotPlan *d) {
   if (d->run) sb_printf(b, " pad=%lld u-in-place runs=%lldx%lld", (long long)d->pad, (long long)(d->kp / d->run), (long long)d->run);
   sb_printf(b, " scratch=%lld\n", (long long)d->scratch);
   if (d->chunks)
-    sb_printf(b, "  k-chunks=%lld of %lld images%s\n", (long long)d->chunks, (long long)d->chunk_images, d->unpacked ? ", x unpacked per chunk" : "");
+    sb_printf(b, "  k-chunks=%lld of %lld images in %lld slices%s\n", (long long)d->chunks, (long long)d->chunk_images,
+              (long long)d->slices, d->unpacked ? ", x unpacked per chunk" : "");
 }
 
 char *kir_print(const Graph *g, const KernelPlan *p) {

@@ -32,8 +32,8 @@ LLVMValueRef gen_arg(Gen *g, KernelArg a) {
   return LLVMBuildLoad2(g->b, LLVMStructGetTypeAtIndex(g->args_type, (unsigned)a), gen_arg_addr(g, a), "");
 }
 
-LLVMValueRef gen_part(Gen *g) { return LLVMGetParam(current_fn(g), 2); }
-LLVMValueRef gen_nparts(Gen *g) { return LLVMGetParam(current_fn(g), 3); }
+LLVMValueRef gen_part(Gen *g) { return g->part ? g->part : LLVMGetParam(current_fn(g), 2); }
+LLVMValueRef gen_nparts(Gen *g) { return g->nparts ? g->nparts : LLVMGetParam(current_fn(g), 3); }
 
 /* in[i] and scales[i] */
 LLVMValueRef gen_input(Gen *g, int i) {

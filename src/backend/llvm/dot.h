@@ -49,6 +49,8 @@ struct Dot {
   LLVMValueRef accs;                      /* dW's int32 accumulators, tile after tile */
   LLVMValueRef xbytes;                    /* dW's chunk of x unpacked from q4 */
   LLVMValueRef chunk;                     /* i64: dW's chunk, else NULL */
+  LLVMValueRef first;                     /* i1: the chunk is its slice's first */
+  LLVMValueRef slice;                     /* i64: dW's slice, whose scratch the views show */
   int64_t rows, cols;                     /* of the computed product (transposed when swap) */
 };
 
@@ -59,7 +61,8 @@ LLVMValueRef dot_gemm_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, L
 LLVMValueRef dot_gemm_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j);
 LLVMValueRef dot_conv_elem(Dot *d, int which, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef kk, LLVMValueRef *valid);
 LLVMValueRef dot_conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef j);
-void dot_batch_views(Dot *d, LLVMValueRef bt); /* packU, packS, corr, accs, xbytes of entry bt */
+/* packU, packS, corr, accs, xbytes of entry bt (of slice d->slice in a dW) */
+void dot_batch_views(Dot *d, LLVMValueRef bt);
 LLVMValueRef dot_images(Dot *d, LLVMValueRef *n0); /* dW's images in the chunk: count, first in *n0 */
 void dot_unpack_x(Dot *d);                          /* dW's phase: the chunk's x as bytes */
 void dot_channels_last(Dot *d);                     /* forward and dx's phase 0 */

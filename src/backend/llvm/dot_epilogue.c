@@ -15,8 +15,11 @@ LLVMValueRef dot_epilogue_values(Dot *d, LLVMValueRef m, LLVMValueRef n, LLVMVal
   const DotPlan *k = d->p;
   unsigned lanes = (unsigned)k->lanes;
   LLVMTypeRef vi32 = LLVMVectorType(g->i32, lanes), vf32 = LLVMVectorType(g->f32, lanes);
-  LLVMValueRef corr = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->corr, n), "corr");
-  LLVMSetAlignment(corr, 4);
+  LLVMValueRef corr = LLVMConstNull(vi32); /* d->corr NULL: acc has it subtracted (a dW's slices) */
+  if (d->corr) {
+    corr = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->corr, n), "corr");
+    LLVMSetAlignment(corr, 4);
+  }
   if (dot_out_s16(d)) return LLVMBuildBitCast(B, LLVMBuildSub(B, acc, corr, ""), vf32, "sums");
   LLVMValueRef zero = LLVMConstNull(vf32), splat_idx = LLVMConstNull(vi32);
   LLVMValueRef sv = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vf32), scale, LLVMConstInt(g->i32, 0, 0), ""),

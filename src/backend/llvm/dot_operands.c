@@ -61,7 +61,7 @@ LLVMValueRef dot_conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef 
 void dot_batch_views(Dot *d, LLVMValueRef bt) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
-  LLVMValueRef off = mul(g, bt, k->scratch / d->batch);
+  LLVMValueRef off = d->slice ? mul(g, d->slice, k->scratch / k->slices) : mul(g, bt, k->scratch / d->batch);
   LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), &off, 1, "");
   int64_t u = k->u_tile || k->run ? 0 : k->mp * k->kp; /* bytes of packed U in scratch */
   d->packU = base;
@@ -483,10 +483,9 @@ void dot_pack_u_row(Dot *d, LLVMValueRef bt, LLVMValueRef m, LLVMValueRef dst) {
 void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum) {
   Gen *g = d->g;
   LLVMValueRef corr = LLVMBuildMul(B, colsum, LLVMConstInt(g->i32, d->p->bias_u ? 128 : 0, 0), "");
-  if (d->chunk) { /* the chunks' corrections add up, as their products do */
+  if (d->chunk) { /* a slice's chunks' corrections add up, as their products do */
     LLVMValueRef before = gen_load(g, g->i32, d->corr, n);
-    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), ""),
-                                                 LLVMConstInt(g->i32, 0, 0), before, ""), "");
+    corr = LLVMBuildAdd(B, corr, LLVMBuildSelect(B, d->first, LLVMConstInt(g->i32, 0, 0), before, ""), "");
   }
   gen_store(g, corr, d->corr, n);
 }

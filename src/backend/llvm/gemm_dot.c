@@ -8,9 +8,11 @@
  * right before the block's tiles (an implicit GEMM: no patch matrix). The last phase: each part
  * takes blocks of mr rows; a tile of mr x nr vector accumulators walks k four bytes at a time;
  * the epilogue subtracts the correction and dequantizes as the reference does ((float)acc *
- * scale + bias, or + 0.0, then the relu the fuse pass folded in). Convolution dW runs these
- * phases once per chunk of images, keeping its accumulators in scratch. Integer sums are exact
- * in any order, so the bits equal the reference's. This file holds the tiles and the kernel's
+ * scale + bias, or + 0.0, then the relu the fuse pass folded in). Convolution dW runs in two
+ * phases: each part takes whole slices (fixed runs of chunks of images) and, for each chunk,
+ * packs and adds the products into the slice's accumulators in scratch; then the slices'
+ * accumulators are summed and go through the epilogue. Integer sums are exact in any order, so
+ * the bits equal the reference's whatever the thread count. This file holds the tiles and the kernel's
  * phases; the packing is dot_operands.c and dot_pack_dw.c, the epilogue dot_epilogue.c. */
 #include <string.h>
 #include "dot.h"
@@ -44,7 +46,39 @@ static LLVMValueRef dot4(Gen *g, const DotPlan *k, LLVMValueRef acc, LLVMValueRe
   return LLVMBuildCall2(B, LLVMIntrinsicGetType(g->ctx, id, over, 2), LLVMGetIntrinsicDeclaration(g->mod, id, over, 2), args, 3, "");
 }
 
-static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef bias) {
+/* what the tiles do: the products and the epilogue; a dW chunk's products, added to its
+ * slice's accumulators; or the sum of the slices' accumulators less their corrections, and the
+ * epilogue */
+typedef enum { TILES_WHOLE, TILES_ADD, TILES_SUM } TileWork;
+
+/* the tile's accumulators at `at` (i32s) in each slice's scratch, added up, less the slices'
+ * corrections of its columns from n0 on: afterwards d->corr is NULL, for the epilogue */
+static void sum_slices(Dot *d, LLVMValueRef bt, LLVMValueRef at, LLVMValueRef n0, LLVMValueRef acc[MAX_MR][MAX_NR]) {
+  Gen *g = d->g;
+  const DotPlan *k = d->p;
+  LLVMTypeRef vi32 = LLVMVectorType(g->i32, (unsigned)k->lanes);
+  LLVMValueRef sum[MAX_MR][MAX_NR], corr[MAX_NR];
+  for (int64_t s = 0; s < k->slices; s++) {
+    d->slice = gen_i64(g, s);
+    dot_batch_views(d, bt);
+    LLVMValueRef tile = gen_at(g, g->i32, d->accs, at);
+    for (int j = 0; j < k->nr; j++) {
+      LLVMValueRef c = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->corr, add(g, n0, gen_i64(g, j * k->lanes))), "corr");
+      LLVMSetAlignment(c, 4);
+      corr[j] = s ? LLVMBuildAdd(B, corr[j], c, "") : c;
+      for (int r = 0; r < k->mr; r++) {
+        LLVMValueRef v = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * k->nr + j) * k->lanes)), "");
+        LLVMSetAlignment(v, 4);
+        sum[r][j] = s ? LLVMBuildAdd(B, sum[r][j], v, "") : v;
+      }
+    }
+  }
+  for (int r = 0; r < k->mr; r++)
+    for (int j = 0; j < k->nr; j++) LLVMBuildStore(B, LLVMBuildSub(B, sum[r][j], corr[j], ""), acc[r][j]);
+  d->slice = NULL, d->corr = NULL;
+}
+
+static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef bias, TileWork work) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
   int mr = k->mr, nr = k->nr, lanes = k->lanes;
@@ -59,7 +93,9 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef urows = d->packU; /* the block's U rows: packed here when per tile */
   int64_t u0 = 1;                /* whether urows starts at row 0 of U, not at row m0 */
   LLVMValueRef run[MAX_MR];      /* U in place: each row's first run */
-  if (k->run)
+  if (work == TILES_SUM)
+    ;
+  else if (k->run)
     dot_run_starts(d, m0, mr, run);
   else if (k->u_tile) {
     LLVMValueRef buf = gen_entry_alloca(g, LLVMArrayType(g->i8, (unsigned)(mr * k->kp)), "urows");
@@ -75,54 +111,60 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef acc[MAX_MR][MAX_NR];
   for (int r = 0; r < mr; r++)
     for (int j = 0; j < nr; j++) acc[r][j] = gen_var(g, zero, "acc");
-  if (d->chunk) { /* a chunked dW goes on from the earlier chunks' sums, kept tile by tile */
-    LLVMValueRef at = mul(g, add(g, mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), k->np / (lanes * nr)), nb), mr * nr * lanes);
-    tile = gen_at(g, g->i32, d->accs, at);
-  }
-  LLVMValueRef first = d->chunk ? LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, 0), "") : NULL;
-  for (int r = 0; r < mr; r++)
-    for (int j = 0; j < nr; j++) {
-      LLVMValueRef init = zero;
-      if (first) {
-        LLVMValueRef v = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes)), "");
-        LLVMSetAlignment(v, 4);
-        init = LLVMBuildSelect(B, first, zero, v, "");
+  /* a dW's accumulators, tile by tile in its slices' scratch */
+  LLVMValueRef kept = mul(g, add(g, mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), k->np / (lanes * nr)), nb), mr * nr * lanes);
+  if (work == TILES_ADD) tile = gen_at(g, g->i32, d->accs, kept); /* going on from the slice's earlier chunks */
+  if (work == TILES_SUM) sum_slices(d, bt, kept, n0, acc);
+  else
+    for (int r = 0; r < mr; r++)
+      for (int j = 0; j < nr; j++) {
+        LLVMValueRef init = zero;
+        if (work == TILES_ADD) {
+          LLVMValueRef v = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes)), "");
+          LLVMSetAlignment(v, 4);
+          init = LLVMBuildSelect(B, d->first, zero, v, "");
+        }
+        LLVMBuildStore(B, init, acc[r][j]);
       }
-      LLVMBuildStore(B, init, acc[r][j]);
+  if (work != TILES_SUM) {
+    /* k four bytes at a time; in place, a loop over the runs around a loop along each run */
+    Loop lrun;
+    LLVMValueRef i = k->run ? gen_loop_begin(g, &lrun, gen_i64(g, k->kp / k->run), "run") : NULL;
+    LLVMValueRef q = gen_loop_begin(g, &lk, gen_i64(g, k->run ? k->run / 4 : k->kp / 4), "k4");
+    LLVMValueRef k4 = k->run ? add(g, mul(g, i, k->run / 4), q) : q;
+    LLVMValueRef s[MAX_NR];
+    for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
+      LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, nb, nr), gen_i64(g, j)), k->kp / 4), k4), lanes);
+      s[j] = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->packS, at), "s");
+      LLVMSetAlignment(s[j], 4);
     }
-  /* k four bytes at a time; in place, a loop over the runs around a loop along each run */
-  Loop lrun;
-  LLVMValueRef i = k->run ? gen_loop_begin(g, &lrun, gen_i64(g, k->kp / k->run), "run") : NULL;
-  LLVMValueRef q = gen_loop_begin(g, &lk, gen_i64(g, k->run ? k->run / 4 : k->kp / 4), "k4");
-  LLVMValueRef k4 = k->run ? add(g, mul(g, i, k->run / 4), q) : q;
-  LLVMValueRef s[MAX_NR];
-  for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
-    LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, nb, nr), gen_i64(g, j)), k->kp / 4), k4), lanes);
-    s[j] = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->packS, at), "s");
-    LLVMSetAlignment(s[j], 4);
-  }
-  for (int r = 0; r < mr; r++) {
-    LLVMValueRef u32;
-    if (k->run) {
-      u32 = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, run[r], add(g, mul(g, i, dot_run_stride(d)), mul(g, q, 4))), "");
-      LLVMSetAlignment(u32, 1);
-    } else {
-      LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
-      u32 = gen_load(g, g->i32, urows, at);
+    for (int r = 0; r < mr; r++) {
+      LLVMValueRef u32;
+      if (k->run) {
+        u32 = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, run[r], add(g, mul(g, i, dot_run_stride(d)), mul(g, q, 4))), "");
+        LLVMSetAlignment(u32, 1);
+      } else {
+        LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
+        u32 = gen_load(g, g->i32, urows, at);
+      }
+      LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
+                                              LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
+      for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
     }
-    LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
-                                            LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
-    for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
+    gen_loop_end(g, &lk, 0);
+    if (k->run) gen_loop_end(g, &lrun, 0);
   }
-  gen_loop_end(g, &lk, 0);
-  if (k->run) gen_loop_end(g, &lrun, 0);
   for (int r = 0; r < mr; r++)
     for (int j = 0; j < nr; j++) {
       LLVMValueRef p = gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes));
       LLVMSetAlignment(LLVMBuildStore(B, gen_get(g, acc[r][j]), p), 4);
     }
-  LLVMBasicBlockRef after_epilogue = NULL, edge, done;
-  if (d->chunk) if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, d->chunk, gen_i64(g, k->chunks - 1), ""), &after_epilogue);
+  if (work == TILES_ADD) { /* the epilogue waits for the slices' sum */
+    gen_loop_end(g, &lnb, 0);
+    gen_loop_end(g, &lrb, 0);
+    return;
+  }
+  LLVMBasicBlockRef edge, done;
   /* a tile wholly inside the product: its vectors go out straight from the accumulators */
   LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
   LLVMBasicBlockRef whole = LLVMAppendBasicBlockInContext(g->ctx, fn, "whole");
@@ -162,7 +204,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMBuildCondBr(B, LLVMBuildAnd(B, lt(g, m, d->rows), lt(g, n, d->cols), ""), body, skip);
   LLVMPositionBuilderAtEnd(B, body);
   LLVMValueRef v = gen_load(g, g->i32, tile, add(g, mul(g, r, nr * lanes), c));
-  v = LLVMBuildSub(B, v, gen_load(g, g->i32, d->corr, n), "");
+  if (d->corr) v = LLVMBuildSub(B, v, gen_load(g, g->i32, d->corr, n), "");
   LLVMValueRef row = k->swap ? n : m, colx = k->swap ? m : n; /* of the product as stored */
   LLVMValueRef y;
   if (dot_out_s16(d)) { /* the sum itself, as the vector epilogue passes it: float bits */
@@ -179,7 +221,6 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   gen_loop_end(g, &lr, 0);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, done);
-  if (after_epilogue) if_end(g, after_epilogue);
   gen_loop_end(g, &lnb, 0);
   gen_loop_end(g, &lrb, 0);
 }
@@ -195,23 +236,25 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
   if (dot_out_s16(d)) gen_out_scale(g, scale); /* the sums' scale is the tensor's */
   g->scratch = d->p->scratch;
-  if (d->p->chunks) { /* dW, per chunk c: (unpack x,) pack, add the products */
-    int steps = d->p->unpacked ? 3 : 2;
-    LLVMValueRef phase = LLVMGetParam(fn, 1), step = rem_(g, phase, steps);
-    LLVMBasicBlockRef after;
-    g->phases = steps * d->p->chunks;
-    d->chunk = div_(g, phase, steps);
-    if (d->p->unpacked) {
-      if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, step, gen_i64(g, 0), ""), &after);
-      dot_unpack_x(d);
-      LLVMBuildRetVoid(g->b);
-      LLVMPositionBuilderAtEnd(g->b, after);
-    }
-    if_begin(g, LLVMBuildICmp(g->b, LLVMIntEQ, step, gen_i64(g, steps - 2), ""), &after);
+  if (d->p->chunks) { /* dW: each slice's chunks, then the slices' sum and the epilogue */
+    Phases ph;
+    gen_phases(g, &ph, 2);
+    Loop ls, lc;
+    int64_t C = d->p->chunks, S = d->p->slices;
+    d->slice = gen_loop_part(g, &ls, S, "slice");
+    LLVMValueRef c0 = div_(g, mul(g, d->slice, C), S), c1 = div_(g, mul(g, add(g, d->slice, gen_i64(g, 1)), C), S);
+    g->part = gen_i64(g, 0), g->nparts = gen_i64(g, 1); /* a slice's work is one part's */
+    d->chunk = gen_loop_range(g, &lc, c0, c1, "chunk");
+    d->first = LLVMBuildICmp(g->b, LLVMIntEQ, d->chunk, c0, "first");
+    if (d->p->unpacked) dot_unpack_x(d);
     dot_pack(d);
-    LLVMBuildRetVoid(g->b);
-    LLVMPositionBuilderAtEnd(g->b, after);
-    compute(d, out, scale, bias);
+    compute(d, out, scale, bias, TILES_ADD);
+    gen_loop_end(g, &lc, 0);
+    g->part = g->nparts = NULL;
+    gen_loop_end(g, &ls, 0);
+    d->slice = d->chunk = d->first = NULL;
+    gen_next_phase(g, &ph);
+    compute(d, out, scale, bias, TILES_SUM);
     LLVMBuildRetVoid(g->b);
     return fn;
   }
@@ -223,7 +266,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   }
   dot_pack(d);
   gen_next_phase(g, &ph);
-  compute(d, out, scale, bias);
+  compute(d, out, scale, bias, TILES_WHOLE);
   LLVMBuildRetVoid(g->b);
   return fn;
 }

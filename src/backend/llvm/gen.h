@@ -10,6 +10,9 @@ typedef struct {
   LLVMBuilderRef b;
   LLVMTypeRef i8, i32, i64, f32, f64, ptr, kernel_type, args_type;
   int64_t phases, scratch; /* of the kernel being generated: its entry in the kernel table */
+  /* NULL: the kernel's part and nparts parameters. Set (to 0 and 1) while generating work that
+   * one part does alone, so that the loops in it that split work in parts take all of it. */
+  LLVMValueRef part, nparts;
 } Gen;
 
 typedef struct { LLVMBasicBlockRef head, exit; LLVMValueRef iv; } Loop;
