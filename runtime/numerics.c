@@ -193,7 +193,7 @@ static void shift_block(void *ctx, int64_t row) {
   int g = j->group[c], shift = j->p->groups - 1 - g;
   for (int64_t i = 0; i < j->geo.inner; i++) {
     float v = ldexpf(j->x[base + i] * j->inv, g); /* x * (Qmax/R) * 2^g: one multiply, one exact scaling */
-    float u = rng_uniform(j->p->seed, j->p->stream, j->p->step, (uint64_t)(base + i));
+    float u = rng_uniform_halves(j->p->seed, j->p->stream, j->p->step, (uint64_t)(base + i));
     float q = nm_stochastic_round(v, u);
     q = q < -j->qmax ? -j->qmax : q > j->qmax ? j->qmax : q;
     j->qt[base + i] = (int8_t)((int)q * (1 << shift));

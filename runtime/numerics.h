@@ -68,7 +68,7 @@ int nm_group_of(float r, float R, int groups);
 
 typedef struct {
   int bits, groups;     /* groups <= nm_max_groups(bits) */
-  uint64_t seed, stream; /* stochastic rounding key: (seed, stream, step, element index) */
+  uint64_t seed, stream; /* stochastic rounding: u = rng_uniform_halves(seed, stream, step, element index) */
   int64_t step;
 } nm_sq_params;
 

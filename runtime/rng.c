@@ -21,6 +21,11 @@ float rng_uniform(uint64_t seed, uint64_t stream, int64_t step, uint64_t index) 
   return (float)(rng_bits(seed, stream, step, index) >> 40) * 0x1p-24f;
 }
 
+float rng_uniform_halves(uint64_t seed, uint64_t stream, int64_t step, uint64_t index) {
+  uint32_t word = (uint32_t)(rng_bits(seed, stream, step, index >> 1) >> (index & 1 ? 32 : 0));
+  return (float)(word >> 8) * 0x1p-24f;
+}
+
 float rng_normal(uint64_t seed, uint64_t stream, int64_t step, uint64_t index) {
   double u1 = ((double)(rng_bits(seed, stream, step, 2 * index) >> 11) + 1.0) * 0x1p-53; /* (0,1] */
   double u2 = (double)(rng_bits(seed, stream, step, 2 * index + 1) >> 11) * 0x1p-53;

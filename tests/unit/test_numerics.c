@@ -124,7 +124,7 @@ START_TEST(one_group_is_per_tensor) {
   ck_assert_float_eq(s, R / 7);
   float inv = 7 / R;
   for (int64_t i = 0; i < n; i++) {
-    float q = nm_stochastic_round(x[i] * inv, rng_uniform(p.seed, p.stream, p.step, (uint64_t)i));
+    float q = nm_stochastic_round(x[i] * inv, rng_uniform_halves(p.seed, p.stream, p.step, (uint64_t)i));
     q = fmaxf(-7, fminf(7, q));
     ck_assert_int_eq(qt[i], (int)q);
   }
@@ -133,18 +133,35 @@ START_TEST(one_group_is_per_tensor) {
 }
 END_TEST
 
-/* E[SR(v)] = v: the mean of N draws is within 5 standard errors (sqrt(f(1-f)/N) <= 0.5/sqrt(N)). */
+/* E[SR(v)] = v with the draws ShiftQuant takes: the mean of N draws is within 5 standard errors
+ * (sqrt(f(1-f)/N) <= 0.5/sqrt(N)). */
 START_TEST(stochastic_rounding_is_unbiased) {
   static const float values[] = {0.3f, -1.7f, 2.5f, 0.01f, -0.99f, 5.0f};
   const int N = 200000;
   for (size_t k = 0; k < sizeof values / sizeof *values; k++) {
     double sum = 0;
-    for (int i = 0; i < N; i++) sum += nm_stochastic_round(values[k], rng_uniform(9, k, 0, (uint64_t)i));
+    for (int i = 0; i < N; i++) sum += nm_stochastic_round(values[k], rng_uniform_halves(9, k, 0, (uint64_t)i));
     double bound = 5 * 0.5 / sqrt(N);
     ck_assert_msg(fabs(sum / N - values[k]) < bound, "SR(%g) averages %g (bound %g)", values[k], sum / N, bound);
   }
   ck_assert_float_eq(nm_stochastic_round(3.0f, 0.0f), 3.0f); /* integers never move */
   ck_assert_float_eq(nm_stochastic_round(-2.0f, 0.999f), -2.0f);
+}
+END_TEST
+
+/* Draws 2i and 2i+1 are the top 24 bits of rng_bits(i)'s low and high words, and the two are
+ * uncorrelated: the mean of (u0 - 1/2)(u1 - 1/2) is within 5 standard errors ((1/12)/sqrt(N)) of 0. */
+START_TEST(uniform_halves_take_both_words_of_a_draw) {
+  const int N = 200000;
+  double sum = 0;
+  for (int i = 0; i < N; i++) {
+    uint64_t bits = rng_bits(4, 5, 6, (uint64_t)i);
+    float u0 = rng_uniform_halves(4, 5, 6, 2 * (uint64_t)i), u1 = rng_uniform_halves(4, 5, 6, 2 * (uint64_t)i + 1);
+    ck_assert_float_eq(u0, (float)((uint32_t)bits >> 8) * 0x1p-24f);
+    ck_assert_float_eq(u1, (float)((uint32_t)(bits >> 32) >> 8) * 0x1p-24f);
+    sum += (u0 - 0.5) * (u1 - 0.5);
+  }
+  ck_assert_msg(fabs(sum / N) < 5 * (1.0 / 12) / sqrt(N), "pairs correlate: %g", sum / N);
 }
 END_TEST
 
@@ -468,6 +485,7 @@ int main(void) {
   tcase_add_test(t, one_shifted_gemm_equals_per_group_gemms);
   tcase_add_test(t, one_group_is_per_tensor);
   tcase_add_test(t, stochastic_rounding_is_unbiased);
+  tcase_add_test(t, uniform_halves_take_both_words_of_a_draw);
   tcase_add_test(t, zero_and_empty_tensors);
   tcase_add_test(t, first_nonfinite_finds_the_lowest_index);
   tcase_add_test(t, nan_inf_and_unscalable_ranges_are_reported);

@@ -78,9 +78,12 @@ LLVMValueRef gen_masked_gather(Gen *g, LLVMTypeRef vt, LLVMValueRef ptrs, LLVMVa
 LLVMValueRef gen_var(Gen *g, LLVMValueRef init, const char *name);
 LLVMValueRef gen_get(Gen *g, LLVMValueRef var);
 
-/* ---- random numbers (rng.c): rng_uniform(seed, stream, step, index) of runtime/rng.h ---- */
+/* ---- random numbers (rng.c): rng_uniform and rng_uniform_halves of runtime/rng.h ---- */
 LLVMValueRef gen_rng_key(Gen *g, uint64_t stream);                 /* the index-independent part */
 LLVMValueRef gen_rng_uniform(Gen *g, LLVMValueRef key, LLVMValueRef index);
+LLVMValueRef gen_rng_uniform_halves(Gen *g, LLVMValueRef key, LLVMValueRef index);
+/* draws index .. index + 15 (index even) of rng_uniform_halves: 8 hashes */
+LLVMValueRef gen_rng_uniform_halves16(Gen *g, LLVMValueRef key, LLVMValueRef index);
 
 /* A stack slot in the function's entry block (promoted to a register by the optimizer). */
 LLVMValueRef gen_entry_alloca(Gen *g, LLVMTypeRef t, const char *name);

@@ -96,9 +96,11 @@ static LLVMValueRef const_string(Gen *g, const char *name, const char *text) {
   return gv;
 }
 
-static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *plan, const LlvmTarget *t) {
+/* the kernels may ask the layout (its byte order), so it is set before they are built */
+static LLVMModuleRef build_module(Gen *g, const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, LLVMTargetDataRef layout) {
   g->mod = LLVMModuleCreateWithNameInContext(gr->name, g->ctx);
   LLVMSetTarget(g->mod, t->triple);
+  LLVMSetModuleDataLayout(g->mod, layout);
   char *ir = ir_print(gr);
   const_string(g, "sq__graph_ir", ir);
   free(ir);
@@ -146,25 +148,26 @@ int llvm_emit(const Graph *gr, const KernelPlan *plan, const LlvmTarget *t, Llvm
   g.f32 = LLVMFloatTypeInContext(g.ctx), g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
   g.f64 = LLVMDoubleTypeInContext(g.ctx);
   gen_args_init(&g);
-  LLVMModuleRef mod = build_module(&g, gr, plan, t);
   char *msg = NULL;
+  LLVMTargetRef target;
+  if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
+    fprintf(err, "sqc: error: LLVM has no target for %s: %s\n", t->triple, msg);
+    LLVMDisposeMessage(msg);
+    LLVMDisposeBuilder(g.b);
+    LLVMContextDispose(g.ctx);
+    return 0;
+  }
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, LLVMCodeGenLevelAggressive,
+                                                    LLVMRelocPIC, LLVMCodeModelDefault);
+  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+  LLVMModuleRef mod = build_module(&g, gr, plan, t, layout);
+  LLVMDisposeTargetData(layout);
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
     char *dump = LLVMPrintModuleToString(mod);
     fprintf(err, "%s\n", dump);
     SQ_INTERNAL("the generated LLVM module is invalid: %s", msg);
   }
   LLVMDisposeMessage(msg);
-  LLVMTargetRef target;
-  if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
-    fprintf(err, "sqc: error: LLVM has no target for %s: %s\n", t->triple, msg);
-    LLVMDisposeMessage(msg);
-    return 0;
-  }
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, LLVMCodeGenLevelAggressive,
-                                                    LLVMRelocPIC, LLVMCodeModelDefault);
-  LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(mod, layout);
-  LLVMDisposeTargetData(layout);
   LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
   LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, opts);
   LLVMDisposePassBuilderOptions(opts);

@@ -156,6 +156,29 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
   gen_loop_end(g, &l, 0);
 }
 
+/* q[e] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g) with u = rng_uniform_halves(key, e): one
+ * element, or (vec) elements e .. e + 15 from an even e, whose 16 draws take 8 hashes */
+static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
+                     LLVMValueRef shift, LLVMValueRef key, float qmax, int vec) {
+  LLVMValueRef xe, u;
+  if (vec) {
+    xe = LLVMBuildLoad2(g->b, LLVMVectorType(g->f32, 16), gen_at(g, g->f32, x, e), "x");
+    LLVMSetAlignment(xe, 4);
+    u = gen_rng_uniform_halves16(g, key, e);
+  } else {
+    xe = gen_load(g, g->f32, x, e);
+    u = gen_rng_uniform_halves(g, key, e);
+  }
+  LLVMValueRef v = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, xe, gen_splat_like(g, inv, xe), ""), gen_splat_like(g, pow2, xe), "v");
+  LLVMValueRef f = gen_intrinsic(g, "llvm.floor", v), one = gen_splat_like(g, gen_f32c(g, 1), v), zero = LLVMConstNull(LLVMTypeOf(v));
+  LLVMValueRef up = LLVMBuildFCmp(g->b, LLVMRealOLT, u, LLVMBuildFSub(g->b, v, f, ""), "");
+  LLVMValueRef sr = LLVMBuildFAdd(g->b, f, LLVMBuildSelect(g->b, up, one, zero, ""), "sr");
+  LLVMTypeRef ti = vec ? LLVMVectorType(g->i32, 16) : g->i32, t8 = vec ? LLVMVectorType(g->i8, 16) : g->i8;
+  LLVMValueRef qi = LLVMBuildFPToSI(g->b, clamp(g, sr, -qmax, qmax), ti, "");
+  LLVMValueRef out = LLVMBuildTrunc(g->b, LLVMBuildShl(g->b, qi, gen_splat_like(g, shift, qi), ""), t8, ""); /* * 2^shift */
+  LLVMSetAlignment(LLVMBuildStore(g->b, out, gen_at(g, g->i8, q, e)), 1);
+}
+
 static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
   int64_t C = k->channels, inner = k->inner, G = k->groups;
   float qmax = (float)((1 << (k->bits - 1)) - 1);
@@ -230,20 +253,22 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
     row = gen_loop_part(g, &l, k->outer * C, "row");
     gi = gen_load(g, g->i32, groups, LLVMBuildSRem(g->b, row, gen_i64(g, C), ""));
   }
-  /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and 2^(G-1-g) as an int */
+  /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and the shift G-1-g */
   LLVMValueRef pow2 = LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, LLVMBuildAdd(g->b, gi, LLVMConstInt(g->i32, 127, 0), ""),
                                                           LLVMConstInt(g->i32, 23, 0), ""), g->f32, "pow2");
-  LLVMValueRef mult = LLVMBuildShl(g->b, LLVMConstInt(g->i32, 1, 0), LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, ""), "");
-  if (inner > 1) {
-    j = gen_loop_begin(g, &li, gen_i64(g, inner), "j");
-    e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, inner), ""), j, "e");
+  LLVMValueRef shift = LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, "shift");
+  int64_t vecs = inner % 2 == 0 ? inner / 16 : 0; /* an even row length: rows start on a pair */
+  LLVMValueRef first = inner > 1 ? LLVMBuildMul(g->b, row, gen_i64(g, inner), "first") : NULL;
+  if (vecs) {
+    j = gen_loop_begin(g, &li, gen_i64(g, vecs), "j16");
+    sr_store(g, x, q, LLVMBuildAdd(g->b, first, LLVMBuildMul(g->b, j, gen_i64(g, 16), ""), "e"), inv, pow2, shift, key, qmax, 1);
+    gen_loop_end(g, &li, 0);
   }
-  LLVMValueRef v = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, gen_load(g, g->f32, x, e), inv, ""), pow2, "v");
-  LLVMValueRef u = gen_rng_uniform(g, key, e), f = gen_intrinsic(g, "llvm.floor", v);
-  LLVMValueRef up = LLVMBuildFCmp(g->b, LLVMRealOLT, u, LLVMBuildFSub(g->b, v, f, ""), "");
-  LLVMValueRef sr = LLVMBuildFAdd(g->b, f, LLVMBuildSelect(g->b, up, gen_f32c(g, 1), gen_f32c(g, 0), ""), "sr");
-  LLVMValueRef qi = LLVMBuildFPToSI(g->b, clamp(g, sr, -qmax, qmax), g->i32, "");
-  gen_store(g, LLVMBuildTrunc(g->b, LLVMBuildMul(g->b, qi, mult, ""), g->i8, ""), q, e);
+  if (inner > 1) {
+    j = gen_loop_range(g, &li, gen_i64(g, vecs * 16), gen_i64(g, inner), "j");
+    e = LLVMBuildAdd(g->b, first, j, "e");
+  }
+  sr_store(g, x, q, e, inv, pow2, shift, key, qmax, 0);
   gen_loop_end(g, &li, 0);
   gen_loop_end(g, &l, 0);
 }
