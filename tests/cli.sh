@@ -188,14 +188,16 @@ expect kir-u-in-place 0 "kp=576 mp=3136 np=32 channels-last pad=1 u-in-place run
 expect kir-u-transposed 0 "tile=6x4 swap u-transposed kp=16 mp=3138" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
 # sums16: a convolution's sums kept as s16 where they provably fit and only batchnorms read them
 sums16="$root/tests/models/sums16.sq"
-expect sums16-kept 0 "sums16=1} : s16[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
-expect sums16-too-wide 0 "sums16=0} : f32[3,8,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
-expect sums16-bias 0 "bias=1, sums16=0} : f32[3,4,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-kept 0 "sums16=1, chansums=1} : s16[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-too-wide 0 "sums16=0, chansums=0} : f32[3,8,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-bias 0 "bias=1, sums16=0, chansums=0} : f32[3,4,2,2]" -- "$sqc" "$sums16" --batch 3 --dump-after=fuse -o "$tmp/s.so"
 expect sums16-kir 0 "k=3 s=2 p=1 g=1 u4 x i4 acc=i32 out=s16" -- "$sqc" "$sums16" --batch 3 --emit=kir
 # L1 statistics of s16 sums are integer sums (nm_bn_stats_s16); L2's stay double sums of the floats
-expect int-stats-l1 0 "inner=784] x=s16 stats=int scratch=" -- "$sqc" "$root/examples/cnn.sq" --emit=kir
+expect int-stats-l1 0 "inner=784] x=s16 stats=int sums given scratch=" -- "$sqc" "$root/examples/cnn.sq" --emit=kir
+# ...whose first pass, each channel's sum, the convolution's epilogue takes (chansums)
+expect chansums 0 "acc=i32 out=s16 +chansums" -- "$sqc" "$root/examples/cnn.sq" --emit=kir
 expect int-stats-not-l2 0 "inner=784] x=s16 scratch=" -- "$sqc" "$root/examples/cnn.sq" --norm l2 --emit=kir
-expect sums16-8bit 0 "sums16=0} : f32[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --bits 8 --dump-after=fuse -o "$tmp/s.so"
+expect sums16-8bit 0 "sums16=0, chansums=0} : f32[3,36,5,5]" -- "$sqc" "$sums16" --batch 3 --bits 8 --dump-after=fuse -o "$tmp/s.so"
 expect kir-u-whole 0 "tile=8x2 bias_u=128 kp=12288" -- "$sqc" "$root/tests/models/wide.sq" --bits 4 --batch 8 --target=znver4 --emit=kir
 # --tune: other register tiles, the same bits; bad tuning files are diagnostics
 printf 'vpdpbusd: {mr: 4, nr: 2}\nvpmaddubsw: {mr: 3, nr: 3}\nsdot: {mr: 3, nr: 5}\n' >"$tmp/tiles.yaml"

@@ -255,6 +255,10 @@ int64_t ir_aux_bytes(const Node *n) {
   if (n->kind != NK_OP) return 0;
   if (n->op == OP_batchnorm_pool) return shape_numel(&n->shape); /* a code byte per pooled value */
   if ((n->op == OP_batchnorm_dx || n->op == OP_batchnorm_pool_dx) && ir_int(n, "ranges")) return 4 * n->shape.d[1];
+  if (n->op == OP_qconv2d && ir_int(n, "chansums")) {
+    int64_t e = shape_numel(&n->shape);
+    return ir_s16_sums_at(e) - 2 * e + 8 * n->shape.d[1];
+  }
   return 0;
 }
 
@@ -263,7 +267,7 @@ int64_t ir_tensor_bytes(const Node *n) {
   switch (n->dtype) {
   case DT_Q8: return e;
   case DT_Q4: return nm_q_bytes(e, 1);
-  case DT_S16: return 2 * e;
+  case DT_S16: return 2 * e + ir_aux_bytes(n);
   case DT_VOID: return 0;
   default: return 4 * e + ir_aux_bytes(n);
   }

@@ -115,8 +115,10 @@ int ir_nin(const Node *n); /* the inputs n's op and attributes call for */
 int64_t shape_numel(const Shape *s); /* -1 on overflow */
 int64_t ir_tensor_bytes(const Node *n); /* of the node's tensor (q4: two elements a byte), ir_aux_bytes included */
 /* bytes an op keeps after its tensor's values: batchnorm_pool's code byte per pooled value, a
- * batchnorm dx's channel ranges (ops.def) */
+ * batchnorm dx's channel ranges, a qconv2d's channel sums (ops.def) */
 int64_t ir_aux_bytes(const Node *n);
+/* where a qconv2d's channel sums start: bytes from its tensor's start (n s16 values, 8-aligned) */
+static inline int64_t ir_s16_sums_at(int64_t n) { return (2 * n + 7) / 8 * 8; }
 int shape_eq(const Shape *a, const Shape *b);
 Shape shape_make(int rank, const int64_t *d);
 char *type_str(DType dt, const Shape *s); /* "f32[128,784]", malloc'd */

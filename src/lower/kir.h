@@ -92,6 +92,7 @@ typedef struct {
   KElem a, b; /* fwd: x, w; dx: dy, w; dw: dy, x */
   int bias;   /* fwd: input 2 is a bias of O floats */
   int out_s16; /* fwd: the output is s16: each sum as int16, the scale sa * sb its tensor's */
+  int chansums; /* fwd, s16: each output channel's sum after the values (ops.def's chansums) */
   /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
    * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.
    * The reduction of fwd and dx runs over (kh, kw, channel): a tap is a run of channels in the
@@ -162,6 +163,7 @@ typedef struct {
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int x_s16;              /* batchnorms: x is s16 (a convolution's sums and their scale) */
   int int_stats;          /* batchnorm_stats of s16 x: integer L1 statistics (nm_bn_int_stats) */
+  int chansums;           /* int_stats: each channel's sum of x is given after x (ops.def) */
   int64_t vocab;          /* embedding */
   uint64_t stream;        /* shiftquant, dropout */
   double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */

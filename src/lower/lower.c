@@ -145,7 +145,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   *k = (ConvKernel){.node = n->id, .kind = kind, .N = x->d[0], .C = x->d[1], .H = x->d[2], .W = x->d[3], .O = w->d[0],
                     .k = ir_int(n, "kernel"), .s = ir_int(n, "stride"), .p = ir_int(n, "padding"), .g = ir_int(n, "groups"),
                     .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .bias = kind == CONV_FWD && ir_has_bias(n),
-                    .out_s16 = n->dtype == DT_S16};
+                    .out_s16 = n->dtype == DT_S16, .chansums = n->op == OP_qconv2d && ir_int(n, "chansums")};
   k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
   k->Wo = (k->W + 2 * k->p - k->k) / k->s + 1;
   double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
@@ -298,6 +298,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->l2 = n->op == OP_l2_batchnorm || (n->op == OP_batchnorm_stats && ir_int(n, "l2"));
     if (n->op != OP_batchnorm_stats) k->momentum = ir_num(n, "momentum"), k->relu = (int)ir_int(n, "relu");
     k->int_stats = n->op == OP_batchnorm_stats && k->x_s16 && nm_bn_int_stats(k->l2, k->outer * k->inner, k->inner);
+    k->chansums = k->int_stats && ir_int(n, "chansums");
     k->scratch = kir_bn_scratch(k->channels);
     return 1;
   case OP_batchnorm_dparams: case OP_batchnorm_dx: /* eps is in the statistics */
@@ -419,7 +420,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               ir_node(g, k->node)->name, op_info[ir_node(g, k->node)->op].name, kinds[k->kind], (long long)k->N,
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
-              k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "", k->out_s16 ? " out=s16" : "");
+              k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "", k->out_s16 ? (k->chansums ? " out=s16 +chansums" : " out=s16") : "");
     print_dot(&b, &k->dp);
   }
   for (int i = 0; i < p->ew.n; i++) {
@@ -447,7 +448,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->op == OP_quantize) sb_printf(&b, " absmax blocks of %lld", (long long)k->block);
     if (k->relu) sb_puts(&b, " relu");
     if (k->x_s16) sb_puts(&b, " x=s16");
-    if (k->int_stats) sb_puts(&b, " stats=int");
+    if (k->int_stats) sb_puts(&b, k->chansums ? " stats=int sums given" : " stats=int");
     if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);

@@ -21,7 +21,7 @@ typedef struct {
   int hidden; /* set by the compiler, not the user */
 } AttrSpec;
 
-enum { SQ_MAX_ATTRS = 9, SQ_MAX_IN = 6 };
+enum { SQ_MAX_ATTRS = 10, SQ_MAX_IN = 6 };
 
 struct Node;
 struct ShapeCtx;

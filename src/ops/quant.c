@@ -188,6 +188,11 @@ int qconv2d_ref(RefCtx *c, const Node *n) {
       y->s16[i] = (int16_t)acc[i];
     }
     y->scale = x->scale * w->scale;
+    if (ok && ir_int(n, "chansums")) { /* and each channel's sum of them */
+      int64_t *sums = channel_sums_of(y), hw = q.Ho * q.Wo;
+      for (int64_t o = 0; o < q.O; o++) sums[o] = 0;
+      for (int64_t i = 0; i < y->n; i++) sums[(i / hw) % q.O] += acc[i];
+    }
   } else {
     ok = finish_acc(c, n, acc, y->n, x->scale * w->scale, b, q.Ho * q.Wo, q.O, y->f);
   }

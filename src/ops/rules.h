@@ -82,6 +82,8 @@ static inline uint8_t *batchnorm_pool_codes(const Tensor *t) { return (uint8_t *
 /* a batchnorm dx's channel ranges (ops.def): the largest |x| of each channel of x [N, C, ...] by
  * the bits of |x| (a NaN above an Inf above every finite value), after x's values */
 static inline float *channel_ranges_of(const Tensor *t) { return t->f + t->n; }
+/* a qconv2d's channel sums (chansums = 1), after its s16 values */
+static inline int64_t *channel_sums_of(const Tensor *t) { return (int64_t *)(void *)((char *)t->s16 + ir_s16_sums_at(t->n)); }
 void channel_ranges_ref(const Tensor *x, float *ranges);
 void maxpool_codes_ref(const Node *n, const Tensor *x, int relu, uint8_t *codes);
 void maxpool_route_ref(const Node *n, const float *dy, const uint8_t *codes, const Tensor *x, float *dx);

@@ -19,11 +19,16 @@
  *  - a qconv2d without bias that only batchnorms read (as their x), whose sums provably fit in
  *    16 bits (taps x the largest |x| x the largest |w| <= 32767): keeps its sums as s16 with
  *    the scale (sums16 = 1), half the bytes of the floats each batchnorm pass reads; the
- *    batchnorms compute each value from them exactly as the float was computed.
+ *    batchnorms compute each value from them exactly as the float was computed;
+ *  - such a qconv2d whose sums a batchnorm_stats takes for integer (L1) statistics: the
+ *    qconv2d's epilogue also sums each channel (chansums = 1), and the statistics take those
+ *    sums (chansums = 1) instead of a first pass over the sums; integers add up exactly in any
+ *    order, so no bit changes.
  * Expects: the backward graph (after autodiff: gradient rules never see a folded relu).
  * Guarantees: the graph computes the same values with fewer nodes. */
 #include <stdlib.h>
 #include <string.h>
+#include "../../runtime/numerics.h"
 #include "../ops/rules.h"
 #include "passes.h"
 
@@ -175,6 +180,17 @@ static void fuse_sums16(Graph *g, int id) {
   n->dtype = DT_S16;
 }
 
+static void fuse_chansums(Graph *g, int s) {
+  Node *st = ir_node(g, s);
+  if (st->kind != NK_OP || st->op != OP_batchnorm_stats || st->shape.rank != 2) return;
+  Node *conv = ir_in(g, st, 0);
+  if (conv->kind != NK_OP || conv->op != OP_qconv2d || !ir_int(conv, "sums16")) return;
+  const Shape *x = &conv->shape;
+  if (!nm_bn_int_stats((int)ir_int(st, "l2"), x->d[0] * x->d[2] * x->d[3], x->d[2] * x->d[3])) return;
+  ir_set_num(conv, "chansums", 1);
+  ir_set_num(st, "chansums", 1);
+}
+
 int pass_fuse(Graph *g, PassCtx *c) {
   (void)c;
   int n = g->nodes.n;
@@ -211,6 +227,7 @@ int pass_fuse(Graph *g, PassCtx *c) {
   ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_ranges(g, s);
   for (int s = 0; s < g->nodes.n; s++) fuse_sums16(g, s);
+  for (int s = 0; s < g->nodes.n; s++) fuse_chansums(g, s);
   free(to);
   free(dead);
   return 1;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "../../runtime/numerics.h"
 #include "../../runtime/rng.h"
+#include "../../src/ops/rules.h"
 #include "../../tools/data/fashion_mnist.h"
 #include "harness.h"
 
@@ -160,6 +161,43 @@ START_TEST(fuse_and_memplan_keep_the_bits) {
     ir_free(plain), ir_free(fused);
   }
   ck_assert_msg(integer > 0, "no model's L1 statistics became integer sums");
+}
+END_TEST
+
+/* A convolution whose s16 sums feed integer statistics keeps each channel's sum after them
+ * (chansums), as the reference body writes them: a generated statistics kernel takes them from
+ * there when the convolution's kernel fails over to this body. */
+START_TEST(convolution_keeps_its_channel_sums) {
+  char *src = read_source("examples/cnn.sq");
+  Graph *g = fused_graph("examples/cnn.sq", src, 3, NORM_L1);
+  Interp *it = interp_new(g, 1);
+  random_batch(it, g, 0);
+  ck_assert_msg(interp_forward(it, 1), "%s", interp_error(it));
+  int convs = 0, stats = 0;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = ir_node(g, i);
+    if (n->kind != NK_OP || (n->op != OP_qconv2d && n->op != OP_batchnorm_stats) || !ir_int(n, "chansums")) continue;
+    if (n->op == OP_batchnorm_stats) {
+      stats++;
+      ck_assert(ir_int(ir_in(g, n, 0), "chansums"));
+      continue;
+    }
+    ck_assert_int_eq(n->op, OP_qconv2d);
+    convs++;
+    const Tensor *t = interp_tensor(it, i);
+    int64_t C = t->d[1], hw = t->d[2] * t->d[3];
+    for (int64_t c = 0; c < C; c++) {
+      int64_t s = 0;
+      for (int64_t o = 0; o < t->d[0]; o++)
+        for (int64_t e = 0; e < hw; e++) s += t->s16[(o * C + c) * hw + e];
+      ck_assert_msg(channel_sums_of(t)[c] == s, "%s: channel %lld sums to %lld, not %lld", n->name, (long long)c,
+                    (long long)channel_sums_of(t)[c], (long long)s);
+    }
+  }
+  ck_assert_msg(convs == 2 && stats == 2, "%d convolutions and %d statistics with chansums", convs, stats);
+  interp_free(it);
+  ir_free(g);
+  free(src);
 }
 END_TEST
 
@@ -393,6 +431,7 @@ int main(void) {
   tcase_set_timeout(t, 300);
   tcase_add_test(t, same_seed_same_bits);
   tcase_add_test(t, fuse_and_memplan_keep_the_bits);
+  tcase_add_test(t, convolution_keeps_its_channel_sums);
   tcase_add_test(t, initialisation_follows_the_graph);
   tcase_add_test(t, optimizer_updates_match_their_formulas);
   tcase_add_test(t, bad_steps_leave_parameters_unchanged);

@@ -388,7 +388,7 @@ static LLVMValueRef below_mean(Bn *b, LLVMValueRef v, LLVMValueRef down) {
 }
 
 /* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
- * Pass 1 sums v (acc 0) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
+ * Pass 1 sums v (acc 0; with chansums the convolution's epilogue did, given_means) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
  * and r = S - q*m (K_B) as int32, and the sign thresholds; pass 2 sums |v - q| (acc 0), counts
  * v > q (acc 2) and the signs of x - mean (acc 1). A row's integer sums run in int32 lanes
  * (nm_bn_int_stats bounds them) and join the channel's int64 lanes at its end; integers add
@@ -439,10 +439,10 @@ static void int_sum_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   int_row_vectors(b, x_at(b, ic->r->x, row), int_add_v, ic);
   add_wide(b, ic->r->a.var[0], gen_get(b->g, ic->row_sum));
 }
-static void store_int_mean(Bn *b, LLVMValueRef c, void *ctx) {
+/* channel c's constants from its sum S (int64) */
+static void int_mean(Bn *b, LLVMValueRef c, LLVMValueRef S) {
   Gen *g = b->g;
-  IntCtx *ic = ctx;
-  LLVMValueRef S = gen_intrinsic(g, "llvm.vector.reduce.add", gen_get(g, ic->r->a.var[0])), m = gen_i64(g, (int64_t)count(b));
+  LLVMValueRef m = gen_i64(g, (int64_t)count(b));
   LLVMValueRef sx = LLVMBuildFMul(B, LLVMBuildSIToFP(B, S, g->f64, ""), LLVMBuildFPExt(B, b->xscale, g->f64, ""), "");
   LLVMValueRef mean = LLVMBuildFPTrunc(B, LLVMBuildFDiv(B, sx, gen_f64c(g, count(b)), ""), g->f32, "mean");
   cstore(b, mean, consts(b, K_MEAN), c);
@@ -453,6 +453,20 @@ static void store_int_mean(Bn *b, LLVMValueRef c, void *ctx) {
   r = LLVMBuildSelect(B, neg, LLVMBuildAdd(B, r, m, ""), r, "r");
   LLVMBuildStore(B, LLVMBuildTrunc(B, q, g->i32, ""), int_const(b, K_A, c));
   LLVMBuildStore(B, LLVMBuildTrunc(B, r, g->i32, ""), int_const(b, K_B, c));
+}
+static void store_int_mean(Bn *b, LLVMValueRef c, void *ctx) {
+  int_mean(b, c, gen_intrinsic(b->g, "llvm.vector.reduce.add", gen_get(b->g, ((IntCtx *)ctx)->r->a.var[0])));
+}
+/* chansums: each channel's S is given after x (the convolution's epilogue added them up) */
+static void given_means(Bn *b, LLVMValueRef x) {
+  Gen *g = b->g;
+  const ChanKernel *k = b->k;
+  LLVMValueRef lo, hi, sums = gen_at(g, g->i8, x, gen_i64(g, ir_s16_sums_at(k->outer * k->channels * k->inner)));
+  gen_part_range(g, units(b), &lo, &hi);
+  Loop l;
+  LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
+  int_mean(b, c, gen_load(g, g->i64, sums, c));
+  gen_loop_end(g, &l, 0);
 }
 static void int_dev_v(Bn *b, LLVMValueRef v, LLVMValueRef on, void *ctx) {
   IntCtx *ic = ctx;
@@ -503,7 +517,8 @@ static void stats_int(Bn *b, LLVMValueRef out) {
   LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES), vq = LLVMVectorType(g->i64, NM_LANES);
   RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}}};
   IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL, NULL, NULL};
-  reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
+  if (b->k->chansums) given_means(b, r.x);
+  else reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
   r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}};
   reduce_units(b, &r.a, int_dev_row, store_int_stats, &ic);
 }

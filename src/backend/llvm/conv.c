@@ -3,8 +3,10 @@
  * padding contribute 0: their index is clamped to 0 (a valid address) and the product is
  * selected away (+0.0 never changes a float sum that started at +0.0), so the loops have no
  * branches. Integer outputs dequantize as the reference: (float)acc * (scale_a * scale_b) +
- * bias (or + 0.0); float ones add the bias. Parts split the outermost loop. */
+ * bias (or + 0.0); float ones add the bias. Parts split the outermost loop. With chansums, a
+ * first phase zeroes the channel sums and each output plane adds its sum to its channel's. */
 #include <llvm-c/Core.h>
+#include "../../ir/graph.h"
 #include "gen.h"
 
 typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; int flt, s16; } Dot;
@@ -75,7 +77,20 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   int64_t cpg = k->C / k->g, opg = k->O / k->g;
   Loop l1, l2, l3, l4, r1, r2, r3;
   if (k->kind == CONV_FWD) { /* a = x, b = w, in[2] = the bias if any */
+    LLVMValueRef sums = NULL, plane = NULL;
+    if (k->chansums) {
+      Phases ph;
+      sums = LLVMBuildGEP2(g->b, g->i8, out, (LLVMValueRef[]){c64(g, ir_s16_sums_at(k->N * k->O * k->Ho * k->Wo))}, 1, "sums");
+      gen_phases(g, &ph, 2);
+      LLVMValueRef part0 = LLVMBuildICmp(g->b, LLVMIntEQ, gen_part(g), c64(g, 0), "");
+      LLVMValueRef oz = gen_loop_begin(g, &l2, LLVMBuildSelect(g->b, part0, c64(g, k->O), c64(g, 0), ""), "o");
+      LLVMBuildStore(g->b, c64(g, 0), LLVMBuildGEP2(g->b, g->i64, sums, &oz, 1, ""));
+      gen_loop_end(g, &l2, 0);
+      gen_next_phase(g, &ph);
+      plane = gen_entry_alloca(g, g->i64, "plane");
+    }
     LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), o = gen_loop_begin(g, &l2, c64(g, k->O), "o");
+    if (plane) LLVMBuildStore(g->b, c64(g, 0), plane);
     LLVMValueRef g0 = mul(g, LLVMBuildSDiv(g->b, o, c64(g, opg), ""), c64(g, cpg));
     LLVMValueRef oh = gen_loop_begin(g, &l3, c64(g, k->Ho), "oh"), ow = gen_loop_begin(g, &l4, c64(g, k->Wo), "ow");
     LLVMBuildStore(g->b, acc_zero, d.acc);
@@ -90,7 +105,15 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     gen_loop_end(g, &r3, 0), gen_loop_end(g, &r2, 0), gen_loop_end(g, &r1, 0);
     LLVMValueRef bias = k->bias ? LLVMBuildLoad2(g->b, g->f32, LLVMBuildGEP2(g->b, g->f32, ptrs[2], &o, 1, ""), "bias") : NULL;
     store_output(&d, out, lin(g, lin(g, lin(g, nn, k->O, o), k->Ho, oh), k->Wo, ow), scale, bias);
-    gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0), gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
+    if (plane) {
+      LLVMValueRef v = LLVMBuildSExt(g->b, LLVMBuildLoad2(g->b, g->i32, d.acc, ""), g->i64, "");
+      LLVMBuildStore(g->b, add(g, LLVMBuildLoad2(g->b, g->i64, plane, ""), v), plane);
+    }
+    gen_loop_end(g, &l4, 0), gen_loop_end(g, &l3, 0);
+    if (plane) /* integer adds: exact in any order, whichever part comes first */
+      LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, LLVMBuildGEP2(g->b, g->i64, sums, &o, 1, ""),
+                         LLVMBuildLoad2(g->b, g->i64, plane, ""), LLVMAtomicOrderingMonotonic, 0);
+    gen_loop_end(g, &l2, 0), gen_loop_end(g, &l1, 0);
   } else if (k->kind == CONV_DX) { /* a = dy, b = w: gather every output tap that reads x[n,c,ih,iw] */
     LLVMValueRef nn = gen_loop_part(g, &l1, k->N, "n"), c = gen_loop_begin(g, &l2, c64(g, k->C), "c");
     LLVMValueRef grp = LLVMBuildSDiv(g->b, c, c64(g, cpg), ""), ci = LLVMBuildSRem(g->b, c, c64(g, cpg), "");

@@ -106,4 +106,13 @@ void dot_epilogue_transposed(Dot *d, LLVMValueRef bt, LLVMValueRef m0, LLVMValue
 int dot_out_s16(const Dot *d);
 /* y (a value or a vector of the epilogue's) to out[at], masked when mask is not NULL */
 void dot_store_out(Dot *d, LLVMValueRef y, LLVMValueRef out, LLVMValueRef at, LLVMValueRef mask);
+
+/* ---- a convolution's channel sums (dot_sums.c) ---- */
+int dot_chansums(const Dot *d);
+void dot_sums_zero(Dot *d, LLVMValueRef out);   /* part 0, a phase before any sums are added */
+LLVMValueRef dot_sums_begin(Dot *d);             /* the part's own sums, zeroed, on its stack */
+/* a whole tile's rows (accumulators less corrections) into the part's sums at columns n0 on */
+void dot_sums_add_tile(Dot *d, LLVMValueRef part, LLVMValueRef n0, LLVMValueRef acc[][MAX_NR]);
+void dot_sums_add_one(Dot *d, LLVMValueRef out, LLVMValueRef col, LLVMValueRef v); /* an edge element */
+void dot_sums_end(Dot *d, LLVMValueRef part, LLVMValueRef out); /* the part's sums into the tensor's */
 #endif

@@ -87,6 +87,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef tile = gen_entry_alloca(g, LLVMArrayType(g->i32, (unsigned)(mr * nr * lanes)), "tile");
   Loop lrb, lnb, lk, lr, lc;
   int64_t rblocks = k->mp / mr;
+  LLVMValueRef part_sums = dot_chansums(d) ? dot_sums_begin(d) : NULL;
   LLVMValueRef rb = gen_loop_part(g, &lrb, d->batch * rblocks, "rowblock");
   LLVMValueRef bt = LLVMBuildSDiv(B, rb, gen_i64(g, rblocks), "bt"), m0 = mul(g, LLVMBuildSRem(B, rb, gen_i64(g, rblocks), ""), mr);
   dot_batch_views(d, bt);
@@ -171,6 +172,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   edge = LLVMAppendBasicBlockInContext(g->ctx, fn, "edge"), done = LLVMAppendBasicBlockInContext(g->ctx, fn, "written");
   LLVMBuildCondBr(B, LLVMBuildAnd(B, lt(g, m0, d->rows - mr + 1), lt(g, n0, d->cols - nr * lanes + 1), ""), whole, edge);
   LLVMPositionBuilderAtEnd(B, whole);
+  if (part_sums) dot_sums_add_tile(d, part_sums, n0, acc);
   int transposed = dot_epilogue_transposes(d), planes = transposed && !k->swap;
   LLVMBasicBlockRef split = NULL;
   if (planes) { /* a convolution's pixels are contiguous only within one image */
@@ -209,6 +211,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMValueRef y;
   if (dot_out_s16(d)) { /* the sum itself, as the vector epilogue passes it: float bits */
     y = LLVMBuildBitCast(B, v, g->f32, "sum");
+    if (part_sums) dot_sums_add_one(d, out, colx, v);
   } else {
     y = LLVMBuildFMul(B, LLVMBuildSIToFP(B, v, g->f32, ""), scale, "deq");
     y = LLVMBuildFAdd(B, y, bias ? gen_load(g, g->f32, bias, colx) : gen_f32c(g, 0.0f), "y");
@@ -223,6 +226,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMPositionBuilderAtEnd(B, done);
   gen_loop_end(g, &lnb, 0);
   gen_loop_end(g, &lrb, 0);
+  if (part_sums) dot_sums_end(d, part_sums, out);
 }
 #undef B
 
@@ -260,6 +264,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   }
   Phases ph;
   gen_phases(g, &ph, d->p->chlast ? 3 : 2);
+  if (dot_chansums(d)) dot_sums_zero(d, out); /* before the last phase adds to them */
   if (d->p->chlast) {
     dot_channels_last(d);
     gen_next_phase(g, &ph);
