@@ -146,6 +146,13 @@ LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x) {
   return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, id, &t, 1), fn, &x, 1, "");
 }
 
+LLVMValueRef gen_fmuladd(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef t = LLVMTypeOf(a);
+  unsigned id = LLVMLookupIntrinsicID("llvm.fmuladd", 12);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(g->mod, id, &t, 1), args[3] = {a, b, c};
+  return LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, id, &t, 1), fn, args, 3, "");
+}
+
 LLVMValueRef gen_finite(Gen *g, LLVMValueRef x) {
   LLVMValueRef a = gen_intrinsic(g, "llvm.fabs", x);
   return LLVMBuildFCmp(g->b, LLVMRealOLT, a, LLVMConstReal(LLVMTypeOf(x), INFINITY), "finite");

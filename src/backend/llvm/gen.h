@@ -62,6 +62,9 @@ LLVMValueRef gen_q4_value(Gen *g, KElem e, LLVMValueRef nibble);
 LLVMValueRef gen_libm(Gen *g, const char *name, LLVMValueRef arg);               /* double name(double) */
 LLVMValueRef gen_ldexpf(Gen *g, LLVMValueRef x, int e);                           /* libm's ldexpf(x, e) */
 LLVMValueRef gen_intrinsic(Gen *g, const char *name, LLVMValueRef x);             /* llvm.fabs, .floor... on x's type */
+/* a * b + c, fused where the target fuses: only for a product that is exact (two floats
+ * widened to double), where fused and unfused give the same bits */
+LLVMValueRef gen_fmuladd(Gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
 LLVMValueRef gen_finite(Gen *g, LLVMValueRef x);                                  /* i1: x is neither NaN nor Inf */
 LLVMValueRef gen_fmax(Gen *g, LLVMValueRef a, LLVMValueRef m);                    /* a > m ? a : m, as the C code */
 /* n lanes of v; the i64 lane numbers 0 .. n - 1 (n <= 64) */
