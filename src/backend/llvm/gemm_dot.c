@@ -46,6 +46,41 @@ static LLVMValueRef dot4(Gen *g, const DotPlan *k, LLVMValueRef acc, LLVMValueRe
   return LLVMBuildCall2(B, LLVMIntrinsicGetType(g->ctx, id, over, 2), LLVMGetIntrinsicDeclaration(g->mod, id, over, 2), args, 3, "");
 }
 
+/* acc += the tile's products: k four bytes at a time; U in place, a loop over the runs around a
+ * loop along each run (rows from run[]), else rows of urows (from row m0 when u0) */
+static void products(Dot *d, LLVMValueRef nb, LLVMValueRef m0, LLVMValueRef urows, int64_t u0, LLVMValueRef *run,
+                     LLVMValueRef acc[MAX_MR][MAX_NR]) {
+  Gen *g = d->g;
+  const DotPlan *k = d->p;
+  int mr = k->mr, nr = k->nr, lanes = k->lanes;
+  LLVMTypeRef vi32 = LLVMVectorType(g->i32, (unsigned)lanes);
+  Loop lrun, lk;
+  LLVMValueRef i = k->run ? gen_loop_begin(g, &lrun, gen_i64(g, k->kp / k->run), "run") : NULL;
+  LLVMValueRef q = gen_loop_begin(g, &lk, gen_i64(g, k->run ? k->run / 4 : k->kp / 4), "k4");
+  LLVMValueRef k4 = k->run ? add(g, mul(g, i, k->run / 4), q) : q;
+  LLVMValueRef s[MAX_NR];
+  for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
+    LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, nb, nr), gen_i64(g, j)), k->kp / 4), k4), lanes);
+    s[j] = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->packS, at), "s");
+    LLVMSetAlignment(s[j], 4);
+  }
+  for (int r = 0; r < mr; r++) {
+    LLVMValueRef u32;
+    if (k->run) {
+      u32 = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, run[r], add(g, mul(g, i, dot_run_stride(d)), mul(g, q, 4))), "");
+      LLVMSetAlignment(u32, 1);
+    } else {
+      LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
+      u32 = gen_load(g, g->i32, urows, at);
+    }
+    LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
+                                            LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
+    for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
+  }
+  gen_loop_end(g, &lk, 0);
+  if (k->run) gen_loop_end(g, &lrun, 0);
+}
+
 /* what the tiles do: the products and the epilogue; a dW chunk's products, added to its
  * slice's accumulators; or the sum of the slices' accumulators less their corrections, and the
  * epilogue */
@@ -85,7 +120,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
   LLVMTypeRef vi32 = LLVMVectorType(g->i32, (unsigned)lanes);
   LLVMValueRef zero = LLVMConstNull(vi32);
   LLVMValueRef tile = gen_entry_alloca(g, LLVMArrayType(g->i32, (unsigned)(mr * nr * lanes)), "tile");
-  Loop lrb, lnb, lk, lr, lc;
+  Loop lrb, lnb, lr, lc;
   int64_t rblocks = k->mp / mr;
   LLVMValueRef part_sums = dot_chansums(d) ? dot_sums_begin(d) : NULL;
   LLVMValueRef rb = gen_loop_part(g, &lrb, d->batch * rblocks, "rowblock");
@@ -127,34 +162,7 @@ static void compute(Dot *d, LLVMValueRef out, LLVMValueRef scale, LLVMValueRef b
         }
         LLVMBuildStore(B, init, acc[r][j]);
       }
-  if (work != TILES_SUM) {
-    /* k four bytes at a time; in place, a loop over the runs around a loop along each run */
-    Loop lrun;
-    LLVMValueRef i = k->run ? gen_loop_begin(g, &lrun, gen_i64(g, k->kp / k->run), "run") : NULL;
-    LLVMValueRef q = gen_loop_begin(g, &lk, gen_i64(g, k->run ? k->run / 4 : k->kp / 4), "k4");
-    LLVMValueRef k4 = k->run ? add(g, mul(g, i, k->run / 4), q) : q;
-    LLVMValueRef s[MAX_NR];
-    for (int j = 0; j < nr; j++) { /* block nb*nr + j, k group k4: lanes i32 */
-      LLVMValueRef at = mul(g, add(g, mul(g, add(g, mul(g, nb, nr), gen_i64(g, j)), k->kp / 4), k4), lanes);
-      s[j] = LLVMBuildLoad2(B, vi32, gen_at(g, g->i32, d->packS, at), "s");
-      LLVMSetAlignment(s[j], 4);
-    }
-    for (int r = 0; r < mr; r++) {
-      LLVMValueRef u32;
-      if (k->run) {
-        u32 = LLVMBuildLoad2(B, g->i32, gen_at(g, g->i8, run[r], add(g, mul(g, i, dot_run_stride(d)), mul(g, q, 4))), "");
-        LLVMSetAlignment(u32, 1);
-      } else {
-        LLVMValueRef at = add(g, mul(g, add(g, u0 ? m0 : gen_i64(g, 0), gen_i64(g, r)), k->kp / 4), k4);
-        u32 = gen_load(g, g->i32, urows, at);
-      }
-      LLVMValueRef u = LLVMBuildShuffleVector(B, LLVMBuildInsertElement(B, LLVMGetUndef(vi32), u32, LLVMConstInt(g->i32, 0, 0), ""),
-                                              LLVMGetUndef(vi32), LLVMConstNull(vi32), "bcast");
-      for (int j = 0; j < nr; j++) LLVMBuildStore(B, dot4(g, k, gen_get(g, acc[r][j]), u, s[j]), acc[r][j]);
-    }
-    gen_loop_end(g, &lk, 0);
-    if (k->run) gen_loop_end(g, &lrun, 0);
-  }
+  if (work != TILES_SUM) products(d, nb, m0, urows, u0, run, acc);
   for (int r = 0; r < mr; r++)
     for (int j = 0; j < nr; j++) {
       LLVMValueRef p = gen_at(g, g->i32, tile, gen_i64(g, (int64_t)(r * nr + j) * lanes));
