@@ -182,7 +182,7 @@ static void fuse_sums16(Graph *g, int id) {
 
 static void fuse_chansums(Graph *g, int s) {
   Node *st = ir_node(g, s);
-  if (st->kind != NK_OP || st->op != OP_batchnorm_stats || st->shape.rank != 2) return;
+  if (st->kind != NK_OP || st->op != OP_batchnorm_stats) return;
   Node *conv = ir_in(g, st, 0);
   if (conv->kind != NK_OP || conv->op != OP_qconv2d || !ir_int(conv, "sums16")) return;
   const Shape *x = &conv->shape;

@@ -388,8 +388,9 @@ static LLVMValueRef below_mean(Bn *b, LLVMValueRef v, LLVMValueRef down) {
 }
 
 /* ---- batchnorm_stats of s16 sums, L1: integer statistics (nm_bn_stats_s16) ----
- * Pass 1 sums v (acc 0; with chansums the convolution's epilogue did, given_means) and keeps, per channel, the float mean (K_MEAN), q = floor(S / m) (K_A)
- * and r = S - q*m (K_B) as int32, and the sign thresholds; pass 2 sums |v - q| (acc 0), counts
+ * Pass 1 sums v (acc 0; with chansums the convolution's epilogue has, given_means) and keeps,
+ * per channel, the float mean (K_MEAN), q = floor(S / m) (K_A) and r = S - q*m (K_B) as
+ * int32, and the sign thresholds; pass 2 sums |v - q| (acc 0), counts
  * v > q (acc 2) and the signs of x - mean (acc 1). A row's integer sums run in int32 lanes
  * (nm_bn_int_stats bounds them) and join the channel's int64 lanes at its end; integers add
  * exactly in any order. */

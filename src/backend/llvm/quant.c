@@ -156,8 +156,8 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
   gen_loop_end(g, &l, 0);
 }
 
-/* q[e] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g) with u = rng_uniform_halves(key, e): one
- * element, or (vec) elements e .. e + 15 from an even e, whose 16 draws take 8 hashes */
+/* q[e] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g), u = rng_uniform_halves(key, e):
+ * one element, or (vec) elements e .. e + 15 from an even e, whose 16 draws take 8 hashes */
 static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
                      LLVMValueRef shift, LLVMValueRef key, float qmax, int vec) {
   LLVMValueRef xe, u;
