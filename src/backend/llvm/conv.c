@@ -6,7 +6,6 @@
  * bias (or + 0.0); float ones add the bias. Parts split the outermost loop. With chansums, a
  * first phase zeroes the channel sums and each output plane adds its sum to its channel's. */
 #include <llvm-c/Core.h>
-#include "../../ir/graph.h"
 #include "gen.h"
 
 typedef struct { Gen *g; LLVMValueRef acc, a, b; KElem ea, eb; int flt, s16; } Dot;
@@ -80,12 +79,9 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     LLVMValueRef sums = NULL, plane = NULL;
     if (k->chansums) {
       Phases ph;
-      sums = LLVMBuildGEP2(g->b, g->i8, out, (LLVMValueRef[]){c64(g, ir_s16_sums_at(k->N * k->O * k->Ho * k->Wo))}, 1, "sums");
+      sums = gen_conv_sums(g, k, out); /* in the entry block: both phases use it */
       gen_phases(g, &ph, 2);
-      LLVMValueRef part0 = LLVMBuildICmp(g->b, LLVMIntEQ, gen_part(g), c64(g, 0), "");
-      LLVMValueRef oz = gen_loop_begin(g, &l2, LLVMBuildSelect(g->b, part0, c64(g, k->O), c64(g, 0), ""), "o");
-      LLVMBuildStore(g->b, c64(g, 0), LLVMBuildGEP2(g->b, g->i64, sums, &oz, 1, ""));
-      gen_loop_end(g, &l2, 0);
+      gen_conv_sums_zero(g, k, out);
       gen_next_phase(g, &ph);
       plane = gen_entry_alloca(g, g->i64, "plane");
     }

@@ -109,7 +109,6 @@ void dot_store_out(Dot *d, LLVMValueRef y, LLVMValueRef out, LLVMValueRef at, LL
 
 /* ---- a convolution's channel sums (dot_sums.c) ---- */
 int dot_chansums(const Dot *d);
-void dot_sums_zero(Dot *d, LLVMValueRef out);   /* part 0, a phase before any sums are added */
 LLVMValueRef dot_sums_begin(Dot *d);             /* the part's own sums, zeroed, on its stack */
 /* a whole tile's rows (accumulators less corrections) into the part's sums at columns n0 on */
 void dot_sums_add_tile(Dot *d, LLVMValueRef part, LLVMValueRef n0, LLVMValueRef acc[][MAX_NR]);

@@ -11,18 +11,17 @@
 int dot_chansums(const Dot *d) { return d->ck && d->ck->chansums; }
 
 /* the tensor's sums: int64 per output channel after its N * O * Ho * Wo s16 values */
-static LLVMValueRef sums_at(Dot *d, LLVMValueRef out) {
-  const ConvKernel *k = d->ck;
-  return gen_at(d->g, d->g->i8, out, gen_i64(d->g, ir_s16_sums_at(k->N * k->O * k->Ho * k->Wo)));
+LLVMValueRef gen_conv_sums(Gen *g, const ConvKernel *k, LLVMValueRef out) {
+  return gen_at(g, g->i8, out, gen_i64(g, ir_s16_sums_at(k->N * k->O * k->Ho * k->Wo)));
 }
+static LLVMValueRef sums_at(Dot *d, LLVMValueRef out) { return gen_conv_sums(d->g, d->ck, out); }
 
-void dot_sums_zero(Dot *d, LLVMValueRef out) {
-  Gen *g = d->g;
+void gen_conv_sums_zero(Gen *g, const ConvKernel *k, LLVMValueRef out) {
   LLVMBasicBlockRef after;
   if_begin(g, LLVMBuildICmp(B, LLVMIntEQ, gen_part(g), gen_i64(g, 0), ""), &after);
   Loop l;
-  LLVMValueRef c = gen_loop_begin(g, &l, gen_i64(g, d->ck->O), "c");
-  gen_store(g, gen_i64(g, 0), sums_at(d, out), c);
+  LLVMValueRef c = gen_loop_begin(g, &l, gen_i64(g, k->O), "c");
+  gen_store(g, gen_i64(g, 0), gen_conv_sums(g, k, out), c);
   gen_loop_end(g, &l, 0);
   if_end(g, after);
 }

@@ -272,7 +272,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   }
   Phases ph;
   gen_phases(g, &ph, d->p->chlast ? 3 : 2);
-  if (dot_chansums(d)) dot_sums_zero(d, out); /* before the last phase adds to them */
+  if (dot_chansums(d)) gen_conv_sums_zero(g, d->ck, out); /* before the last phase adds to them */
   if (d->p->chlast) {
     dot_channels_last(d);
     gen_next_phase(g, &ph);

@@ -125,6 +125,10 @@ LLVMValueRef gen_gemm(Gen *g, const GemmKernel *k, const char *name);
 LLVMValueRef gen_gemm_dot(Gen *g, const GemmKernel *k, const char *name); /* k->dp.dot != DOT_NONE */
 LLVMValueRef gen_conv_dot(Gen *g, const ConvKernel *k, const char *name); /* k->dp.dot != DOT_NONE */
 LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name);
+/* a convolution's channel sums (chansums; dot_sums.c): where they lie after its s16 values in
+ * out, and part 0 zeroing them (in a phase before any part adds to them) */
+LLVMValueRef gen_conv_sums(Gen *g, const ConvKernel *k, LLVMValueRef out);
+void gen_conv_sums_zero(Gen *g, const ConvKernel *k, LLVMValueRef out);
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
 LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
