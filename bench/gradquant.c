@@ -72,9 +72,11 @@ static double scaled_mse(const float *x, nm_chan geo, int bits, int per_channel,
 static void measure(Interp *it, const Graph *g, LayerErr *layers, int *nlayers, int64_t step) {
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = ir_node(g, id);
-    if (n->kind != NK_OP || n->op != OP_shiftquant) continue;
+    if (n->kind != NK_OP) continue;
+    int quantizes_dy = n->op == OP_qconv2d_dw && ir_int(n, "dy_bits"); /* a shiftquant fuse gave its reader */
+    if (n->op != OP_shiftquant && !quantizes_dy) continue;
     const Tensor *x = interp_tensor(it, n->in[0]);
-    nm_chan geo = geometry(x, (int)ir_int(n, "axis"));
+    nm_chan geo = geometry(x, quantizes_dy ? 1 : (int)ir_int(n, "axis"));
     LayerErr *L = NULL;
     for (int i = 0; i < *nlayers; i++)
       if (!strncmp(layers[i].name, n->name, strlen(layers[i].name)) && n->name[strlen(layers[i].name)] == '.') L = &layers[i];

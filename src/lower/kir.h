@@ -51,6 +51,8 @@ typedef struct {
    * slices' accumulators (integer sums: exact in any order) and runs the epilogue. x in q4 is
    * first unpacked, a chunk at a time, into `unpacked` bytes. chunks = 0: not a dW. */
   int64_t chunk_images, chunks, slices, unpacked;
+  int64_t dyq;          /* dW ShiftQuanting its dy (ConvKernel's dy_bits): bytes of a chunk's
+                           quantized dy, after its unpacked x in each slice's scratch */
   int64_t chlast;       /* convolution forward and dx: bytes of the channels-last copy of the
                            activation (phase 0), whose taps are then runs of channels */
   int64_t run;          /* convolution forward and dx of stride 1: U is never packed. The copy
@@ -93,6 +95,12 @@ typedef struct {
   int bias;   /* fwd: input 2 is a bias of O floats */
   int out_s16; /* fwd: the output is s16: each sum as int16, the scale sa * sb its tensor's */
   int chansums; /* fwd, s16: each output channel's sum after the values (ops.def's chansums) */
+  /* dw with dy_bits > 0 (ops.def): input 0 is dy as floats, its channels' ranges after them, and
+   * the kernel ShiftQuants it: a first phase takes the scale and each channel's group into the
+   * last kir_sq_params bytes of scratch, then dy becomes bytes (dot kernels: a chunk at a time,
+   * right before packing it; the scalar loops: all of it, in a phase) that are read as i8 */
+  int dy_bits, dy_groups;
+  uint64_t dy_stream;
   /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
    * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.
    * The reduction of fwd and dx runs over (kh, kw, channel): a tap is a run of channels in the
@@ -172,6 +180,10 @@ typedef struct {
   float weight_decay;
   int64_t scratch;        /* bytes kept between phases */
 } ChanKernel;
+
+/* ShiftQuant's parameters in a kernel's scratch: inv = Qmax / R, the output scale, each
+ * channel's group as an i32, then each channel's range */
+static inline int64_t kir_sq_params(int64_t channels) { return 4 * (2 + 2 * channels); }
 
 /* Scratch of the batchnorm kernels (src/backend/llvm/batchnorm.c), channels rounded up to 16:
  * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums kept

@@ -130,7 +130,8 @@ static void chunk_dw(ConvKernel *k) {
   d->u_tile = d->mr * d->kp <= U_TILE_MAX;
   d->unpacked = kelem_packed(k->b) ? images * k->C * k->H * k->W : 0;
   d->slices = d->chunks < DW_SLICES ? d->chunks : DW_SLICES;
-  d->scratch = d->slices * (entry_scratch(d) + 4 * d->mp * d->np + d->unpacked);
+  d->dyq = k->dy_bits ? images * k->O * hw : 0;
+  d->scratch = d->slices * (entry_scratch(d) + 4 * d->mp * d->np + d->unpacked + d->dyq);
 }
 
 static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, ConvKernel *k) {
@@ -146,6 +147,11 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
                     .k = ir_int(n, "kernel"), .s = ir_int(n, "stride"), .p = ir_int(n, "padding"), .g = ir_int(n, "groups"),
                     .a = elem_of(g, n->in[0]), .b = elem_of(g, n->in[1]), .bias = kind == CONV_FWD && ir_has_bias(n),
                     .out_s16 = n->dtype == DT_S16, .chansums = n->op == OP_qconv2d && ir_int(n, "chansums")};
+  if (n->op == OP_qconv2d_dw && ir_int(n, "dy_bits")) { /* dy ShiftQuant'ed here: i8 when packed */
+    k->dy_bits = (int)ir_int(n, "dy_bits"), k->dy_groups = (int)ir_int(n, "dy_groups");
+    k->dy_stream = (uint64_t)ir_int(n, "dy_stream"), k->a = KE_I8;
+    if (k->dy_groups < 1) return 0;
+  }
   k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
   k->Wo = (k->W + 2 * k->p - k->k) / k->s + 1;
   double taps = kind == CONV_FWD ? (double)(k->C / k->g * k->k * k->k)
@@ -164,6 +170,8 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
   if (k->g == 1)
     k->dp = choose_dot(dot, tile, k->a, quant_max(g, n->in[0]), k->b, quant_max(g, n->in[1]), dw_swap, 1, k->gm, k->gn, k->gk);
   if (k->dp.dot && kind == CONV_DW) chunk_dw(k);
+  if (k->dy_bits) /* the scalar loops quantize all of dy first */
+    k->dp.scratch += (k->dp.dot ? 0 : k->N * k->O * k->Ho * k->Wo) + kir_sq_params(k->O);
   if (k->dp.dot && kind != CONV_DW) { /* patches come from a channels-last copy of x or dy */
     SQ_ASSERT(!k->dp.swap); /* the weights are signed: they are never the unsigned side */
     int64_t cin = kind == CONV_FWD ? k->C : k->O, hs = kind == CONV_FWD ? k->H : k->Ho, ws = kind == CONV_FWD ? k->W : k->Wo;
@@ -288,7 +296,7 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->inner = shape_numel(&x0->shape) / (k->outer * k->channels);
     k->bits = (int)ir_int(n, "bits"), k->groups = (int)ir_int(n, "groups"), k->stream = (uint64_t)ir_int(n, "stream");
     k->ranges = (int)ir_int(n, "ranges");
-    k->scratch = 4 * (1 + 2 * k->channels); /* inv, ranges, groups */
+    k->scratch = kir_sq_params(k->channels);
     return k->groups >= 1;
   }
   case OP_batchnorm_stats: case OP_l1_batchnorm: case OP_l2_batchnorm:
@@ -421,6 +429,9 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O, (long long)k->Ho, (long long)k->Wo,
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
               k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "", k->out_s16 ? (k->chansums ? " out=s16 +chansums" : " out=s16") : "");
+    if (k->dy_bits)
+      sb_printf(&b, "  dy=f32 shiftquant bits=%d groups=%d (ranges given)%s\n", k->dy_bits, k->dy_groups,
+                k->dp.dot ? " on pack, a chunk at a time" : ", all of it first");
     print_dot(&b, &k->dp);
   }
   for (int i = 0; i < p->ew.n; i++) {

@@ -41,19 +41,21 @@ int shiftquant_shape(ShapeCtx *c, Node *n) {
 
 /* With ranges = 1 its input keeps each channel's range too (ops.def): they are what nm_shiftquant
  * computes, so the reference reads x alone. */
-int shiftquant_ref(RefCtx *c, const Node *n) {
-  const Tensor *x = REF_IN(c, n, 0);
-  Tensor *q = REF_OUT(c, n);
-  int axis = (int)ir_int(n, "axis");
+/* q = shiftquant(x) over channel axis `axis`; n (whose input 0 is x) names a failure */
+static int shiftquant_into(RefCtx *c, const Node *n, const Tensor *x, int axis, nm_sq_params p, Tensor *q) {
   nm_chan geo = {1, x->d[axis], 1};
   for (int i = 0; i < axis; i++) geo.outer *= x->d[i];
   for (int i = axis + 1; i < x->rank; i++) geo.inner *= x->d[i];
-  nm_sq_params p = {(int)ir_int(n, "bits"), (int)ir_int(n, "groups"), c->seed, (uint64_t)ir_int(n, "stream"), c->step};
   if (p.groups < 1) return ref_fail(c, n, "the group count was not chosen (the groups pass did not run)");
   int64_t bad = -1;
   q->q_unsigned = 0;
   nm_status st = nm_shiftquant(x->f, geo, &p, (int8_t *)q->q, &q->scale, NULL, NULL, &bad, 1);
   return st == NM_OK ? 1 : numeric_fail(c, n, st, bad);
+}
+
+int shiftquant_ref(RefCtx *c, const Node *n) {
+  nm_sq_params p = {(int)ir_int(n, "bits"), (int)ir_int(n, "groups"), c->seed, (uint64_t)ir_int(n, "stream"), c->step};
+  return shiftquant_into(c, n, REF_IN(c, n, 0), (int)ir_int(n, "axis"), p, REF_OUT(c, n));
 }
 
 /* The output gradient, ShiftQuant'ed once per GEMM: dX and dW share it. */
@@ -157,7 +159,13 @@ int qconv2d_shape(ShapeCtx *c, Node *n) {
   return 1;
 }
 int qconv2d_dx_shape(ShapeCtx *c, Node *n) { return conv2d_dx_shape(c, n); }
-int qconv2d_dw_shape(ShapeCtx *c, Node *n) { return conv2d_dw_shape(c, n); }
+int qconv2d_dw_shape(ShapeCtx *c, Node *n) {
+  if (ir_int(n, "dy_bits")) { /* dy as floats, ShiftQuant'ed over its channels (axis 1) */
+    if (!shape_want_dtype(c, n, 0, DT_F32)) return 0;
+    if (ir_in(c->g, n, 0)->shape.rank != 4) return shape_fail(c, n, "qconv2d_dw's dy must be [N, O, H, W]");
+  }
+  return conv2d_dw_shape(c, n);
+}
 
 void qconv2d_grad(GradCtx *c, const Node *n, int dy) {
   int sq = grad_needed(c, n->in[0]) || grad_needed(c, n->in[1]) ? quantized_grad(c, n, dy, 1) : -1;
@@ -213,11 +221,21 @@ int qconv2d_dx_ref(RefCtx *c, const Node *n) {
 
 int qconv2d_dw_ref(RefCtx *c, const Node *n) {
   const Tensor *dy = REF_IN(c, n, 0), *x = REF_IN(c, n, 1);
-  Tensor *dw = REF_OUT(c, n);
+  Tensor *dw = REF_OUT(c, n), dyq = *dy;
+  if (ir_int(n, "dy_bits")) { /* dy as floats: ShiftQuant'ed here, as the shiftquant fuse removed did */
+    nm_sq_params p = {(int)ir_int(n, "dy_bits"), (int)ir_int(n, "dy_groups"), c->seed, (uint64_t)ir_int(n, "dy_stream"), c->step};
+    dyq.dtype = DT_Q8, dyq.f = NULL, dyq.q = xmalloc((size_t)dy->n);
+    if (!shiftquant_into(c, n, dy, 1, p, &dyq)) {
+      free(dyq.q);
+      return 0;
+    }
+    dy = &dyq;
+  }
   ConvGeom q = conv_geom(n, &ir_in(c->g, n, 1)->shape, dw->d[0]);
   int64_t *acc = xcalloc((size_t)dw->n, sizeof(int64_t));
   CONV_LOOP(q, acc[wi] += (int64_t)tensor_q(dy, yi) * tensor_q(x, xi));
   int ok = finish_acc(c, n, acc, dw->n, dy->scale * x->scale, NULL, 1, 1, dw->f);
   free(acc);
+  if (dy == &dyq) free(dyq.q);
   return ok;
 }

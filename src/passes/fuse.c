@@ -150,6 +150,25 @@ static void fuse_ranges(Graph *g, int s) {
   ir_set_num(sq, "ranges", 1);
 }
 
+/* A shiftquant that takes its ranges from a batchnorm dx and whose only reader is a qconv2d_dw
+ * (a first convolution's dW: no dX reads it) dies: the dW reads the float dy and ShiftQuants it
+ * while packing it, a chunk of images at a time (ops.def's dy_bits), so the q8 gradient is
+ * never written and read back. With a second reader (dX) the pack would draw every random
+ * number twice. */
+static void fuse_dy_on_pack(Graph *g, int s, char *dead) {
+  Node *sq = ir_node(g, s);
+  if (sq->kind != NK_OP || sq->op != OP_shiftquant || !ir_int(sq, "ranges") || s == g->loss || is_output(g, s)) return;
+  int r = only_reader(g, s, -1, dead);
+  if (r < 0 || readers(g, s) != 1) return;
+  Node *dw = ir_node(g, r);
+  if (dw->kind != NK_OP || dw->op != OP_qconv2d_dw || dw->in[0] != s) return;
+  ir_set_num(dw, "dy_bits", (double)ir_int(sq, "bits"));
+  ir_set_num(dw, "dy_groups", (double)ir_int(sq, "groups"));
+  ir_set_num(dw, "dy_stream", (double)ir_int(sq, "stream"));
+  dw->in[0] = sq->in[0];
+  dead[s] = 1;
+}
+
 /* whether reader r takes input i as a batchnorm's x */
 static int batchnorm_x(const Node *r, int i) {
   switch (r->op) {
@@ -226,6 +245,9 @@ int pass_fuse(Graph *g, PassCtx *c) {
   for (int p = 0; p < n; p++) fuse_batchnorm_pool(g, p, dead);
   ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_ranges(g, s);
+  memset(dead, 0, (size_t)n);
+  for (int s = 0; s < g->nodes.n; s++) fuse_dy_on_pack(g, s, dead);
+  ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_sums16(g, s);
   for (int s = 0; s < g->nodes.n; s++) fuse_chansums(g, s);
   free(to);

@@ -122,13 +122,13 @@ static int integer_statistics(const Graph *g) {
 }
 
 /* fuse folds the relus into their producers and batchnorms with the max pooling after them,
- * keeps convolutions' sums as s16, and memplan shares tensor memory: none of it may change a
- * bit of what training computes, except that L1 statistics of s16 sums are integer sums. So
- * each model runs as written (L1), or with L2 batchnorms where its L1 statistics would be
- * integer sums. */
+ * keeps convolutions' sums as s16, gives a first convolution's dW the ShiftQuant of its dy,
+ * and memplan shares tensor memory: none of it may change a bit of what training computes,
+ * except that L1 statistics of s16 sums are integer sums. So each model runs as written (L1),
+ * or with L2 batchnorms where its L1 statistics would be integer sums. */
 START_TEST(fuse_and_memplan_keep_the_bits) {
-  static const struct { const char *path; int pools; } models[] = {
-      {"examples/mlp.sq", 0}, {"examples/cnn.sq", 2}, {"tests/models/bn_pool.sq", 2}, {"tests/models/pool_rows.sq", 1}};
+  static const struct { const char *path; int pools, dy_quantized; } models[] = {
+      {"examples/mlp.sq", 0, 0}, {"examples/cnn.sq", 2, 1}, {"tests/models/bn_pool.sq", 2, 0}, {"tests/models/pool_rows.sq", 1, 0}};
   int integer = 0;
   for (int m = 0; m < 4; m++) {
     NormKind norm = NORM_L1;
@@ -140,12 +140,15 @@ START_TEST(fuse_and_memplan_keep_the_bits) {
       fused = fused_graph(models[m].path, src, 2, norm);
     }
     Graph *plain = before_fuse(models[m].path, 2, norm);
-    int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools;
+    int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools, dy_quantized = 0;
     for (int i = 0; i < fused->nodes.n; i++) {
       const Node *n = ir_node(fused, i);
       int op = n->kind == NK_OP ? (int)n->op : -1;
       folded += (op == OP_l1_batchnorm || op == OP_l2_batchnorm || op == OP_qlinear || op == OP_batchnorm_pool) && ir_int(n, "relu");
+      dy_quantized += op == OP_qconv2d_dw && ir_int(n, "dy_bits") > 0;
     }
+    ck_assert_msg(dy_quantized == models[m].dy_quantized && count_op(fused, OP_shiftquant) + dy_quantized == count_op(plain, OP_shiftquant),
+                  "%s: %d dW quantize their dy", models[m].path, dy_quantized);
     ck_assert_msg(relus == 0 && folded > 0 && fused->arena_bytes > 0, "%s: %d relu nodes left, %d folded", models[m].path,
                   relus, folded);
     /* each fused batchnorm: its forward pass, dparams and dx, and no maxpool or full-size gradient left */

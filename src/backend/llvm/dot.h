@@ -48,6 +48,7 @@ struct Dot {
   LLVMValueRef A, Bm, packU, packS, corr; /* packU/packS/corr: this batch entry's */
   LLVMValueRef accs;                      /* dW's int32 accumulators, tile after tile */
   LLVMValueRef xbytes;                    /* dW's chunk of x unpacked from q4 */
+  LLVMValueRef dybytes;                   /* dW's chunk of dy ShiftQuant'ed (dy_bits) */
   LLVMValueRef chunk;                     /* i64: dW's chunk, else NULL */
   LLVMValueRef first;                     /* i1: the chunk is its slice's first */
   LLVMValueRef slice;                     /* i64: dW's slice, whose scratch the views show */
@@ -75,6 +76,17 @@ void dot_pack(Dot *d);                              /* the packing phase: S, and
 /* S column n's correction from its sum: 128 * sum when U is biased, added to the earlier
  * chunks' in a chunked dW */
 void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum);
+
+/* ---- convolution dW ShiftQuanting its dy (dot_quant_dy.c) ---- */
+LLVMValueRef dot_sq_params(Dot *d); /* kir_sq_params bytes at the end of scratch */
+void dot_dy_groups(Dot *d);         /* the first phase: the scale and the groups */
+LLVMValueRef dot_dy_scale(Dot *d);  /* dy's scale, once dot_dy_groups ran */
+void dot_quantize_dy(Dot *d);       /* the chunk's dy into dybytes */
+/* where dW reads dy: the chunk's bytes (image n - n0), or the input (image n) */
+static inline LLVMValueRef dot_dy_source(Dot *d, LLVMValueRef n0, LLVMValueRef nl, LLVMValueRef *n) {
+  *n = d->p->dyq ? nl : add(d->g, n0, nl);
+  return d->p->dyq ? d->dybytes : d->A;
+}
 
 /* ---- convolution dW's vector packing (dot_pack_dw.c) ---- */
 int dot_dw_rows_by_vector(const Dot *d); /* U rows of x's patches by masked vector loads */

@@ -61,7 +61,8 @@ LLVMValueRef dot_conv_out(Dot *d, LLVMValueRef bt, LLVMValueRef i, LLVMValueRef 
 void dot_batch_views(Dot *d, LLVMValueRef bt) {
   Gen *g = d->g;
   const DotPlan *k = d->p;
-  LLVMValueRef off = d->slice ? mul(g, d->slice, k->scratch / k->slices) : mul(g, bt, k->scratch / d->batch);
+  int64_t params = d->ck && d->ck->dy_bits ? kir_sq_params(d->ck->O) : 0; /* at the end, shared */
+  LLVMValueRef off = d->slice ? mul(g, d->slice, (k->scratch - params) / k->slices) : mul(g, bt, k->scratch / d->batch);
   LLVMValueRef base = LLVMBuildGEP2(B, g->i8, gen_arg(g, KA_SCRATCH), &off, 1, "");
   int64_t u = k->u_tile || k->run ? 0 : k->mp * k->kp; /* bytes of packed U in scratch */
   d->packU = base;
@@ -69,6 +70,7 @@ void dot_batch_views(Dot *d, LLVMValueRef bt) {
   d->corr = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp));
   d->accs = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp + 4 * k->np));
   d->xbytes = gen_at(g, g->i8, base, gen_i64(g, u + k->np * k->kp + 4 * k->np + 4 * k->mp * k->np));
+  d->dybytes = gen_at(g, g->i8, d->xbytes, gen_i64(g, k->unpacked));
 }
 
 /* ---- walking one U row or S column: visit(kk, v) for kk in [0, K), v = 0 in the padding ---- */
@@ -183,10 +185,10 @@ static void walk_dy_channel(Dot *d, LLVMValueRef o, Visit visit, void *ctx) {
   const ConvKernel *k = d->ck;
   int64_t hw = k->Ho * k->Wo;
   Loop ln, lp;
-  LLVMValueRef n0, nl = gen_loop_begin(g, &ln, dot_images(d, &n0), "n"), n = add(g, n0, nl);
-  LLVMValueRef base = mul(g, add(g, mul(g, n, k->O), o), hw);
+  LLVMValueRef n0, nl = gen_loop_begin(g, &ln, dot_images(d, &n0), "n"), n;
+  LLVMValueRef dy = dot_dy_source(d, n0, nl, &n), base = mul(g, add(g, mul(g, n, k->O), o), hw);
   LLVMValueRef pix = gen_loop_begin(g, &lp, gen_i64(g, hw), "pix");
-  visit(d, ctx, add(g, mul(g, nl, hw), pix), gen_load_q(g, k->a, d->A, add(g, base, pix)));
+  visit(d, ctx, add(g, mul(g, nl, hw), pix), gen_load_q(g, k->a, dy, add(g, base, pix)));
   gen_loop_end(g, &lp, 0);
   gen_loop_end(g, &ln, 0);
 }

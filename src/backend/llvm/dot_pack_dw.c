@@ -77,13 +77,13 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   LLVMBuildStore(B, LLVMConstNull(vi), sum);
   Loop ln, lr, l;
   LLVMValueRef n0, count = dot_images(d, &n0);
-  LLVMValueRef nl = gen_loop_begin(g, &ln, count, "n"), image = mul(g, mul(g, add(g, n0, nl), k->O), hw);
+  LLVMValueRef nl = gen_loop_begin(g, &ln, count, "n"), n, dy = dot_dy_source(d, n0, nl, &n), image = mul(g, mul(g, n, k->O), hw);
   if (runs) {
     LLVMValueRef r = gen_loop_begin(g, &lr, gen_i64(g, runs), "run"), v[DOT_TR];
     LLVMValueRef first = add(g, image, mul(g, r, 4 * DOT_TR)); /* channel 0's pixel of the run */
     for (int c = 0; c < DOT_TR; c++) { /* channel blk * 16 + c, or zeros past the channels */
       LLVMValueRef oc = add(g, mul(g, blk, L), gen_i64(g, c)), in = lt(g, oc, k->O);
-      LLVMValueRef at = gen_at(g, g->i8, d->A, LLVMBuildSelect(B, in, add(g, first, mul(g, oc, hw)), gen_i64(g, 0), ""));
+      LLVMValueRef at = gen_at(g, g->i8, dy, LLVMBuildSelect(B, in, add(g, first, mul(g, oc, hw)), gen_i64(g, 0), ""));
       v[c] = gen_masked_load(g, vi, at, gen_splat(g, in, (unsigned)L), LLVMConstNull(vi));
     }
     dot_transpose16(g, v);
@@ -93,7 +93,7 @@ void dot_pack_dw_dy_block(Dot *d, LLVMValueRef blk) {
   /* the image's other k4s: a gather each */
   LLVMValueRef k4 = add(g, gen_loop_begin(g, &l, gen_i64(g, per - runs * DOT_TR), "k4"), gen_i64(g, runs * DOT_TR));
   LLVMValueRef off = LLVMBuildAdd(B, gen_splat(g, add(g, image, mul(g, k4, 4)), L), rows, "");
-  LLVMValueRef v = gen_masked_gather(g, vi, LLVMBuildGEP2(B, g->i8, d->A, &off, 1, ""), real, LLVMConstNull(vi));
+  LLVMValueRef v = gen_masked_gather(g, vi, LLVMBuildGEP2(B, g->i8, dy, &off, 1, ""), real, LLVMConstNull(vi));
   store_k4(d, blk, add(g, mul(g, nl, per), k4), v, sum);
   gen_loop_end(g, &l, 0);
   gen_loop_end(g, &ln, 0);

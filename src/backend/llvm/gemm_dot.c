@@ -248,9 +248,15 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   LLVMValueRef scale = LLVMBuildFMul(g->b, gen_input_scale(g, 0), gen_input_scale(g, 1), "scale");
   if (dot_out_s16(d)) gen_out_scale(g, scale); /* the sums' scale is the tensor's */
   g->scratch = d->p->scratch;
-  if (d->p->chunks) { /* dW: each slice's chunks, then the slices' sum and the epilogue */
+  if (d->p->chunks) { /* dW: (dy's groups,) each slice's chunks, then the slices' sum and the epilogue */
     Phases ph;
-    gen_phases(g, &ph, 2);
+    int sq = d->p->dyq != 0;
+    gen_phases(g, &ph, sq ? 3 : 2);
+    if (sq) { /* dy ShiftQuant'ed here: its scale is known from the next phase on */
+      dot_dy_groups(d);
+      gen_next_phase(g, &ph);
+      scale = LLVMBuildFMul(g->b, dot_dy_scale(d), gen_input_scale(g, 1), "scale");
+    }
     Loop ls, lc;
     int64_t C = d->p->chunks, S = d->p->slices;
     d->slice = gen_loop_part(g, &ls, S, "slice");
@@ -259,6 +265,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
     d->chunk = gen_loop_range(g, &lc, c0, c1, "chunk");
     d->first = LLVMBuildICmp(g->b, LLVMIntEQ, d->chunk, c0, "first");
     if (d->p->unpacked) dot_unpack_x(d);
+    if (sq) dot_quantize_dy(d);
     dot_pack(d);
     compute(d, out, scale, bias, TILES_ADD);
     gen_loop_end(g, &lc, 0);
@@ -266,6 +273,7 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
     gen_loop_end(g, &ls, 0);
     d->slice = d->chunk = d->first = NULL;
     gen_next_phase(g, &ph);
+    if (sq) scale = LLVMBuildFMul(g->b, dot_dy_scale(d), gen_input_scale(g, 1), "scale");
     compute(d, out, scale, bias, TILES_SUM);
     LLVMBuildRetVoid(g->b);
     return fn;

@@ -132,6 +132,20 @@ void gen_conv_sums_zero(Gen *g, const ConvKernel *k, LLVMValueRef out);
 LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name);
 LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
 LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
+/* ShiftQuant (runtime/numerics.c's nm_shiftquant) in pieces that the shiftquant kernel and a
+ * dW quantizing its own dy share. params: kir_sq_params bytes (inv, the output scale, each
+ * channel's group). gen_sq_given_ranges copies channels [lo, hi) of ranges kept as float bits
+ * after a batchnorm dx's values, failing on a NaN or Inf; gen_sq_groups takes R, the scale and
+ * the groups from C ranges (part 0's work); gen_sq_row rounds row `row` (channel row % C) of
+ * x [rows x inner] into q, element e at q[e - qfirst]. */
+typedef struct {
+  LLVMValueRef x, q, qfirst, params;
+  int64_t channels, inner;
+  int groups, bits;
+} SqRows;
+void gen_sq_given_ranges(Gen *g, LLVMValueRef given, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi);
+void gen_sq_groups(Gen *g, LLVMValueRef ranges, int64_t C, int G, int bits, LLVMValueRef params);
+void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key);
 LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name);
 LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name); /* from saved statistics, L1 or L2 */
 LLVMValueRef gen_rows(Gen *g, const ChanKernel *k, const char *name);

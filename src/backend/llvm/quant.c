@@ -156,9 +156,9 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
   gen_loop_end(g, &l, 0);
 }
 
-/* q[e] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g), u = rng_uniform_halves(key, e):
+/* q[qe] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g), u = rng_uniform_halves(key, e):
  * one element, or (vec) elements e .. e + 15 from an even e, whose 16 draws take 8 hashes */
-static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
+static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef qe, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
                      LLVMValueRef shift, LLVMValueRef key, float qmax, int vec) {
   LLVMValueRef xe, u;
   if (vec) {
@@ -176,99 +176,127 @@ static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef e, LLV
   LLVMTypeRef ti = vec ? LLVMVectorType(g->i32, 16) : g->i32, t8 = vec ? LLVMVectorType(g->i8, 16) : g->i8;
   LLVMValueRef qi = LLVMBuildFPToSI(g->b, clamp(g, sr, -qmax, qmax), ti, "");
   LLVMValueRef out = LLVMBuildTrunc(g->b, LLVMBuildShl(g->b, qi, gen_splat_like(g, shift, qi), ""), t8, ""); /* * 2^shift */
-  LLVMSetAlignment(LLVMBuildStore(g->b, out, gen_at(g, g->i8, q, e)), 1);
+  LLVMSetAlignment(LLVMBuildStore(g->b, out, gen_at(g, g->i8, q, qe)), 1);
+}
+
+/* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and the shift G-1-g of
+ * group gi */
+static void group_scaling(Gen *g, LLVMValueRef gi, int G, LLVMValueRef *pow2, LLVMValueRef *shift) {
+  *pow2 = LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, LLVMBuildAdd(g->b, gi, LLVMConstInt(g->i32, 127, 0), ""),
+                                              LLVMConstInt(g->i32, 23, 0), ""), g->f32, "pow2");
+  *shift = LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, "shift");
+}
+
+static LLVMValueRef params_f32(Gen *g, LLVMValueRef params, int64_t i) { return gen_at(g, g->f32, params, gen_i64(g, i)); }
+
+void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key) {
+  int64_t inner = r->inner;
+  LLVMValueRef inv = LLVMBuildLoad2(g->b, g->f32, params_f32(g, r->params, 0), "inv");
+  LLVMValueRef gi = gen_load(g, g->i32, params_f32(g, r->params, 2), LLVMBuildSRem(g->b, row, gen_i64(g, r->channels), ""));
+  LLVMValueRef pow2, shift;
+  group_scaling(g, gi, r->groups, &pow2, &shift);
+  float qmax = (float)((1 << (r->bits - 1)) - 1);
+  int64_t vecs = inner % 2 == 0 ? inner / 16 : 0; /* an even row length: rows start on a pair */
+  LLVMValueRef first = LLVMBuildMul(g->b, row, gen_i64(g, inner), "first"), qfirst = LLVMBuildSub(g->b, first, r->qfirst, "");
+  Loop l;
+  if (vecs) {
+    LLVMValueRef at = LLVMBuildMul(g->b, gen_loop_begin(g, &l, gen_i64(g, vecs), "j16"), gen_i64(g, 16), "");
+    sr_store(g, r->x, r->q, LLVMBuildAdd(g->b, qfirst, at, ""), LLVMBuildAdd(g->b, first, at, "e"), inv, pow2, shift, key, qmax, 1);
+    gen_loop_end(g, &l, 0);
+  }
+  LLVMValueRef j = gen_loop_range(g, &l, gen_i64(g, vecs * 16), gen_i64(g, inner), "j");
+  sr_store(g, r->x, r->q, LLVMBuildAdd(g->b, qfirst, j, ""), LLVMBuildAdd(g->b, first, j, "e"), inv, pow2, shift, key, qmax, 0);
+  gen_loop_end(g, &l, 0);
+}
+
+void gen_sq_groups(Gen *g, LLVMValueRef ranges, int64_t C, int G, int bits, LLVMValueRef params) {
+  float qmax = (float)((1 << (bits - 1)) - 1);
+  Loop l;
+  LLVMValueRef Rv = gen_var(g, gen_f32c(g, 0), "R");
+  LLVMValueRef c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
+  LLVMBuildStore(g->b, gen_fmax(g, gen_load(g, g->f32, ranges, c), gen_get(g, Rv)), Rv);
+  gen_loop_end(g, &l, 0);
+  LLVMValueRef R = gen_get(g, Rv), zero = LLVMBuildFCmp(g->b, LLVMRealOEQ, R, gen_f32c(g, 0), "zero");
+  LLVMValueRef inv = LLVMBuildFDiv(g->b, gen_f32c(g, qmax), R, "inv");
+  LLVMValueRef smin = gen_ldexpf(g, LLVMBuildFDiv(g->b, R, gen_f32c(g, qmax), "s0"), -(G - 1));
+  LLVMValueRef bad = LLVMBuildOr(g->b, LLVMBuildNot(g->b, gen_finite(g, inv), ""),
+                                 LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOEQ, smin, gen_f32c(g, 0), ""),
+                                             LLVMBuildNot(g->b, gen_finite(g, gen_ldexpf(g, inv, G - 1)), ""), ""), "");
+  gen_fail_if(g, LLVMBuildAnd(g->b, LLVMBuildNot(g->b, zero, ""), bad, ""));
+  LLVMValueRef th[8];
+  for (int j = 0; j + 1 < G; j++) th[j] = gen_ldexpf(g, R, -(j + 1));
+  LLVMValueRef groups = params_f32(g, params, 2); /* i32 per channel */
+  c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
+  LLVMValueRef r = gen_load(g, g->f32, ranges, c), grp = LLVMConstInt(g->i32, (unsigned)(G - 1), 0);
+  for (int j = G - 2; j >= 0; j--) /* the smallest j with r > R * 2^-(j+1) */
+    grp = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, r, th[j], ""), LLVMConstInt(g->i32, (unsigned)j, 0), grp, "");
+  gen_store(g, LLVMBuildSelect(g->b, zero, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), grp, ""), groups, c);
+  gen_loop_end(g, &l, 0);
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 0), inv, ""), params_f32(g, params, 0));
+  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), smin, ""), params_f32(g, params, 1));
+}
+
+void gen_sq_given_ranges(Gen *g, LLVMValueRef given, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi) {
+  Loop l;
+  LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
+  LLVMValueRef u = gen_load(g, g->i32, given, c);
+  gen_fail_if(g, LLVMBuildICmp(g->b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
+  gen_store(g, LLVMBuildBitCast(g->b, u, g->f32, ""), ranges, c);
+  gen_loop_end(g, &l, 0);
 }
 
 static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
   int64_t C = k->channels, inner = k->inner, G = k->groups;
   float qmax = (float)((1 << (k->bits - 1)) - 1);
+  LLVMValueRef params = gen_arg(g, KA_SCRATCH), ranges = params_f32(g, params, 2 + C);
   Phases ph;
   gen_phases(g, &ph, 3);
   /* r_c = max |x[., c, .]| over the part's channels, rows in memory order (o outer): one
    * channel's rows alone are runs too short for the prefetchers */
   Loop l, lo_;
-  LLVMValueRef lo, hi, ranges = scratch_f32(g, 1);
+  LLVMValueRef lo, hi, c;
   gen_part_range(g, C, &lo, &hi);
-  LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
-  gen_store(g, gen_f32c(g, 0), ranges, c);
-  gen_loop_end(g, &l, 0);
   if (k->ranges) { /* its input keeps them after its values (a batchnorm dx's, as bits): copied */
-    LLVMValueRef given = gen_at(g, g->i32, x, gen_i64(g, k->outer * C * inner));
-    c = gen_loop_range(g, &l, lo, hi, "c");
-    LLVMValueRef u = gen_load(g, g->i32, given, c);
-    gen_fail_if(g, LLVMBuildICmp(g->b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
-    gen_store(g, LLVMBuildBitCast(g->b, u, g->f32, ""), ranges, c);
-    gen_loop_end(g, &l, 0);
-  } else if (inner == 1) {
-    column_ranges(g, x, ranges, lo, hi, C, k->outer);
+    gen_sq_given_ranges(g, gen_at(g, g->i32, x, gen_i64(g, k->outer * C * inner)), ranges, lo, hi);
   } else {
-    LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, k->outer), "o");
     c = gen_loop_range(g, &l, lo, hi, "c");
-    LLVMValueRef first = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""), gen_i64(g, inner), "");
-    LLVMValueRef m = absmax(g, x, first, gen_i64(g, inner));
-    gen_store(g, gen_fmax(g, m, gen_load(g, g->f32, ranges, c)), ranges, c);
+    gen_store(g, gen_f32c(g, 0), ranges, c);
     gen_loop_end(g, &l, 0);
-    gen_loop_end(g, &lo_, 0);
+    if (inner == 1) {
+      column_ranges(g, x, ranges, lo, hi, C, k->outer);
+    } else {
+      LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, k->outer), "o");
+      c = gen_loop_range(g, &l, lo, hi, "c");
+      LLVMValueRef first = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""), gen_i64(g, inner), "");
+      LLVMValueRef m = absmax(g, x, first, gen_i64(g, inner));
+      gen_store(g, gen_fmax(g, m, gen_load(g, g->f32, ranges, c)), ranges, c);
+      gen_loop_end(g, &l, 0);
+      gen_loop_end(g, &lo_, 0);
+    }
   }
 
   gen_next_phase(g, &ph); /* R = max r_c; groups by exact ldexp thresholds; s = ldexp(R / Qmax, -(G-1)) */
   gen_only_part0(g);
-  LLVMValueRef Rv = gen_var(g, gen_f32c(g, 0), "R");
-  c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
-  LLVMBuildStore(g->b, gen_fmax(g, gen_load(g, g->f32, scratch_f32(g, 1), c), gen_get(g, Rv)), Rv);
-  gen_loop_end(g, &l, 0);
-  LLVMValueRef R = gen_get(g, Rv), zero = LLVMBuildFCmp(g->b, LLVMRealOEQ, R, gen_f32c(g, 0), "zero");
-  LLVMValueRef inv = LLVMBuildFDiv(g->b, gen_f32c(g, qmax), R, "inv");
-  LLVMValueRef smin = gen_ldexpf(g, LLVMBuildFDiv(g->b, R, gen_f32c(g, qmax), "s0"), -(int)(G - 1));
-  LLVMValueRef bad = LLVMBuildOr(g->b, LLVMBuildNot(g->b, gen_finite(g, inv), ""),
-                                 LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealOEQ, smin, gen_f32c(g, 0), ""),
-                                             LLVMBuildNot(g->b, gen_finite(g, gen_ldexpf(g, inv, (int)(G - 1))), ""), ""), "");
-  gen_fail_if(g, LLVMBuildAnd(g->b, LLVMBuildNot(g->b, zero, ""), bad, ""));
-  LLVMValueRef th[8];
-  for (int64_t j = 0; j + 1 < G; j++) th[j] = gen_ldexpf(g, R, -(int)(j + 1));
-  LLVMValueRef groups = scratch_f32(g, 1 + C); /* i32 per channel */
-  c = gen_loop_begin(g, &l, gen_i64(g, C), "c");
-  LLVMValueRef r = gen_load(g, g->f32, scratch_f32(g, 1), c), grp = LLVMConstInt(g->i32, (unsigned)(G - 1), 0);
-  for (int64_t j = G - 2; j >= 0; j--) /* the smallest j with r > R * 2^-(j+1) */
-    grp = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, r, th[j], ""), LLVMConstInt(g->i32, (unsigned)j, 0), grp, "");
-  gen_store(g, LLVMBuildSelect(g->b, zero, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), grp, ""), groups, c);
-  gen_loop_end(g, &l, 0);
-  LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 0), inv, ""), scratch_f32(g, 0));
-  set_output_scale(g, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), smin, ""), 0);
+  gen_sq_groups(g, ranges, C, (int)G, k->bits, params);
+  set_output_scale(g, LLVMBuildLoad2(g->b, g->f32, params_f32(g, params, 1), "scale"), 0);
 
   /* q~ = clamp(SR(x * inv * 2^g)) * 2^(G-1-g): rows of inner elements, or with one element per
    * row and channel (inner = 1) rows of the channels, so that the inner loop vectorizes */
   gen_next_phase(g, &ph);
-  inv = LLVMBuildLoad2(g->b, g->f32, scratch_f32(g, 0), "inv");
   LLVMValueRef key = gen_rng_key(g, k->stream);
-  groups = scratch_f32(g, 1 + C);
-  Loop li;
-  LLVMValueRef row, j = NULL, e = NULL, gi;
-  if (inner == 1) {
-    row = gen_loop_part(g, &l, k->outer, "o");
-    j = gen_loop_begin(g, &li, gen_i64(g, C), "c");
-    e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, C), ""), j, "e");
-    gi = gen_load(g, g->i32, groups, j);
-  } else {
-    row = gen_loop_part(g, &l, k->outer * C, "row");
-    gi = gen_load(g, g->i32, groups, LLVMBuildSRem(g->b, row, gen_i64(g, C), ""));
-  }
-  /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and the shift G-1-g */
-  LLVMValueRef pow2 = LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, LLVMBuildAdd(g->b, gi, LLVMConstInt(g->i32, 127, 0), ""),
-                                                          LLVMConstInt(g->i32, 23, 0), ""), g->f32, "pow2");
-  LLVMValueRef shift = LLVMBuildSub(g->b, LLVMConstInt(g->i32, (unsigned)(G - 1), 0), gi, "shift");
-  int64_t vecs = inner % 2 == 0 ? inner / 16 : 0; /* an even row length: rows start on a pair */
-  LLVMValueRef first = inner > 1 ? LLVMBuildMul(g->b, row, gen_i64(g, inner), "first") : NULL;
-  if (vecs) {
-    j = gen_loop_begin(g, &li, gen_i64(g, vecs), "j16");
-    sr_store(g, x, q, LLVMBuildAdd(g->b, first, LLVMBuildMul(g->b, j, gen_i64(g, 16), ""), "e"), inv, pow2, shift, key, qmax, 1);
-    gen_loop_end(g, &li, 0);
-  }
   if (inner > 1) {
-    j = gen_loop_range(g, &li, gen_i64(g, vecs * 16), gen_i64(g, inner), "j");
-    e = LLVMBuildAdd(g->b, first, j, "e");
+    SqRows r = {x, q, gen_i64(g, 0), params, C, inner, (int)G, k->bits};
+    gen_sq_row(g, &r, gen_loop_part(g, &l, k->outer * C, "row"), key);
+    gen_loop_end(g, &l, 0);
+    return;
   }
-  sr_store(g, x, q, e, inv, pow2, shift, key, qmax, 0);
+  LLVMValueRef inv = LLVMBuildLoad2(g->b, g->f32, params_f32(g, params, 0), "inv"), pow2, shift;
+  LLVMValueRef row = gen_loop_part(g, &l, k->outer, "o");
+  Loop li;
+  LLVMValueRef j = gen_loop_begin(g, &li, gen_i64(g, C), "c");
+  LLVMValueRef e = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, row, gen_i64(g, C), ""), j, "e");
+  group_scaling(g, gen_load(g, g->i32, params_f32(g, params, 2), j), (int)G, &pow2, &shift);
+  sr_store(g, x, q, e, e, inv, pow2, shift, key, qmax, 0);
   gen_loop_end(g, &li, 0);
   gen_loop_end(g, &l, 0);
 }
