@@ -95,11 +95,11 @@ typedef struct {
   int bias;   /* fwd: input 2 is a bias of O floats */
   int out_s16; /* fwd: the output is s16: each sum as int16, the scale sa * sb its tensor's */
   int chansums; /* fwd, s16: each output channel's sum after the values (ops.def's chansums) */
-  /* dw with dy_bits > 0 (ops.def): input 0 is dy as floats, its channels' ranges after them, and
-   * the kernel ShiftQuants it: a first phase takes the scale and each channel's group into the
-   * last kir_sq_params bytes of scratch, then dy becomes bytes (dot kernels: a chunk at a time,
+  /* dw with dy_bits > 0 (ops.def): input 0 is dy as floats, and the kernel ShiftQuants it: two
+   * first phases take the channels' ranges, then the scale and each channel's group, into the
+   * last kir_sq_params bytes of scratch; then dy becomes bytes (dot kernels: a chunk at a time,
    * right before packing it; the scalar loops: all of it, in a phase) that are read as i8 */
-  int dy_bits, dy_groups;
+  int dy_bits, dy_groups, dy_ranges; /* dy_ranges: they follow dy's values, else read from dy */
   uint64_t dy_stream;
   /* as a GEMM (integer, one group): fwd: [N*Ho*Wo x k*k*C] patches of x times w transposed;
    * dx: [N*H*W x k*k*O] patches of dy times w; dw: dy as [O x N*Ho*Wo] times patches of x.

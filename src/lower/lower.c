@@ -149,7 +149,7 @@ static int conv_of(const Graph *g, const Node *n, DotIsa dot, DotTile tile, Conv
                     .out_s16 = n->dtype == DT_S16, .chansums = n->op == OP_qconv2d && ir_int(n, "chansums")};
   if (n->op == OP_qconv2d_dw && ir_int(n, "dy_bits")) { /* dy ShiftQuant'ed here: i8 when packed */
     k->dy_bits = (int)ir_int(n, "dy_bits"), k->dy_groups = (int)ir_int(n, "dy_groups");
-    k->dy_stream = (uint64_t)ir_int(n, "dy_stream"), k->a = KE_I8;
+    k->dy_stream = (uint64_t)ir_int(n, "dy_stream"), k->dy_ranges = (int)ir_int(n, "dy_ranges"), k->a = KE_I8;
     if (k->dy_groups < 1) return 0;
   }
   k->Ho = (k->H + 2 * k->p - k->k) / k->s + 1;
@@ -430,7 +430,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
               (long long)k->k, (long long)k->s, (long long)k->p, (long long)k->g, elem[k->a], elem[k->b],
               k->a == KE_F32 ? "f32" : "i32", k->bias ? " +bias" : "", k->out_s16 ? (k->chansums ? " out=s16 +chansums" : " out=s16") : "");
     if (k->dy_bits)
-      sb_printf(&b, "  dy=f32 shiftquant bits=%d groups=%d (ranges given)%s\n", k->dy_bits, k->dy_groups,
+      sb_printf(&b, "  dy=f32 shiftquant bits=%d groups=%d%s%s\n", k->dy_bits, k->dy_groups, k->dy_ranges ? " (ranges given)" : "",
                 k->dp.dot ? " on pack, a chunk at a time" : ", all of it first");
     print_dot(&b, &k->dp);
   }

@@ -150,14 +150,13 @@ static void fuse_ranges(Graph *g, int s) {
   ir_set_num(sq, "ranges", 1);
 }
 
-/* A shiftquant that takes its ranges from a batchnorm dx and whose only reader is a qconv2d_dw
- * (a first convolution's dW: no dX reads it) dies: the dW reads the float dy and ShiftQuants it
- * while packing it, a chunk of images at a time (ops.def's dy_bits), so the q8 gradient is
- * never written and read back. With a second reader (dX) the pack would draw every random
- * number twice. */
+/* A shiftquant whose only reader is a qconv2d_dw (a first convolution's dW: no dX reads it)
+ * dies: the dW reads the float dy and ShiftQuants it while packing it, a chunk of images at a
+ * time (ops.def's dy_bits), so the q8 gradient is never written and read back. With a second
+ * reader (dX) the pack would draw every random number twice. */
 static void fuse_dy_on_pack(Graph *g, int s, char *dead) {
   Node *sq = ir_node(g, s);
-  if (sq->kind != NK_OP || sq->op != OP_shiftquant || !ir_int(sq, "ranges") || s == g->loss || is_output(g, s)) return;
+  if (sq->kind != NK_OP || sq->op != OP_shiftquant || ir_int(sq, "axis") != 1 || s == g->loss || is_output(g, s)) return;
   int r = only_reader(g, s, -1, dead);
   if (r < 0 || readers(g, s) != 1) return;
   Node *dw = ir_node(g, r);
@@ -165,6 +164,7 @@ static void fuse_dy_on_pack(Graph *g, int s, char *dead) {
   ir_set_num(dw, "dy_bits", (double)ir_int(sq, "bits"));
   ir_set_num(dw, "dy_groups", (double)ir_int(sq, "groups"));
   ir_set_num(dw, "dy_stream", (double)ir_int(sq, "stream"));
+  ir_set_num(dw, "dy_ranges", (double)ir_int(sq, "ranges"));
   dw->in[0] = sq->in[0];
   dead[s] = 1;
 }

@@ -75,15 +75,16 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
   LLVMValueRef acc_zero = flt ? LLVMConstReal(g->f32, 0.0) : LLVMConstInt(g->i32, 0, 0);
   int64_t cpg = k->C / k->g, opg = k->O / k->g;
   Loop l1, l2, l3, l4, r1, r2, r3;
-  if (k->dy_bits) { /* a dW ShiftQuanting dy: the groups, then all of dy into bytes in scratch */
+  if (k->dy_bits) { /* a dW ShiftQuanting dy: the ranges, the groups, then all of dy into bytes in scratch */
     int64_t hw = k->Ho * k->Wo;
     Phases ph;
     g->scratch = k->dp.scratch;
     LLVMValueRef params = gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), c64(g, k->dp.scratch - kir_sq_params(k->O)));
-    gen_phases(g, &ph, 3);
+    LLVMValueRef ranges = gen_at(g, g->f32, params, c64(g, 2 + k->O)); /* params and ranges: in the entry block */
+    gen_phases(g, &ph, 4);
+    gen_sq_ranges(g, ptrs[0], k->N, k->O, hw, k->dy_ranges, ranges);
+    gen_next_phase(g, &ph);
     gen_only_part0(g);
-    LLVMValueRef ranges = gen_at(g, g->f32, params, c64(g, 2 + k->O));
-    gen_sq_given_ranges(g, gen_at(g, g->i32, ptrs[0], c64(g, k->N * k->O * hw)), ranges, c64(g, 0), c64(g, k->O));
     gen_sq_groups(g, ranges, k->O, k->dy_groups, k->dy_bits, params);
     gen_next_phase(g, &ph);
     SqRows r = {ptrs[0], gen_arg(g, KA_SCRATCH), c64(g, 0), params, k->O, hw, k->dy_groups, k->dy_bits};

@@ -79,7 +79,7 @@ void dot_store_correction(Dot *d, LLVMValueRef n, LLVMValueRef colsum);
 
 /* ---- convolution dW ShiftQuanting its dy (dot_quant_dy.c) ---- */
 LLVMValueRef dot_sq_params(Dot *d); /* kir_sq_params bytes at the end of scratch */
-void dot_dy_groups(Dot *d);         /* the first phase: the scale and the groups */
+void dot_dy_groups(Dot *d, Phases *ph); /* two phases: the ranges, then the scale and groups */
 LLVMValueRef dot_dy_scale(Dot *d);  /* dy's scale, once dot_dy_groups ran */
 void dot_quantize_dy(Dot *d);       /* the chunk's dy into dybytes */
 /* where dW reads dy: the chunk's bytes (image n - n0), or the input (image n) */

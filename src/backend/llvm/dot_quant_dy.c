@@ -1,7 +1,7 @@
-/* dot_quant_dy.c: a convolution dW that ShiftQuants its own dy (ConvKernel's dy_bits): a first
- * phase takes the scale and each channel's group from the ranges the batchnorm dx kept after
- * dy, then each chunk's dy is rounded into bytes in its slice's scratch right before the chunk
- * is packed. The q8 gradient never reaches memory: the bytes stay in the cache of the core that
+/* dot_quant_dy.c: a convolution dW that ShiftQuants its own dy (ConvKernel's dy_bits): two
+ * first phases take the channels' ranges (read from dy, or the ones a batchnorm dx kept after
+ * it), then the scale and each channel's group; then each chunk's dy is rounded into bytes in
+ * its slice's scratch right before the chunk is packed. The q8 gradient never reaches memory: the bytes stay in the cache of the core that
  * packs them. Same draws, same values as the shiftquant kernel (quant.c's pieces). */
 #include "dot.h"
 
@@ -10,13 +10,14 @@ LLVMValueRef dot_sq_params(Dot *d) {
   return gen_at(g, g->i8, gen_arg(g, KA_SCRATCH), gen_i64(g, d->p->scratch - kir_sq_params(d->ck->O)));
 }
 
-void dot_dy_groups(Dot *d) {
+void dot_dy_groups(Dot *d, Phases *ph) {
   Gen *g = d->g;
   const ConvKernel *k = d->ck;
-  LLVMValueRef params = dot_sq_params(d), ranges = gen_at(g, g->f32, params, gen_i64(g, 2 + k->O));
+  gen_sq_ranges(g, d->A, k->N, k->O, k->Ho * k->Wo, k->dy_ranges, gen_at(g, g->f32, dot_sq_params(d), gen_i64(g, 2 + k->O)));
+  gen_next_phase(g, ph);
   gen_only_part0(g);
-  gen_sq_given_ranges(g, gen_at(g, g->i32, d->A, gen_i64(g, k->N * k->O * k->Ho * k->Wo)), ranges, gen_i64(g, 0), gen_i64(g, k->O));
-  gen_sq_groups(g, ranges, k->O, k->dy_groups, k->dy_bits, params);
+  LLVMValueRef params = dot_sq_params(d); /* in this phase's blocks */
+  gen_sq_groups(g, gen_at(g, g->f32, params, gen_i64(g, 2 + k->O)), k->O, k->dy_groups, k->dy_bits, params);
 }
 
 LLVMValueRef dot_dy_scale(Dot *d) {

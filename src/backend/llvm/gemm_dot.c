@@ -251,9 +251,9 @@ static LLVMValueRef generate(Dot *d, int has_bias, const char *name) {
   if (d->p->chunks) { /* dW: (dy's groups,) each slice's chunks, then the slices' sum and the epilogue */
     Phases ph;
     int sq = d->p->dyq != 0;
-    gen_phases(g, &ph, sq ? 3 : 2);
+    gen_phases(g, &ph, sq ? 4 : 2);
     if (sq) { /* dy ShiftQuant'ed here: its scale is known from the next phase on */
-      dot_dy_groups(d);
+      dot_dy_groups(d, &ph);
       gen_next_phase(g, &ph);
       scale = LLVMBuildFMul(g->b, dot_dy_scale(d), gen_input_scale(g, 1), "scale");
     }

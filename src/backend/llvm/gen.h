@@ -134,8 +134,9 @@ LLVMValueRef gen_reduce(Gen *g, const RedKernel *k, const char *name);
 LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
 /* ShiftQuant (runtime/numerics.c's nm_shiftquant) in pieces that the shiftquant kernel and a
  * dW quantizing its own dy share. params: kir_sq_params bytes (inv, the output scale, each
- * channel's group). gen_sq_given_ranges copies channels [lo, hi) of ranges kept as float bits
- * after a batchnorm dx's values, failing on a NaN or Inf; gen_sq_groups takes R, the scale and
+ * channel's group, each channel's range). gen_sq_ranges: the part's channels' ranges of x
+ * [outer, C, inner], read, or (given) copied from float bits kept after x's values (a
+ * batchnorm dx's), failing on a NaN or Inf either way; gen_sq_groups takes R, the scale and
  * the groups from C ranges (part 0's work); gen_sq_row rounds row `row` (channel row % C) of
  * x [rows x inner] into q, element e at q[e - qfirst]. */
 typedef struct {
@@ -143,7 +144,7 @@ typedef struct {
   int64_t channels, inner;
   int groups, bits;
 } SqRows;
-void gen_sq_given_ranges(Gen *g, LLVMValueRef given, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi);
+void gen_sq_ranges(Gen *g, LLVMValueRef x, int64_t outer, int64_t C, int64_t inner, int given, LLVMValueRef ranges);
 void gen_sq_groups(Gen *g, LLVMValueRef ranges, int64_t C, int G, int bits, LLVMValueRef params);
 void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key);
 LLVMValueRef gen_norm(Gen *g, const ChanKernel *k, const char *name);

@@ -236,13 +236,33 @@ void gen_sq_groups(Gen *g, LLVMValueRef ranges, int64_t C, int G, int bits, LLVM
   LLVMBuildStore(g->b, LLVMBuildSelect(g->b, zero, gen_f32c(g, 1), smin, ""), params_f32(g, params, 1));
 }
 
-void gen_sq_given_ranges(Gen *g, LLVMValueRef given, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi) {
-  Loop l;
-  LLVMValueRef c = gen_loop_range(g, &l, lo, hi, "c");
-  LLVMValueRef u = gen_load(g, g->i32, given, c);
-  gen_fail_if(g, LLVMBuildICmp(g->b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
-  gen_store(g, LLVMBuildBitCast(g->b, u, g->f32, ""), ranges, c);
+void gen_sq_ranges(Gen *g, LLVMValueRef x, int64_t outer, int64_t C, int64_t inner, int given, LLVMValueRef ranges) {
+  Loop l, lo_;
+  LLVMValueRef lo, hi, c;
+  gen_part_range(g, C, &lo, &hi);
+  if (given) { /* as float bits after x's values: copied */
+    c = gen_loop_range(g, &l, lo, hi, "c");
+    LLVMValueRef u = gen_load(g, g->i32, gen_at(g, g->i32, x, gen_i64(g, outer * C * inner)), c);
+    gen_fail_if(g, LLVMBuildICmp(g->b, LLVMIntUGE, u, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
+    gen_store(g, LLVMBuildBitCast(g->b, u, g->f32, ""), ranges, c);
+    gen_loop_end(g, &l, 0);
+    return;
+  }
+  c = gen_loop_range(g, &l, lo, hi, "c");
+  gen_store(g, gen_f32c(g, 0), ranges, c);
   gen_loop_end(g, &l, 0);
+  if (inner == 1) {
+    column_ranges(g, x, ranges, lo, hi, C, outer);
+    return;
+  }
+  /* rows in memory order (o outer): one channel's rows alone are runs too short for the prefetchers */
+  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
+  c = gen_loop_range(g, &l, lo, hi, "c");
+  LLVMValueRef first = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""), gen_i64(g, inner), "");
+  LLVMValueRef m = absmax(g, x, first, gen_i64(g, inner));
+  gen_store(g, gen_fmax(g, m, gen_load(g, g->f32, ranges, c)), ranges, c);
+  gen_loop_end(g, &l, 0);
+  gen_loop_end(g, &lo_, 0);
 }
 
 static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
@@ -251,30 +271,8 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
   LLVMValueRef params = gen_arg(g, KA_SCRATCH), ranges = params_f32(g, params, 2 + C);
   Phases ph;
   gen_phases(g, &ph, 3);
-  /* r_c = max |x[., c, .]| over the part's channels, rows in memory order (o outer): one
-   * channel's rows alone are runs too short for the prefetchers */
-  Loop l, lo_;
-  LLVMValueRef lo, hi, c;
-  gen_part_range(g, C, &lo, &hi);
-  if (k->ranges) { /* its input keeps them after its values (a batchnorm dx's, as bits): copied */
-    gen_sq_given_ranges(g, gen_at(g, g->i32, x, gen_i64(g, k->outer * C * inner)), ranges, lo, hi);
-  } else {
-    c = gen_loop_range(g, &l, lo, hi, "c");
-    gen_store(g, gen_f32c(g, 0), ranges, c);
-    gen_loop_end(g, &l, 0);
-    if (inner == 1) {
-      column_ranges(g, x, ranges, lo, hi, C, k->outer);
-    } else {
-      LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, k->outer), "o");
-      c = gen_loop_range(g, &l, lo, hi, "c");
-      LLVMValueRef first = LLVMBuildMul(g->b, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""), gen_i64(g, inner), "");
-      LLVMValueRef m = absmax(g, x, first, gen_i64(g, inner));
-      gen_store(g, gen_fmax(g, m, gen_load(g, g->f32, ranges, c)), ranges, c);
-      gen_loop_end(g, &l, 0);
-      gen_loop_end(g, &lo_, 0);
-    }
-  }
-
+  gen_sq_ranges(g, x, k->outer, C, inner, k->ranges, ranges); /* r_c = max |x[., c, .]| */
+  Loop l;
   gen_next_phase(g, &ph); /* R = max r_c; groups by exact ldexp thresholds; s = ldexp(R / Qmax, -(G-1)) */
   gen_only_part0(g);
   gen_sq_groups(g, ranges, C, (int)G, k->bits, params);
