@@ -183,10 +183,14 @@ expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$
 # over chunks of images, and conv2's slices take one or two chunks each; wide.sq's forward U
 # rows are too long to pack per tile
 expect kir-chunks 0 "k-chunks=11 of 3 images in 8 slices" -- "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
-# conv1's dW ShiftQuants its dy while packing it (no dX reads that gradient); conv2's keeps the node
-expect kir-dy-on-pack 0 "dy=f32 shiftquant bits=4 groups=5 (ranges given) on pack, a chunk at a time" -- \
+# The CNN's batchnorm dx ShiftQuant their outputs (dx computed twice, never stored as floats),
+# which conv2's dX and dW both read; a first convolution with no batchnorm before it has its dW
+# ShiftQuant its dy while packing it
+expect kir-dx-shiftquant 0 "out=shiftquant bits=4 groups=5 (dx twice: ranges, then rounding) maxpool k=2 s=2 to [14, 14]" -- \
   "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
-expect fuse-dy-kept 0 "%c2.qconv2d_dw = qconv2d_dw(%c2.shiftquant," -- "$sqc" "$root/examples/cnn.sq" --dump-after=fuse
+expect fuse-dx-shiftquant 0 "%c2.qconv2d_dw = qconv2d_dw(%p2.relu.batchnorm.batchnorm_dx," -- "$sqc" "$root/examples/cnn.sq" --dump-after=fuse
+expect kir-dy-on-pack 0 "dy=f32 shiftquant bits=4 groups=5 on pack, a chunk at a time" -- \
+  "$sqc" "$root/tests/models/pools.sq" --bits 4 --batch 32 --target=znver4 --emit=kir
 # ...its stride-1 convolutions read U in place, and its fc dW packs the transposed f whole
 expect kir-u-in-place 0 "kp=576 mp=3136 np=32 channels-last pad=1 u-in-place runs=3x192" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
 expect kir-u-transposed 0 "tile=6x4 swap u-transposed kp=16 mp=3138" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir

@@ -38,7 +38,9 @@ void ir_print_node(StrBuf *b, const Graph *g, const Node *n) {
     sb_puts(b, kind_name(n->kind));
     if (n->kind == NK_PARAM || n->kind == NK_STATE) {
       sb_printf(b, " %s", init_name(n->init));
-      if (n->init == INIT_UNIFORM && n->shaped) sb_printf(b, "(%.9g)", n->init_scale);
+      /* the float the initialisation multiplies by (interp.c), to 9 digits: it reads back as
+       * the same float, so a dump (and the IR a library embeds) initialises alike */
+      if (n->init == INIT_UNIFORM && n->shaped) sb_printf(b, "(%.9g)", (double)(float)n->init_scale);
     }
   }
   if (n->shaped) {

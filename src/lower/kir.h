@@ -168,12 +168,14 @@ typedef struct {
   int64_t H, W, Ho, Wo;   /* (inner = H * W), and the pooled planes */
   int ranges;             /* a batchnorm dx: keeps its channels' ranges after dx (each row's in
                              scratch); shiftquant: takes them from after its input's values */
+  int sq_out;             /* a batchnorm dx: ShiftQuants dx (bits, groups, stream) into a q8
+                             output, each row computed twice: for the ranges, then the rounding */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int x_s16;              /* batchnorms: x is s16 (a convolution's sums and their scale) */
   int int_stats;          /* batchnorm_stats of s16 x: integer L1 statistics (nm_bn_int_stats) */
   int chansums;           /* int_stats: each channel's sum of x is given after x (ops.def) */
   int64_t vocab;          /* embedding */
-  uint64_t stream;        /* shiftquant, dropout */
+  uint64_t stream;        /* shiftquant (and a batchnorm dx's sq_out), dropout */
   double eps, momentum;   /* norms (as written: the L2 forms compute with the doubles) */
   float p;                /* dropout */
   double beta1, beta2;    /* adam_update (eps above), as written: its bias corrections use the doubles */

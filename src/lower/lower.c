@@ -278,6 +278,14 @@ static void norm_view(const Shape *x, int per_row, ChanKernel *k) {
   k->per_inner = per_row;
 }
 
+/* a batchnorm dx ShiftQuanting its output (ops.def's sq_bits): a row of dx on the stack */
+static int dx_shiftquant(const Node *n, ChanKernel *k) {
+  if (!ir_int(n, "sq_bits")) return 1;
+  k->sq_out = 1, k->bits = (int)ir_int(n, "sq_bits"), k->groups = (int)ir_int(n, "sq_groups");
+  k->stream = (uint64_t)ir_int(n, "sq_stream");
+  return k->groups >= 1 && k->inner > 1 && k->inner <= KIR_POOL_PLANE_MAX;
+}
+
 static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
   *k = (ChanKernel){.node = n->id, .op = n->op, .outer = 1, .channels = 1};
   const Node *x0 = n->nin ? ir_in(g, n, 0) : NULL;
@@ -314,7 +322,9 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->x_s16 = ir_in(g, n, 1)->dtype == DT_S16;
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
     k->ranges = n->op == OP_batchnorm_dx && ir_int(n, "ranges");
-    k->scratch = kir_bn_scratch(k->channels) + (k->ranges ? 4 * k->outer * k->channels : 0);
+    if (n->op == OP_batchnorm_dx && !dx_shiftquant(n, k)) return 0;
+    k->scratch = kir_bn_scratch(k->channels) + (k->ranges || k->sq_out ? 4 * k->outer * k->channels : 0) +
+                 (k->sq_out ? kir_sq_params(k->channels) : 0);
     return 1;
   case OP_batchnorm_pool: case OP_batchnorm_pool_dparams: case OP_batchnorm_pool_dx: {
     const Shape *x = &ir_in(g, n, n->op == OP_batchnorm_pool ? 0 : 1)->shape;
@@ -326,7 +336,9 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->l2 = n->op != OP_batchnorm_pool_dparams && ir_int(n, "l2");
     if (n->op == OP_batchnorm_pool) k->momentum = ir_num(n, "momentum"), k->eps = ir_num(n, "eps");
     k->ranges = n->op == OP_batchnorm_pool_dx && ir_int(n, "ranges");
-    k->scratch = kir_bn_scratch(k->channels) + (k->ranges ? 4 * k->outer * k->channels : 0);
+    if (n->op == OP_batchnorm_pool_dx && !dx_shiftquant(n, k)) return 0;
+    k->scratch = kir_bn_scratch(k->channels) + (k->ranges || k->sq_out ? 4 * k->outer * k->channels : 0) +
+                 (k->sq_out ? kir_sq_params(k->channels) : 0);
     return kir_maxpool_plane_fits(k->pool_k, k->pool_s, 0) && k->inner <= KIR_POOL_PLANE_MAX;
   }
   case OP_l1_layernorm: case OP_layernorm:
@@ -461,6 +473,7 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->x_s16) sb_puts(&b, " x=s16");
     if (k->int_stats) sb_puts(&b, k->chansums ? " stats=int sums given" : " stats=int");
     if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
+    if (k->sq_out) sb_printf(&b, " out=shiftquant bits=%d groups=%d (dx twice: ranges, then rounding)", k->bits, k->groups);
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);

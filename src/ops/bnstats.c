@@ -48,15 +48,17 @@ static int want_pool(ShapeCtx *c, const Node *n, int i) {
 int batchnorm_pool_dparams_shape(ShapeCtx *c, Node *n) {
   return WANT_STATS(c, n, 1, 2) && want_pool(c, n, 3) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
 }
+/* dx, or with sq_bits its ShiftQuant (ops.def) */
+static DType dx_dtype(const Node *n) { return ir_int(n, "sq_bits") ? DT_Q8 : DT_F32; }
 int batchnorm_pool_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
   return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") && want_pool(c, n, 5) &&
-         shape_set(c, n, DT_F32, x->shape);
+         shape_set(c, n, dx_dtype(n), x->shape);
 }
 int batchnorm_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
   return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") &&
-         shape_set(c, n, DT_F32, x->shape);
+         shape_set(c, n, dx_dtype(n), x->shape);
 }
 
 /* ---- gradients: dgamma and dbeta in one pass first, then dx reads both (its mean(gamma*g)
@@ -161,19 +163,30 @@ void channel_ranges_ref(const Tensor *x, float *ranges) {
   }
 }
 
-/* dx written, then with ranges = 1 its channels' ranges after it */
-static int dx_ranges(RefCtx *c, const Node *n) {
-  if (ir_int(n, "ranges")) channel_ranges_ref(REF_OUT(c, n), channel_ranges_of(REF_OUT(c, n)));
-  return 1;
+/* where dx goes: the output, or with sq_bits a float copy that dx_finish ShiftQuants into it */
+static Tensor dx_target(RefCtx *c, const Node *n) {
+  Tensor t = *REF_OUT(c, n);
+  if (ir_int(n, "sq_bits")) t.dtype = DT_F32, t.q = NULL, t.f = xmalloc(sizeof(float) * (size_t)t.n);
+  return t;
+}
+/* dx written: with ranges = 1 its channels' ranges after it, or with sq_bits its ShiftQuant out */
+static int dx_finish(RefCtx *c, const Node *n, Tensor *dx) {
+  if (!ir_int(n, "sq_bits")) {
+    if (ir_int(n, "ranges")) channel_ranges_ref(dx, channel_ranges_of(dx));
+    return 1;
+  }
+  nm_sq_params p = {(int)ir_int(n, "sq_bits"), (int)ir_int(n, "sq_groups"), c->seed, (uint64_t)ir_int(n, "sq_stream"), c->step};
+  int ok = shiftquant_ref_into(c, n, n->name, dx, 1, p, REF_OUT(c, n));
+  free(dx->f);
+  return ok;
 }
 
 int batchnorm_dx_ref(RefCtx *c, const Node *n) {
-  Tensor copy;
+  Tensor copy, dx = dx_target(c, n);
   const Tensor *dy = REF_IN(c, n, 0), *x = ref_values(c, n, 1, &copy);
-  nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
-           REF_OUT(c, n)->f, 1);
+  nm_bn_dx(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"), dx.f, 1);
   ref_values_free(x, &copy);
-  return dx_ranges(c, n);
+  return dx_finish(c, n, &dx);
 }
 
 /* ---- batchnorm_pool and its gradients: the unfused ops' arithmetic, in their order ---- */
@@ -213,12 +226,11 @@ int batchnorm_pool_dparams_ref(RefCtx *c, const Node *n) {
 }
 
 int batchnorm_pool_dx_ref(RefCtx *c, const Node *n) {
-  Tensor copy;
+  Tensor copy, dx = dx_target(c, n);
   const Tensor *x = ref_values(c, n, 1, &copy);
   float *g = pooled_gradient(c, n, 5);
-  nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"),
-           REF_OUT(c, n)->f, 1);
+  nm_bn_dx(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_IN(c, n, 3)->f, REF_IN(c, n, 4)->f, (int)ir_int(n, "l2"), dx.f, 1);
   free(g);
   ref_values_free(x, &copy);
-  return dx_ranges(c, n);
+  return dx_finish(c, n, &dx);
 }

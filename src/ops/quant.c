@@ -15,11 +15,9 @@ int quantize_shape(ShapeCtx *c, Node *n) {
 
 void quantize_grad(GradCtx *c, const Node *n, int dy) { grad_accum(c, n->in[0], dy); }
 
-static int numeric_fail(RefCtx *c, const Node *n, nm_status st, int64_t bad) {
-  const Node *src = ir_in(c->g, n, 0);
-  if (st == NM_NONFINITE)
-    return ref_fail(c, n, "cannot quantize '%s': element %lld is not finite", src->name, (long long)bad);
-  return ref_fail(c, n, "cannot quantize '%s': %s", src->name, nm_status_text(st));
+static int numeric_fail(RefCtx *c, const Node *n, const char *what, nm_status st, int64_t bad) {
+  if (st == NM_NONFINITE) return ref_fail(c, n, "cannot quantize '%s': element %lld is not finite", what, (long long)bad);
+  return ref_fail(c, n, "cannot quantize '%s': %s", what, nm_status_text(st));
 }
 
 int quantize_ref(RefCtx *c, const Node *n) {
@@ -28,7 +26,7 @@ int quantize_ref(RefCtx *c, const Node *n) {
   int64_t bad = -1;
   q->q_unsigned = (int)ir_int(n, "unsigned");
   nm_status st = nm_quantize(x->f, x->n, (int)ir_int(n, "bits"), q->q_unsigned, q->q, &q->scale, &bad, 1);
-  return st == NM_OK ? 1 : numeric_fail(c, n, st, bad);
+  return st == NM_OK ? 1 : numeric_fail(c, n, ir_in(c->g, n, 0)->name, st, bad);
 }
 
 /* ---- shiftquant: an output gradient -> q8 (shifted values, one scale) ---- */
@@ -41,8 +39,7 @@ int shiftquant_shape(ShapeCtx *c, Node *n) {
 
 /* With ranges = 1 its input keeps each channel's range too (ops.def): they are what nm_shiftquant
  * computes, so the reference reads x alone. */
-/* q = shiftquant(x) over channel axis `axis`; n (whose input 0 is x) names a failure */
-static int shiftquant_into(RefCtx *c, const Node *n, const Tensor *x, int axis, nm_sq_params p, Tensor *q) {
+int shiftquant_ref_into(RefCtx *c, const Node *n, const char *what, const Tensor *x, int axis, nm_sq_params p, Tensor *q) {
   nm_chan geo = {1, x->d[axis], 1};
   for (int i = 0; i < axis; i++) geo.outer *= x->d[i];
   for (int i = axis + 1; i < x->rank; i++) geo.inner *= x->d[i];
@@ -50,12 +47,12 @@ static int shiftquant_into(RefCtx *c, const Node *n, const Tensor *x, int axis, 
   int64_t bad = -1;
   q->q_unsigned = 0;
   nm_status st = nm_shiftquant(x->f, geo, &p, (int8_t *)q->q, &q->scale, NULL, NULL, &bad, 1);
-  return st == NM_OK ? 1 : numeric_fail(c, n, st, bad);
+  return st == NM_OK ? 1 : numeric_fail(c, n, what, st, bad);
 }
 
 int shiftquant_ref(RefCtx *c, const Node *n) {
   nm_sq_params p = {(int)ir_int(n, "bits"), (int)ir_int(n, "groups"), c->seed, (uint64_t)ir_int(n, "stream"), c->step};
-  return shiftquant_into(c, n, REF_IN(c, n, 0), (int)ir_int(n, "axis"), p, REF_OUT(c, n));
+  return shiftquant_ref_into(c, n, ir_in(c->g, n, 0)->name, REF_IN(c, n, 0), (int)ir_int(n, "axis"), p, REF_OUT(c, n));
 }
 
 /* The output gradient, ShiftQuant'ed once per GEMM: dX and dW share it. */
@@ -225,7 +222,7 @@ int qconv2d_dw_ref(RefCtx *c, const Node *n) {
   if (ir_int(n, "dy_bits")) { /* dy as floats: ShiftQuant'ed here, as the shiftquant fuse removed did */
     nm_sq_params p = {(int)ir_int(n, "dy_bits"), (int)ir_int(n, "dy_groups"), c->seed, (uint64_t)ir_int(n, "dy_stream"), c->step};
     dyq.dtype = DT_Q8, dyq.f = NULL, dyq.q = xmalloc((size_t)dy->n);
-    if (!shiftquant_into(c, n, dy, 1, p, &dyq)) {
+    if (!shiftquant_ref_into(c, n, ir_in(c->g, n, 0)->name, dy, 1, p, &dyq)) {
       free(dyq.q);
       return 0;
     }

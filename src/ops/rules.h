@@ -85,6 +85,9 @@ static inline float *channel_ranges_of(const Tensor *t) { return t->f + t->n; }
 /* a qconv2d's channel sums (chansums = 1), after its s16 values */
 static inline int64_t *channel_sums_of(const Tensor *t) { return (int64_t *)(void *)((char *)t->s16 + ir_s16_sums_at(t->n)); }
 void channel_ranges_ref(const Tensor *x, float *ranges);
+/* q = shiftquant(x) over channel axis `axis` (runtime/numerics.c's nm_shiftquant); a failure
+ * names n and the tensor `what` */
+int shiftquant_ref_into(struct RefCtx *c, const Node *n, const char *what, const Tensor *x, int axis, nm_sq_params p, Tensor *q);
 void maxpool_codes_ref(const Node *n, const Tensor *x, int relu, uint8_t *codes);
 void maxpool_route_ref(const Node *n, const float *dy, const uint8_t *codes, const Tensor *x, float *dx);
 

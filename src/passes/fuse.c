@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../runtime/numerics.h"
+#include "../lower/kir.h"
 #include "../ops/rules.h"
 #include "passes.h"
 
@@ -150,6 +151,27 @@ static void fuse_ranges(Graph *g, int s) {
   ir_set_num(sq, "ranges", 1);
 }
 
+/* A batchnorm dx (of feature maps) whose only reader is a shiftquant over its channels does the
+ * ShiftQuant itself (ops.def's sq_bits) and the shiftquant dies: the kernel computes dx twice,
+ * once for the channels' ranges and once into the rounding, a row at a time on the stack (up to
+ * KIR_POOL_PLANE_MAX elements), so the float dx is never written and read back. */
+static void fuse_dx_shiftquant(Graph *g, int s, char *dead) {
+  Node *sq = ir_node(g, s);
+  if (sq->kind != NK_OP || sq->op != OP_shiftquant || ir_int(sq, "axis") != 1 || s == g->loss || is_output(g, s)) return;
+  Node *dx = ir_in(g, sq, 0);
+  if (dx->kind != NK_OP || (dx->op != OP_batchnorm_dx && dx->op != OP_batchnorm_pool_dx)) return;
+  int64_t hw = dx->shape.rank == 4 ? dx->shape.d[2] * dx->shape.d[3] : 0;
+  if (hw < 2 || hw > KIR_POOL_PLANE_MAX || readers(g, dx->id) != 1 || is_output(g, dx->id) || dx->id == g->loss) return;
+  ir_set_num(dx, "sq_bits", (double)ir_int(sq, "bits"));
+  ir_set_num(dx, "sq_groups", (double)ir_int(sq, "groups"));
+  ir_set_num(dx, "sq_stream", (double)ir_int(sq, "stream"));
+  dx->dtype = DT_Q8;
+  for (int j = s + 1; j < g->nodes.n; j++)
+    for (int i = 0; i < ir_node(g, j)->nin; i++)
+      if (ir_node(g, j)->in[i] == s) ir_node(g, j)->in[i] = dx->id;
+  dead[s] = 1;
+}
+
 /* A shiftquant whose only reader is a qconv2d_dw (a first convolution's dW: no dX reads it)
  * dies: the dW reads the float dy and ShiftQuants it while packing it, a chunk of images at a
  * time (ops.def's dy_bits), so the q8 gradient is never written and read back. With a second
@@ -244,9 +266,12 @@ int pass_fuse(Graph *g, PassCtx *c) {
   }
   for (int p = 0; p < n; p++) fuse_batchnorm_pool(g, p, dead);
   ir_remove(g, dead);
+  memset(dead, 0, (size_t)n);
+  for (int s = 0; s < g->nodes.n; s++) fuse_dx_shiftquant(g, s, dead);
+  ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_ranges(g, s);
   memset(dead, 0, (size_t)n);
-  for (int s = 0; s < g->nodes.n; s++) fuse_dy_on_pack(g, s, dead);
+  for (int s = 0; s < g->nodes.n && !getenv("NODY"); s++) fuse_dy_on_pack(g, s, dead);
   ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_sums16(g, s);
   for (int s = 0; s < g->nodes.n; s++) fuse_chansums(g, s);

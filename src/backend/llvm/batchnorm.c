@@ -19,7 +19,9 @@ typedef struct {
   int cw;                 /* channels per unit of work: 1, or NM_LANES when inner = 1 */
   LLVMValueRef cmask;     /* cw > 1: the lanes that are channels */
   LLVMValueRef xscale;    /* x is s16 (a convolution's sums): their scale; NULL when floats */
+  int dx_pass;            /* batchnorm dx's rows: DX_STORE, or with sq_out DX_TOPS then DX_QUANTIZE */
 } Bn;
+enum { DX_STORE, DX_TOPS, DX_QUANTIZE };
 
 #define B (b->g->b)
 static LLVMValueRef ext(Bn *b, LLVMValueRef v) { return LLVMBuildFPExt(B, v, b->vd, ""); }
@@ -207,25 +209,48 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
 
 /* Elementwise work in two phases: per unit (parts over units), constants(c) stores per-channel
  * constants in the scratch's float regions (K_*); then row(c, row) for every row in memory
- * order (parts over rows). */
-static void channel_ranges(Bn *b, LLVMValueRef out);
+ * order (parts over rows). A batchnorm dx keeping its ranges adds a phase for them; one
+ * ShiftQuanting dx (sq_out) takes the rows' ranges, then (part 0) the channels', the scale and
+ * the groups, then goes over the rows again, rounding. */
+static void channel_ranges(Bn *b, LLVMValueRef dst, int check);
 static LLVMValueRef row_tops(Bn *b);
+static LLVMValueRef sq_params(Bn *b);
+static void each_row(Bn *b, RowFn row, void *ctx) {
+  Gen *g = b->g;
+  Loop lr;
+  LLVMValueRef r = gen_loop_part(g, &lr, b->k->outer * units(b), "rows");
+  LLVMValueRef c = unit_channel(b, LLVMBuildSRem(B, r, gen_i64(g, units(b)), ""));
+  row(b, c, row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), ctx);
+  gen_loop_end(g, &lr, 0);
+}
 static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
   Gen *g = b->g;
+  const ChanKernel *k = b->k;
   Phases ph;
-  gen_phases(g, &ph, b->k->ranges ? 3 : 2);
-  Loop lu, lr;
+  gen_phases(g, &ph, k->sq_out ? 4 : k->ranges ? 3 : 2);
+  Loop lu;
   LLVMValueRef c = unit_channel(b, gen_loop_part(g, &lu, units(b), "unit"));
   constants(b, c, ctx);
   gen_loop_end(g, &lu, 0);
   gen_next_phase(g, &ph);
-  LLVMValueRef r = gen_loop_part(g, &lr, b->k->outer * units(b), "rows");
-  c = unit_channel(b, LLVMBuildSRem(B, r, gen_i64(g, units(b)), ""));
-  row(b, c, row_start(b, LLVMBuildSDiv(B, r, gen_i64(g, units(b)), ""), c), ctx);
-  gen_loop_end(g, &lr, 0);
-  if (b->k->ranges) { /* each channel's range from its rows' */
+  b->dx_pass = k->sq_out ? DX_TOPS : DX_STORE;
+  each_row(b, row, ctx);
+  if (k->ranges) { /* each channel's range from its rows', after dx */
     gen_next_phase(g, &ph);
-    channel_ranges(b, gen_arg(g, KA_OUT));
+    channel_ranges(b, gen_at(g, g->i32, gen_arg(g, KA_OUT), gen_i64(g, k->outer * k->channels * k->inner)), 0);
+  }
+  if (k->sq_out) { /* part 0: the channels' ranges (a few thousand row maxima), the scale and the groups */
+    gen_next_phase(g, &ph);
+    gen_only_part0(g);
+    LLVMValueRef params = sq_params(b);
+    g->part = gen_i64(g, 0), g->nparts = gen_i64(g, 1);
+    channel_ranges(b, gen_at(g, g->i32, params, gen_i64(g, 2 + k->channels)), 1);
+    g->part = g->nparts = NULL;
+    gen_sq_groups(g, gen_at(g, g->f32, params, gen_i64(g, 2 + k->channels)), k->channels, k->groups, k->bits, params);
+    gen_sq_set_scale(g, params);
+    gen_next_phase(g, &ph);
+    b->dx_pass = DX_QUANTIZE;
+    each_row(b, row, ctx);
   }
 }
 
@@ -663,14 +688,21 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
     return;
   }
   if (pooled(b)) route_gradient(b, r, row, 5);
-  LLVMValueRef top = b->k->ranges ? gen_var(g, LLVMConstInt(g->i32, 0, 0), "top") : NULL;
+  int pass = b->dx_pass;
+  LLVMValueRef top = (b->k->ranges && pass == DX_STORE) || pass == DX_TOPS ? gen_var(g, LLVMConstInt(g->i32, 0, 0), "top") : NULL;
   if (top) LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), top);
+  LLVMValueRef buf = NULL; /* DX_QUANTIZE: the row, on the stack, for the rounding */
+  if (pass == DX_QUANTIZE) {
+    buf = gen_entry_alloca(g, LLVMArrayType(g->f32, (unsigned)b->k->inner), "dxrow");
+    LLVMSetAlignment(buf, 64);
+  }
   Loop l; /* the vectorizer widens it */
   LLVMValueRef j = gen_loop_begin(g, &l, gen_i64(g, b->k->inner), "j"), e = LLVMBuildAdd(B, row, j, "e");
   LLVMValueRef gv = pooled(b) ? gen_load(g, g->f32, r->grad, j) : gen_load(g, g->f32, r->dy, e);
   LLVMValueRef xv = int_signs(b) ? LLVMBuildSExt(B, LLVMBuildLoad2(B, x_elem(b), x_at(b, r->x, e), ""), g->i32, "") : x_load(b, r->x, e);
   LLVMValueRef v = dx_value(b, r, xv, gv);
-  gen_store(g, v, r->out, e);
+  if (pass == DX_STORE) gen_store(g, v, r->out, e);
+  if (buf) gen_store(g, v, buf, j);
   if (top) { /* the row's largest |dx| as bits: a NaN above an Inf above every finite value */
     LLVMValueRef u = LLVMBuildAnd(B, LLVMBuildBitCast(B, v, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
     LLVMValueRef t = gen_get(g, top);
@@ -678,13 +710,24 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   }
   gen_loop_end(g, &l, 0);
   if (top) gen_store(g, gen_get(g, top), row_tops(b), LLVMBuildSDiv(B, row, gen_i64(g, b->k->inner), ""));
+  if (buf) { /* ShiftQuant's rounding of the row, with the draws of its elements' indices */
+    const ChanKernel *k = b->k;
+    SqRows q = {buf, r->out, gen_i64(g, 0), sq_params(b), k->channels, k->inner, k->groups, k->bits, row};
+    gen_sq_row(g, &q, LLVMBuildSDiv(B, row, gen_i64(g, k->inner), ""), gen_rng_key(g, k->stream));
+  }
 }
 /* ranges = 1: each row's largest |dx| bits in scratch after the constants, then each
  * channel's, the largest of its rows', after dx's values */
 static LLVMValueRef row_tops(Bn *b) {
   return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(b->k->channels)));
 }
-static void channel_ranges(Bn *b, LLVMValueRef out) {
+/* sq_out: ShiftQuant's parameters (kir_sq_params), after the rows' ranges */
+static LLVMValueRef sq_params(Bn *b) {
+  const ChanKernel *k = b->k;
+  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(k->channels) + 4 * k->outer * k->channels));
+}
+/* dst[c] = channel c's range, as bits; with check, a NaN or an Inf fails the kernel */
+static void channel_ranges(Bn *b, LLVMValueRef dst, int check) {
   Gen *g = b->g;
   const ChanKernel *k = b->k;
   Loop lc, lo;
@@ -694,7 +737,9 @@ static void channel_ranges(Bn *b, LLVMValueRef out) {
   LLVMValueRef u = gen_load(g, g->i32, row_tops(b), LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "")), t = gen_get(g, top);
   LLVMBuildStore(B, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntUGT, u, t, ""), u, t, ""), top);
   gen_loop_end(g, &lo, 0);
-  gen_store(g, gen_get(g, top), gen_at(g, g->i32, out, gen_i64(g, k->outer * k->channels * k->inner)), c);
+  LLVMValueRef m = gen_get(g, top);
+  if (check) gen_fail_if(g, LLVMBuildICmp(B, LLVMIntUGE, m, LLVMConstInt(g->i32, 0x7f800000, 0), "")); /* NaN or Inf */
+  gen_store(g, m, dst, c);
   gen_loop_end(g, &lc, 0);
 }
 static void dx(Bn *b, LLVMValueRef out) {
@@ -708,7 +753,7 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   /* a lane counts at most outer * ceil(inner / NM_LANES) signs: i32 unless that could overflow */
   LLVMTypeRef count = k->outer * ((k->inner + NM_LANES - 1) / NM_LANES) < INT32_MAX ? g->i32 : g->i64;
   Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES),
-          k->inner == 1 ? NM_LANES : 1, NULL, NULL};
+          k->inner == 1 ? NM_LANES : 1, NULL, NULL, DX_STORE};
   g->scratch = k->scratch;
   if (k->x_s16) { /* x: input 0 of the statistics and the forward pass, input 1 of the gradients */
     SQ_ASSERT(b.cw == 1); /* the fuse pass keeps s16 for feature maps */

@@ -87,7 +87,7 @@ LLVMValueRef gen_conv(Gen *g, const ConvKernel *k, const char *name) {
     gen_only_part0(g);
     gen_sq_groups(g, ranges, k->O, k->dy_groups, k->dy_bits, params);
     gen_next_phase(g, &ph);
-    SqRows r = {ptrs[0], gen_arg(g, KA_SCRATCH), c64(g, 0), params, k->O, hw, k->dy_groups, k->dy_bits};
+    SqRows r = {ptrs[0], gen_arg(g, KA_SCRATCH), c64(g, 0), params, k->O, hw, k->dy_groups, k->dy_bits, NULL};
     LLVMValueRef key = gen_rng_key(g, k->dy_stream);
     gen_sq_row(g, &r, gen_loop_part(g, &l1, k->N * k->O, "row"), key);
     gen_loop_end(g, &l1, 0);

@@ -31,7 +31,7 @@ void dot_quantize_dy(Dot *d) {
   int64_t hw = k->Ho * k->Wo;
   LLVMValueRef n0, count = dot_images(d, &n0);
   dot_batch_views(d, gen_i64(g, 0)); /* a convolution is one batch entry */
-  SqRows r = {d->A, d->dybytes, mul(g, n0, k->O * hw), dot_sq_params(d), k->O, hw, k->dy_groups, k->dy_bits};
+  SqRows r = {d->A, d->dybytes, mul(g, n0, k->O * hw), dot_sq_params(d), k->O, hw, k->dy_groups, k->dy_bits, NULL};
   LLVMValueRef key = gen_rng_key(g, k->dy_stream);
   Loop l;
   LLVMValueRef row = gen_loop_range(g, &l, mul(g, n0, k->O), mul(g, add(g, n0, count), k->O), "row");

@@ -138,12 +138,14 @@ LLVMValueRef gen_quant(Gen *g, const ChanKernel *k, const char *name);
  * [outer, C, inner], read, or (given) copied from float bits kept after x's values (a
  * batchnorm dx's), failing on a NaN or Inf either way; gen_sq_groups takes R, the scale and
  * the groups from C ranges (part 0's work); gen_sq_row rounds row `row` (channel row % C) of
- * x [rows x inner] into q, element e at q[e - qfirst]. */
+ * x [rows x inner] into q, element e at q[e - qfirst], read at x[e - xfirst] (xfirst NULL: 0). */
 typedef struct {
   LLVMValueRef x, q, qfirst, params;
   int64_t channels, inner;
   int groups, bits;
+  LLVMValueRef xfirst;
 } SqRows;
+void gen_sq_set_scale(Gen *g, LLVMValueRef params); /* the output's scale from params, signed */
 void gen_sq_ranges(Gen *g, LLVMValueRef x, int64_t outer, int64_t C, int64_t inner, int given, LLVMValueRef ranges);
 void gen_sq_groups(Gen *g, LLVMValueRef ranges, int64_t C, int G, int bits, LLVMValueRef params);
 void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key);

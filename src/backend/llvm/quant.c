@@ -158,8 +158,8 @@ static void quantize(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q
 
 /* q[qe] = clamp(SR(x[e] * inv * 2^g)) << shift (shift = G-1-g), u = rng_uniform_halves(key, e):
  * one element, or (vec) elements e .. e + 15 from an even e, whose 16 draws take 8 hashes */
-static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef qe, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
-                     LLVMValueRef shift, LLVMValueRef key, float qmax, int vec) {
+static LLVMValueRef sr_value(Gen *g, LLVMValueRef x, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2, LLVMValueRef shift,
+                             LLVMValueRef key, float qmax, int vec) {
   LLVMValueRef xe, u;
   if (vec) {
     xe = LLVMBuildLoad2(g->b, LLVMVectorType(g->f32, 16), gen_at(g, g->f32, x, e), "x");
@@ -170,13 +170,34 @@ static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef qe, LL
     u = gen_rng_uniform_halves(g, key, e);
   }
   LLVMValueRef v = LLVMBuildFMul(g->b, LLVMBuildFMul(g->b, xe, gen_splat_like(g, inv, xe), ""), gen_splat_like(g, pow2, xe), "v");
-  LLVMValueRef f = gen_intrinsic(g, "llvm.floor", v), one = gen_splat_like(g, gen_f32c(g, 1), v), zero = LLVMConstNull(LLVMTypeOf(v));
+  /* |v| <= Qmax (plus rounding) by the choice of the groups, so floor(v) converts exactly and
+   * the rounding up and the clamp are integer work: fewer vector instructions than in floats */
+  LLVMValueRef f = gen_intrinsic(g, "llvm.floor", v);
   LLVMValueRef up = LLVMBuildFCmp(g->b, LLVMRealOLT, u, LLVMBuildFSub(g->b, v, f, ""), "");
-  LLVMValueRef sr = LLVMBuildFAdd(g->b, f, LLVMBuildSelect(g->b, up, one, zero, ""), "sr");
   LLVMTypeRef ti = vec ? LLVMVectorType(g->i32, 16) : g->i32, t8 = vec ? LLVMVectorType(g->i8, 16) : g->i8;
-  LLVMValueRef qi = LLVMBuildFPToSI(g->b, clamp(g, sr, -qmax, qmax), ti, "");
-  LLVMValueRef out = LLVMBuildTrunc(g->b, LLVMBuildShl(g->b, qi, gen_splat_like(g, shift, qi), ""), t8, ""); /* * 2^shift */
-  LLVMSetAlignment(LLVMBuildStore(g->b, out, gen_at(g, g->i8, q, qe)), 1);
+  LLVMValueRef qi = LLVMBuildAdd(g->b, LLVMBuildFPToSI(g->b, f, ti, ""), LLVMBuildZExt(g->b, up, ti, ""), "sr");
+  LLVMValueRef hi = gen_splat_like(g, LLVMConstInt(g->i32, (unsigned)qmax, 0), qi);
+  LLVMValueRef lo = gen_splat_like(g, LLVMConstInt(g->i32, (unsigned long long)-(long long)qmax, 1), qi);
+  qi = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, qi, hi, ""), hi, qi, "");
+  qi = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, qi, lo, ""), lo, qi, "");
+  return LLVMBuildTrunc(g->b, LLVMBuildShl(g->b, qi, gen_splat_like(g, shift, qi), ""), t8, ""); /* * 2^shift */
+}
+static void sr_store(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef qe, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
+                     LLVMValueRef shift, LLVMValueRef key, float qmax, int vec) {
+  LLVMSetAlignment(LLVMBuildStore(g->b, sr_value(g, x, e, inv, pow2, shift, key, qmax, vec), gen_at(g, g->i8, q, qe)), 1);
+}
+/* elements e .. e + 63 (e even) as one 64-byte store: four of Zen 4's vpmovdb stores to memory
+ * took longer than the rounding itself */
+static void sr_store64(Gen *g, LLVMValueRef x, LLVMValueRef q, LLVMValueRef qe, LLVMValueRef e, LLVMValueRef inv, LLVMValueRef pow2,
+                       LLVMValueRef shift, LLVMValueRef key, float qmax) {
+  LLVMValueRef part[4], cat[64];
+  for (int i = 0; i < 4; i++)
+    part[i] = sr_value(g, x, LLVMBuildAdd(g->b, e, gen_i64(g, 16 * i), ""), inv, pow2, shift, key, qmax, 1);
+  for (int i = 0; i < 64; i++) cat[i] = LLVMConstInt(g->i32, (unsigned)i, 0);
+  LLVMValueRef lo = LLVMBuildShuffleVector(g->b, part[0], part[1], LLVMConstVector(cat, 32), "");
+  LLVMValueRef hi = LLVMBuildShuffleVector(g->b, part[2], part[3], LLVMConstVector(cat, 32), "");
+  LLVMValueRef all = LLVMBuildShuffleVector(g->b, lo, hi, LLVMConstVector(cat, 64), "");
+  LLVMSetAlignment(LLVMBuildStore(g->b, all, gen_at(g, g->i8, q, qe)), 1);
 }
 
 /* 2^g as a float (exact, so the multiply is ldexpf's exact scaling) and the shift G-1-g of
@@ -191,6 +212,7 @@ static LLVMValueRef params_f32(Gen *g, LLVMValueRef params, int64_t i) { return 
 
 void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key) {
   int64_t inner = r->inner;
+  LLVMValueRef x = r->xfirst ? gen_at(g, g->f32, r->x, LLVMBuildNeg(g->b, r->xfirst, "")) : r->x; /* x[e] for any e of the row */
   LLVMValueRef inv = LLVMBuildLoad2(g->b, g->f32, params_f32(g, r->params, 0), "inv");
   LLVMValueRef gi = gen_load(g, g->i32, params_f32(g, r->params, 2), LLVMBuildSRem(g->b, row, gen_i64(g, r->channels), ""));
   LLVMValueRef pow2, shift;
@@ -199,13 +221,18 @@ void gen_sq_row(Gen *g, const SqRows *r, LLVMValueRef row, LLVMValueRef key) {
   int64_t vecs = inner % 2 == 0 ? inner / 16 : 0; /* an even row length: rows start on a pair */
   LLVMValueRef first = LLVMBuildMul(g->b, row, gen_i64(g, inner), "first"), qfirst = LLVMBuildSub(g->b, first, r->qfirst, "");
   Loop l;
-  if (vecs) {
-    LLVMValueRef at = LLVMBuildMul(g->b, gen_loop_begin(g, &l, gen_i64(g, vecs), "j16"), gen_i64(g, 16), "");
-    sr_store(g, r->x, r->q, LLVMBuildAdd(g->b, qfirst, at, ""), LLVMBuildAdd(g->b, first, at, "e"), inv, pow2, shift, key, qmax, 1);
+  if (vecs / 4) {
+    LLVMValueRef at = LLVMBuildMul(g->b, gen_loop_begin(g, &l, gen_i64(g, vecs / 4), "j64"), gen_i64(g, 64), "");
+    sr_store64(g, x, r->q, LLVMBuildAdd(g->b, qfirst, at, ""), LLVMBuildAdd(g->b, first, at, "e"), inv, pow2, shift, key, qmax);
+    gen_loop_end(g, &l, 0);
+  }
+  if (vecs % 4) {
+    LLVMValueRef at = LLVMBuildMul(g->b, gen_loop_range(g, &l, gen_i64(g, vecs / 4 * 4), gen_i64(g, vecs), "j16"), gen_i64(g, 16), "");
+    sr_store(g, x, r->q, LLVMBuildAdd(g->b, qfirst, at, ""), LLVMBuildAdd(g->b, first, at, "e"), inv, pow2, shift, key, qmax, 1);
     gen_loop_end(g, &l, 0);
   }
   LLVMValueRef j = gen_loop_range(g, &l, gen_i64(g, vecs * 16), gen_i64(g, inner), "j");
-  sr_store(g, r->x, r->q, LLVMBuildAdd(g->b, qfirst, j, ""), LLVMBuildAdd(g->b, first, j, "e"), inv, pow2, shift, key, qmax, 0);
+  sr_store(g, x, r->q, LLVMBuildAdd(g->b, qfirst, j, ""), LLVMBuildAdd(g->b, first, j, "e"), inv, pow2, shift, key, qmax, 0);
   gen_loop_end(g, &l, 0);
 }
 
@@ -265,6 +292,10 @@ void gen_sq_ranges(Gen *g, LLVMValueRef x, int64_t outer, int64_t C, int64_t inn
   gen_loop_end(g, &lo_, 0);
 }
 
+void gen_sq_set_scale(Gen *g, LLVMValueRef params) {
+  set_output_scale(g, LLVMBuildLoad2(g->b, g->f32, params_f32(g, params, 1), "scale"), 0);
+}
+
 static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef q) {
   int64_t C = k->channels, inner = k->inner, G = k->groups;
   float qmax = (float)((1 << (k->bits - 1)) - 1);
@@ -276,14 +307,14 @@ static void shiftquant(Gen *g, const ChanKernel *k, LLVMValueRef x, LLVMValueRef
   gen_next_phase(g, &ph); /* R = max r_c; groups by exact ldexp thresholds; s = ldexp(R / Qmax, -(G-1)) */
   gen_only_part0(g);
   gen_sq_groups(g, ranges, C, (int)G, k->bits, params);
-  set_output_scale(g, LLVMBuildLoad2(g->b, g->f32, params_f32(g, params, 1), "scale"), 0);
+  gen_sq_set_scale(g, params);
 
   /* q~ = clamp(SR(x * inv * 2^g)) * 2^(G-1-g): rows of inner elements, or with one element per
    * row and channel (inner = 1) rows of the channels, so that the inner loop vectorizes */
   gen_next_phase(g, &ph);
   LLVMValueRef key = gen_rng_key(g, k->stream);
   if (inner > 1) {
-    SqRows r = {x, q, gen_i64(g, 0), params, C, inner, (int)G, k->bits};
+    SqRows r = {x, q, gen_i64(g, 0), params, C, inner, (int)G, k->bits, NULL};
     gen_sq_row(g, &r, gen_loop_part(g, &l, k->outer * C, "row"), key);
     gen_loop_end(g, &l, 0);
     return;
