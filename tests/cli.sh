@@ -124,7 +124,7 @@ matrix() {
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
            "cnn 4 32 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
-           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0"; do
+           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0" "linear_rank3 4 4 l1 0"; do
     set -- $t
     src=$root/examples/$1.sq
     [ -f "$src" ] || src=$root/tests/models/$1.sq
@@ -191,6 +191,8 @@ expect kir-dx-shiftquant 0 "out=shiftquant bits=4 groups=5 (dx twice: ranges, th
 expect fuse-dx-shiftquant 0 "%c2.qconv2d_dw = qconv2d_dw(%p2.relu.batchnorm.batchnorm_dx," -- "$sqc" "$root/examples/cnn.sq" --dump-after=fuse
 expect kir-dy-on-pack 0 "dy=f32 shiftquant bits=4 groups=5 on pack, a chunk at a time" -- \
   "$sqc" "$root/tests/models/pools.sq" --bits 4 --batch 32 --target=znver4 --emit=kir
+# ...its flatten and the reshape of its gradient back are views of their inputs' bytes
+expect kir-view 0 "view %f: the bytes of %p2, no kernel" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --emit=kir
 # ...its stride-1 convolutions read U in place, and its fc dW packs the transposed f whole
 expect kir-u-in-place 0 "kp=576 mp=3136 np=32 channels-last pad=1 u-in-place runs=3x192" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir
 expect kir-u-transposed 0 "tile=6x4 swap u-transposed kp=16 mp=3138" -- "$sqc" "$root/examples/cnn.sq" --batch 16 --target=znver4 --emit=kir

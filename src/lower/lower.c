@@ -222,7 +222,7 @@ static int red_of(const Graph *g, const Node *n, RedKernel *k) {
     *k = (RedKernel){.node = n->id, .kind = RED_FILL, .out_n = shape_numel(&n->shape), .value = (float)ir_num(n, "value")};
     return n->dtype == DT_F32;
   }
-  if (n->kind != NK_OP || n->nin == 0) return 0;
+  if (n->kind != NK_OP || n->nin == 0 || ir_is_view(g, n)) return 0;
   int grad_of_x = n->op == OP_maxpool2d_grad || n->op == OP_avgpool2d_grad || n->op == OP_global_avgpool_grad;
   const Node *x = ir_in(g, n, grad_of_x ? 1 : 0);
   if (x->dtype != DT_F32) return 0;
@@ -479,5 +479,8 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);
     sb_puts(&b, "\n");
   }
+  for (int id = 0; id < g->nodes.n; id++)
+    if (ir_is_view(g, ir_node(g, id)))
+      sb_printf(&b, "view %%%s: the bytes of %%%s, no kernel\n", ir_node(g, id)->name, ir_in(g, ir_node(g, id), 0)->name);
   return sb_take(&b);
 }

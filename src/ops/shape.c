@@ -19,11 +19,15 @@ int flatten_shape(ShapeCtx *c, Node *n) {
 void flatten_grad(GradCtx *c, const Node *n, int dy) {
   if (grad_needed(c, n->in[0])) grad_accum(c, n->in[0], reshape_back(c, n, dy));
 }
-/* Same elements, new shape: a copy (q8 tensors keep their scale and signedness). */
+/* Same elements, new shape: a copy (q8 tensors keep their scale and signedness), or nothing to
+ * copy where memplan made y a view of x's bytes. */
 static int copy_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *y = REF_OUT(c, n);
-  if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
+  if (ir_is_view(c->g, n)) {
+    y->scale = x->scale;
+    y->q_unsigned = x->q_unsigned;
+  } else if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
   else if (x->i) memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
   else {
     memcpy(y->q, x->q, (size_t)nm_q_bytes(x->n, x->q4));

@@ -123,24 +123,26 @@ static int integer_statistics(const Graph *g) {
 }
 
 /* fuse folds the relus into their producers and batchnorms with the max pooling after them,
- * keeps convolutions' sums as s16, and memplan shares tensor memory: none of it may change a
+ * keeps convolutions' sums as s16, and memplan shares tensor memory (and makes flattens and
+ * reshapes views, linear_rank3's at 4 bits of quantized tensors with their scales): none of it may change a
  * bit of what training computes, except that L1 statistics of s16 sums are integer sums. So
  * each model runs as written (L1), or with L2 batchnorms where its L1 statistics would be
  * integer sums. */
 START_TEST(fuse_and_memplan_keep_the_bits) {
-  static const struct { const char *path; int pools; } models[] = {
-      {"examples/mlp.sq", 0}, {"examples/cnn.sq", 2}, {"tests/models/bn_pool.sq", 2}, {"tests/models/pool_rows.sq", 1}};
+  static const struct { const char *path; int pools, bits; } models[] = {
+      {"examples/mlp.sq", 0, 0},           {"examples/cnn.sq", 2, 0},           {"tests/models/bn_pool.sq", 2, 0},
+      {"tests/models/pool_rows.sq", 1, 0}, {"tests/models/linear_rank3.sq", 0, 4}};
   int integer = 0;
-  for (int m = 0; m < 4; m++) {
+  for (int m = 0; m < (int)(sizeof models / sizeof *models); m++) {
     NormKind norm = NORM_L1;
     char *src = read_source(models[m].path);
-    Graph *fused = fused_graph(models[m].path, src, 2, norm, 0);
+    Graph *fused = fused_graph(models[m].path, src, 2, norm, models[m].bits);
     if (integer_statistics(fused)) {
       integer++, norm = NORM_L2;
       ir_free(fused);
-      fused = fused_graph(models[m].path, src, 2, norm, 0);
+      fused = fused_graph(models[m].path, src, 2, norm, models[m].bits);
     }
-    Graph *plain = before_fuse(models[m].path, 2, norm, 0);
+    Graph *plain = before_fuse(models[m].path, 2, norm, models[m].bits);
     int relus = count_op(fused, OP_relu), folded = 0, pools = models[m].pools;
     for (int i = 0; i < fused->nodes.n; i++) {
       const Node *n = ir_node(fused, i);
