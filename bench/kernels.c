@@ -58,7 +58,7 @@ static int gemm_shape(const Graph *g, const Node *n, int64_t *M, int64_t *N, int
     int64_t taps = w->d[2] * w->d[3], pix = y->d[0] * y->d[2] * y->d[3];
     if (fwd) *M = pix, *N = w->d[0], *K = w->d[1] * taps, *role = "fwd";
     else if (dx) *M = x->d[0] * x->d[2] * x->d[3], *N = x->d[1], *K = w->d[0] * taps, *role = "dX";
-    else *M = w->d[0], *N = w->d[1] * taps, *K = pix, *role = "dW";
+    else *M = w->d[0], *N = w->d[1] * taps, *K = pix, *role = ir_int(n, "dy_bits") ? "dW+q" : "dW"; /* +q: ShiftQuants dy too */
     return 1;
   }
   default: return 0;

@@ -45,7 +45,8 @@ for m in mlp cnn; do
     }'
 done
 echo "(/ oneDNN and / OpenBLAS: their time over sqc's; above 1 means sqc is faster. sqc's time includes packing"
-echo " and, for convolutions, gathering the patches; the peers multiply ready matrices.)"
+echo " and, for convolutions, gathering the patches; the peers multiply ready matrices. dW+q: the dW ShiftQuants its"
+echo " float dy while packing it, work that runs as a kernel of its own elsewhere and that the peers' time leaves out.)"
 echo
 
 # The machine is shared and its speed drifts over seconds: sqc and PyTorch run in turns, one
