@@ -146,6 +146,7 @@ bench: bench-deps
 	$(MAKE) all
 	@mkdir -p $(BUILD)/bench
 	$(CC) -std=c17 -O2 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/clock bench/clock.c
+	$(CC) -std=c17 -O2 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/peak bench/peak.c
 	$(CC) -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/peers bench/peers.c -ldnnl -lopenblas
 	$(CC) -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -o $(BUILD)/bench/train bench/train.c -ldl
 	sh bench/run.sh $(BUILD)

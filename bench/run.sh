@@ -21,13 +21,16 @@ libs="$build/libsqc.a -lz -ljson-c -lm -pthread"
 
 ghz=$("$build/bench/clock")
 isa=$("$sqc" --print-targets | awk '/this machine\)/ {sub(/.*: /, ""); sub(/, f32.*/, ""); print; exit}')
+# the int8 ceiling: vpdpbusd's, measured (Zen 4 retires one zmm a cycle, Zen 5 two), else the
+# ISA's nominal one (the vpmaddubsw chain, or fp32 FMA)
+macs=$("$build/bench/peak")
 case $isa in
-  *VNNI*) ceiling=64 ;;
-  AVX2) ceiling=32 ;;
-  *) ceiling=16 ;;
+  *VNNI*) ceiling=$(awk -v m="$macs" 'BEGIN { print m > 0 ? int(m + 0.5) : 64 }'); how=measured ;;
+  AVX2) ceiling=32 how=nominal ;;
+  *) ceiling=16 how=nominal ;;
 esac
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
-echo "ISA: $isa (int8 ceiling $ceiling MAC/cycle/core); core clock $ghz GHz (measured); training threads: $threads"
+echo "ISA: $isa (int8 ceiling $ceiling MAC/cycle/core, $how); core clock $ghz GHz (measured); training threads: $threads"
 echo "every figure: the median of $reps runs"
 echo
 
@@ -45,18 +48,26 @@ for m in mlp cnn; do
     }'
 done
 echo "(/ oneDNN and / OpenBLAS: their time over sqc's; above 1 means sqc is faster. sqc's time includes packing"
-echo " and, for convolutions, gathering the patches; the peers multiply ready matrices. dW+q: the dW ShiftQuants its"
-echo " float dy while packing it, work that runs as a kernel of its own elsewhere and that the peers' time leaves out.)"
+echo " and, for convolutions, gathering the patches; the peers multiply ready matrices.)"
+grep -q ' dW+q ' "$tmp"/k-*.txt && echo "(dW+q: the dW ShiftQuants its float dy while packing it, work that runs as a kernel of its own
+ elsewhere and that the peers' time leaves out.)"
 echo
 
 # The machine is shared and its speed drifts over seconds: sqc and PyTorch run in turns, one
 # repetition each per round, and the ratio is the median of the rounds' ratios.
 median() { sort -g | awk '{v[NR] = $1} END {print NR ? v[int((NR + 1) / 2)] : 0}'; }
+# PyTorch with glibc's malloc keeping the memory it frees: with the defaults its tensors of
+# megabytes come from fresh mmap'ed pages in every step, and where page faults are dear (the
+# virtual machine of docs/results.md's session-12 runs) that made it 3 to 4 times slower: sqc's
+# peer is PyTorch set up as well as it can be, not that.
+torch_heap=glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=2147483647
 torch() { # model torch-threads blas-threads steps reps
-  env -u OMP_PROC_BIND OPENBLAS_NUM_THREADS=$3 /usr/bin/python3 "$root/bench/torch_train.py" "$1" "$2" "$4" "$5"
+  env -u OMP_PROC_BIND OPENBLAS_NUM_THREADS=$3 GLIBC_TUNABLES=$torch_heap \
+    /usr/bin/python3 "$root/bench/torch_train.py" "$1" "$2" "$4" "$5"
 }
 echo "== 2. training, $threads threads, batch 128: images/s and peak resident memory"
-echo "(sqc 4-bit and PyTorch in turns, $reps rounds; 4b/torch is the median of the rounds' ratios)"
+echo "(sqc 4-bit and PyTorch in turns, $reps rounds; 4b/torch is the median of the rounds' ratios; PyTorch's malloc"
+echo " keeps the memory it frees: $torch_heap)"
 printf "%-5s %14s %14s %14s %9s %9s %12s %12s %8s\n" model "sqc 4-bit" "sqc 32-bit" PyTorch "4b/torch" "4b/32b" "sqc 4b KB" "torch KB" "mem"
 # the examples, and cnn5, a CNN held out from tuning (its float32 sqc run is left out: minutes)
 for m in mlp cnn cnn5; do
