@@ -25,7 +25,7 @@ isa=$("$sqc" --print-targets | awk '/this machine\)/ {sub(/.*: /, ""); sub(/, f3
 # ISA's nominal one (the vpmaddubsw chain, or fp32 FMA)
 macs=$("$build/bench/peak")
 case $isa in
-  *VNNI*) ceiling=$(awk -v m="$macs" 'BEGIN { print m > 0 ? int(m + 0.5) : 64 }'); how=measured ;;
+  *VNNI*) ceiling=$(awk -v m="$macs" 'BEGIN { print (m > 0 ? int(m + 0.5) : 64) }'); how=measured ;;
   AVX2) ceiling=32 how=nominal ;;
   *) ceiling=16 how=nominal ;;
 esac
