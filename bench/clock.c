@@ -1,6 +1,5 @@
-/* clock.c: the core clock in GHz, measured: a chain of dependent integer adds retires one add
- * per cycle, so adds per second is the clock while the core runs the chain (the TSC rate in
- * /proc/cpuinfo is not the core clock on this kind of machine). Prints 0 where it cannot measure. */
+/* clock.c: the core clock in GHz, measured by timing.h's chain of dependent adds (the fastest
+ * of 5). Prints 0 where it cannot measure. */
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
@@ -10,12 +9,7 @@ int main(void) {
 #if defined(__x86_64__)
   double best = 0;
   for (int rep = 0; rep < 5; rep++) {
-    uint64_t x = 0, n = 50000000;
-    double t0 = now();
-    for (uint64_t i = 0; i < n; i++)
-      __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-                       "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
-    double ghz = (double)(8 * n) / (now() - t0) / 1e9;
+    double ghz = 1e-9 / cycle_seconds(50000000);
     best = ghz > best ? ghz : best;
   }
   printf("%.2f\n", best);
