@@ -20,7 +20,7 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_macs_per_cycle(
   __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(-1);
   __m512i c0 = a, c1 = a, c2 = a, c3 = a, c4 = a, c5 = a, c6 = a, c7 = a;
   __m512i c8 = a, c9 = a, c10 = a, c11 = a, c12 = a, c13 = a, c14 = a, c15 = a;
-  double cycle = 1, run = 1e9; /* the fastest of each: both at the core's highest clock */
+  double cycle = 1e9, run = 1e9; /* the fastest of each: both at the core's highest clock */
   int64_t n = 20000000;
   for (int rep = 0; rep < 7; rep++) {
     double c = cycle_seconds(20000000), t0 = now();
@@ -31,11 +31,10 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_macs_per_cycle(
                        : "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11), "+v"(c12), "+v"(c13), "+v"(c14), "+v"(c15) : "v"(a), "v"(b));
     }
     double t = now() - t0;
-    cycle = rep == 0 || c < cycle ? c : cycle;
+    cycle = c < cycle ? c : cycle;
     run = t < run ? t : run;
   }
-  double best = (double)n * ACCS * 64 / (run / cycle);
-  return best;
+  return (double)n * ACCS * 64 / (run / cycle);
 }
 #endif
 

@@ -262,8 +262,10 @@ int64_t ir_aux_bytes(const Node *n) {
   return 0;
 }
 
+int ir_may_be_view(const Node *n) { return n->kind == NK_OP && (n->op == OP_flatten || n->op == OP_reshape); }
+
 int ir_is_view(const Graph *g, const Node *n) {
-  return n->kind == NK_OP && (n->op == OP_flatten || n->op == OP_reshape) && n->arena >= 0 && n->arena == ir_in(g, n, 0)->arena;
+  return ir_may_be_view(n) && n->arena >= 0 && n->arena == ir_in(g, n, 0)->arena;
 }
 
 int64_t ir_tensor_bytes(const Node *n) {

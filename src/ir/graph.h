@@ -117,8 +117,11 @@ int64_t ir_tensor_bytes(const Node *n); /* of the node's tensor (q4: two element
 /* bytes an op keeps after its tensor's values: batchnorm_pool's code byte per pooled value, a
  * batchnorm dx's channel ranges, a qconv2d's channel sums (ops.def) */
 int64_t ir_aux_bytes(const Node *n);
-/* memplan: a flatten or reshape whose tensor is its input's bytes (the same place in the arena):
- * it copies nothing and runs no kernel */
+/* an op whose tensor is its input's elements in another shape (flatten, reshape): memplan makes
+ * it a view where its input is in the arena */
+int ir_may_be_view(const Node *n);
+/* memplan made it a view: its tensor is its input's bytes (the same place in the arena); it
+ * copies nothing and runs no kernel */
 int ir_is_view(const Graph *g, const Node *n);
 /* where a qconv2d's channel sums start: bytes from its tensor's start (n s16 values, 8-aligned) */
 static inline int64_t ir_s16_sums_at(int64_t n) { return (2 * n + 7) / 8 * 8; }

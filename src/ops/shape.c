@@ -24,16 +24,13 @@ void flatten_grad(GradCtx *c, const Node *n, int dy) {
 static int copy_ref(RefCtx *c, const Node *n) {
   const Tensor *x = REF_IN(c, n, 0);
   Tensor *y = REF_OUT(c, n);
-  if (ir_is_view(c->g, n)) {
-    y->scale = x->scale;
-    y->q_unsigned = x->q_unsigned;
-  } else if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
-  else if (x->i) memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
-  else {
-    memcpy(y->q, x->q, (size_t)nm_q_bytes(x->n, x->q4));
-    y->scale = x->scale;
-    y->q_unsigned = x->q_unsigned;
+  if (!ir_is_view(c->g, n)) {
+    if (x->f) memcpy(y->f, x->f, sizeof(float) * (size_t)x->n);
+    else if (x->i) memcpy(y->i, x->i, sizeof(int32_t) * (size_t)x->n);
+    else memcpy(y->q, x->q, (size_t)nm_q_bytes(x->n, x->q4));
   }
+  y->scale = x->scale;
+  y->q_unsigned = x->q_unsigned;
   return 1;
 }
 int flatten_ref(RefCtx *c, const Node *n) { return copy_ref(c, n); }

@@ -49,7 +49,7 @@ int pass_memplan(Graph *g, PassCtx *c) {
     x->arena = -1;
     int64_t bytes = (ir_tensor_bytes(x) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     if (x->kind != NK_OP || keep[id] || last[id] < 0 || bytes == 0) continue;
-    if ((x->op == OP_flatten || x->op == OP_reshape) && ir_aux_bytes(x) == 0 && life_of[x->in[0]] >= 0) {
+    if (ir_may_be_view(x) && life_of[x->in[0]] >= 0) {
       Life *in = &life[life_of[x->in[0]]]; /* already placed: it is written before its readers */
       if (last[id] > in->last) in->last = last[id];
       life_of[id] = life_of[x->in[0]];
