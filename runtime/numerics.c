@@ -432,23 +432,77 @@ void nm_bn_dparams(const float *x, const float *g, nm_chan geo, const float *sta
   rt_parallel(threads, geo.channels, bn_dparams_block, &j);
 }
 
-static void bn_dx_block(void *ctx, int64_t c) {
+static int32_t float_key(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return nm_order_key(u);
+}
+static float key_float(int32_t k) {
+  uint32_t u = (uint32_t)nm_order_key((uint32_t)k);
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static void bn_extremes_block(void *ctx, int64_t c) {
   BnJob *j = ctx;
   int64_t C = j->geo.channels;
-  double m = (double)(j->geo.outer * j->geo.inner), gam = j->gamma[c], inv = j->stats[NM_BN_INV * C + c];
-  double mg = gam * j->dparams[C + c] / m, mgx = gam * j->dparams[c] / m;
-  float mu = j->stats[NM_BN_MEAN * C + c], a = (float)(gam * inv);
+  float mu = j->stats[NM_BN_MEAN * C + c];
+  int32_t lo[NM_BN_CLASSES], hi[NM_BN_CLASSES];
+  for (int s = 0; s < NM_BN_CLASSES; s++) lo[s] = float_key(INFINITY), hi[s] = float_key(-INFINITY);
+  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
+    int s = j->x[i] > mu ? 0 : j->x[i] < mu ? 1 : 2;
+    int32_t key = float_key(j->g[i]);
+    lo[s] = key < lo[s] ? key : lo[s];
+    hi[s] = key > hi[s] ? key : hi[s];
+  }
+  for (int s = 0; s < NM_BN_CLASSES; s++) {
+    j->out[(NM_BN_DPARAMS + 2 * s) * C + c] = key_float(lo[s]);
+    j->out[(NM_BN_DPARAMS + 2 * s + 1) * C + c] = key_float(hi[s]);
+  }
+}
+
+void nm_bn_class_extremes(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads) {
+  BnJob j = {.x = x, .g = g, .geo = geo, .stats = stats, .out = dparams};
+  rt_parallel(threads, geo.channels, bn_extremes_block, &j);
+}
+
+nm_bn_dx_coefs nm_bn_dx_coefs_of(const float *gamma, const float *stats, const float *dparams, nm_chan geo, int l2, int64_t c) {
+  int64_t C = geo.channels;
+  double m = (double)(geo.outer * geo.inner), gam = gamma[c], inv = stats[NM_BN_INV * C + c];
+  double mg = gam * dparams[C + c] / m, mgx = gam * dparams[c] / m;
+  if (l2) return (nm_bn_dx_coefs){(float)(gam * inv), (float)(-mgx * inv * inv), (float)(-mg * inv)};
+  return (nm_bn_dx_coefs){(float)(gam * inv), (float)(-NM_KAPPA * mgx * inv), (float)((NM_KAPPA * mgx * stats[NM_BN_MSIGN * C + c] - mg) * inv)};
+}
+
+static void bn_dx_block(void *ctx, int64_t c) {
+  BnJob *j = ctx;
+  nm_bn_dx_coefs k = nm_bn_dx_coefs_of(j->gamma, j->stats, j->dparams, j->geo, j->l2, c);
+  float mu = j->stats[NM_BN_MEAN * j->geo.channels + c];
   if (j->l2) {
-    float b = (float)(-mgx * inv * inv), c0 = (float)(-mg * inv);
-    FOR_CHANNEL_ELEMS(j->geo, c, i, k) j->out[i] = (a * j->g[i] + b * (j->x[i] - mu)) + c0;
+    FOR_CHANNEL_ELEMS(j->geo, c, i, e) j->out[i] = (k.a * j->g[i] + k.b * (j->x[i] - mu)) + k.c;
     return;
   }
-  float b = (float)(-NM_KAPPA * mgx * inv);
-  float c0 = (float)((NM_KAPPA * mgx * j->stats[NM_BN_MSIGN * C + c] - mg) * inv);
-  FOR_CHANNEL_ELEMS(j->geo, c, i, k) {
-    float s = j->x[i] > mu ? b : j->x[i] < mu ? -b : 0.0f;
-    j->out[i] = (a * j->g[i] + s) + c0;
+  FOR_CHANNEL_ELEMS(j->geo, c, i, e) {
+    float s = j->x[i] > mu ? k.b : j->x[i] < mu ? -k.b : 0.0f;
+    j->out[i] = (k.a * j->g[i] + s) + k.c;
   }
+}
+
+uint32_t nm_bn_l1_dx_range(nm_bn_dx_coefs k, const float *dparams, int64_t channels, int64_t c) {
+  const float s[NM_BN_CLASSES] = {k.b, -k.b, 0.0f};
+  uint32_t top = 0;
+  for (int cl = 0; cl < NM_BN_CLASSES; cl++) {
+    float lo = dparams[(NM_BN_DPARAMS + 2 * cl) * channels + c], hi = dparams[(NM_BN_DPARAMS + 2 * cl + 1) * channels + c];
+    if (float_key(lo) > float_key(hi)) continue; /* no elements */
+    for (int e = 0; e < 2; e++) {
+      float v = (k.a * (e ? hi : lo) + s[cl]) + k.c;
+      uint32_t u;
+      memcpy(&u, &v, sizeof u);
+      u &= 0x7fffffffu;
+      top = u > top ? u : top;
+    }
+  }
+  return top;
 }
 
 void nm_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,

@@ -130,6 +130,19 @@ void nm_bn_forward(const float *x, nm_chan geo, const float *mean, const float *
 /* the parameters' gradients, [2][channels]: dgamma = sum of g * xhat (xhat = (x - mean) * inv
  * in float, the forward pass's), then dbeta = sum of g */
 void nm_bn_dparams(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads);
+/* dparams with extremes (ops.def), [NM_BN_DPARAMS_EXTREMES][channels]: after dgamma and dbeta,
+ * for the elements with x > mean, x < mean and neither (L1 dx's classes), the least and the
+ * largest g, rows 2 + 2*class and 3 + 2*class, in the order of nm_order_key (a total order:
+ * no two floats tie, and a NaN is an extreme); a class without elements keeps +Inf and -Inf
+ * (the only way its least comes after its largest) */
+enum { NM_BN_DPARAMS = 2, NM_BN_CLASSES = 3, NM_BN_DPARAMS_EXTREMES = NM_BN_DPARAMS + 2 * NM_BN_CLASSES };
+/* a float's bits as an int32 that orders floats: -NaN < -Inf < ... < -0 < +0 < ... < +Inf < +NaN
+ * (below zero the magnitude's bits flip; the same map takes a key back to the bits) */
+static inline int32_t nm_order_key(uint32_t bits) {
+  int32_t k = (int32_t)bits;
+  return k < 0 ? k ^ 0x7fffffff : k;
+}
+void nm_bn_class_extremes(const float *x, const float *g, nm_chan geo, const float *stats, float *dparams, int threads);
 /* dx from the saved statistics and dparams, per channel with mg = gamma*dbeta/m and mgx =
  * gamma*dgamma/m in double: a = gamma*inv and, rounded to float,
  *   L1: b = -kappa*mgx*inv, c = (kappa*mgx*msign - mg)*inv; dx = (a*g + s) + c, s = b where
@@ -137,5 +150,17 @@ void nm_bn_dparams(const float *x, const float *g, nm_chan geo, const float *sta
  *   L2: b = -mgx*inv*inv, c = -mg*inv; dx = (a*g + b*(x - mean)) + c. */
 void nm_bn_dx(const float *x, const float *g, nm_chan geo, const float *gamma, const float *stats, const float *dparams,
               int l2, float *dx, int threads);
+/* channel c's a, b and c of nm_bn_dx */
+typedef struct { float a, b, c; } nm_bn_dx_coefs;
+nm_bn_dx_coefs nm_bn_dx_coefs_of(const float *gamma, const float *stats, const float *dparams, nm_chan geo, int l2, int64_t c);
+/* An L1 dx's largest |dx| in channel c, as bits, from dparams with extremes: the largest
+ * |(a*g + s) + c| over each class's least and largest g, classes without elements skipped.
+ * Within a class dx never decreases, or never increases, as g grows (each float operation
+ * rounds monotonically), so where the channel's dx are finite no g of a class has a larger
+ * |dx| than one of its extremes, and the bits equal the largest |dx|'s; where one is a NaN or
+ * an Inf (a non-finite g is an extreme itself; a non-finite a, b or c makes every dx of a class
+ * one) so is the result. The L1 dx kernels that ShiftQuant their output take their ranges by
+ * this rule. */
+uint32_t nm_bn_l1_dx_range(nm_bn_dx_coefs k, const float *dparams, int64_t channels, int64_t c);
 
 #endif

@@ -157,6 +157,9 @@ rc=$?
 bad=$(grep -c "id 20 at position 2 is outside the vocabulary 0..19" "$tmp/out")
 [ $rc -eq 1 ] && [ "$bad" -eq 4 ] && pass=$((pass + 1)) ||
   { echo "FAIL embed-bad-id: status $rc, the message came $bad times, not 4"; cat "$tmp/out"; fail=$((fail + 1)); }
+# batches whose second half negates the first, with runs of zeros: the CNN's first batchnorm
+# has elements at its mean exactly, the class whose dx adds neither b nor -b
+expect match-at-mean 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1-b4.so" "$tmp/h-cnn-4-l1-b4.so" "$tmp" 3 -1
 if grep -q avx2 /proc/cpuinfo; then
   expect so-v3 0 "" -- "$sqc" "$root/examples/cnn.sq" --batch 4 --target=x86-64-v3 -o "$tmp/v3.so"
   expect match-v3 0 "match: 3 passed, 0 failed" -- "$tmp/match" "$tmp/r-cnn-4-l1-b4.so" "$tmp/v3.so" "$tmp" 3
@@ -183,11 +186,16 @@ expect emit-kir 0 "gemm %h (qlinear): batch=1 M=8 N=256 K=784 A=i4" -- "$sqc" "$
 # over chunks of images, and conv2's slices take one or two chunks each; wide.sq's forward U
 # rows are too long to pack per tile
 expect kir-chunks 0 "k-chunks=11 of 3 images in 8 slices" -- "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
-# The CNN's batchnorm dx ShiftQuant their outputs (dx computed twice, never stored as floats),
-# which conv2's dX and dW both read; a first convolution with no batchnorm before it has its dW
-# ShiftQuant its dy while packing it
-expect kir-dx-shiftquant 0 "out=shiftquant bits=4 groups=5 (dx twice: ranges, then rounding) maxpool k=2 s=2 to [14, 14]" -- \
+# The CNN's batchnorm dx ShiftQuant their outputs (never stored as floats), which conv2's dX
+# and dW both read: L1's take the channels' ranges from the class extremes their dparams keep
+# and compute dx once, L2's compute dx twice; a first convolution with no batchnorm before it
+# has its dW ShiftQuant its dy while packing it
+expect kir-dx-shiftquant 0 "out=shiftquant bits=4 groups=5 (ranges from dparams' class extremes, dx once) maxpool k=2 s=2 to [14, 14]" -- \
   "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
+expect kir-dparams-extremes 0 "relu x=s16 +class extremes maxpool k=2 s=2 to [14, 14]" -- \
+  "$sqc" "$root/examples/cnn.sq" --batch 32 --target=znver4 --emit=kir
+expect kir-dx-shiftquant-l2 0 "out=shiftquant bits=4 groups=5 (dx twice: ranges, then rounding) maxpool k=2 s=2 to [14, 14]" -- \
+  "$sqc" "$root/examples/cnn.sq" --batch 32 --norm l2 --target=znver4 --emit=kir
 expect fuse-dx-shiftquant 0 "%c2.qconv2d_dw = qconv2d_dw(%p2.relu.batchnorm.batchnorm_dx," -- "$sqc" "$root/examples/cnn.sq" --dump-after=fuse
 expect kir-dy-on-pack 0 "dy=f32 shiftquant bits=4 groups=5 on pack, a chunk at a time" -- \
   "$sqc" "$root/tests/models/pools.sq" --bits 4 --batch 32 --target=znver4 --emit=kir

@@ -1,7 +1,10 @@
 /* target_match.c A.so B.so DIR STEPS [IDS]: trains two libraries of the same model (e.g. a generated
  * target and the reference) from the same seed on the same synthetic batches, with 1, 2 and 4
  * threads for B, and checks their checkpoints are byte-identical and so are their predictions.
- * With IDS, the inputs are whole numbers in [0, IDS) (a model whose input is embedding ids). */
+ * With IDS, the inputs are whole numbers in [0, IDS) (a model whose input is embedding ids); with
+ * IDS = -1, the second half of each batch is the first half negated and every other run of 64
+ * inputs is 0: a first convolution's sums then add up to 0 exactly in each channel, and the
+ * zeros' windows sum to 0, the mean (an L1 batchnorm's third class of elements, x = mean). */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +50,8 @@ static float *run(const Lib *l, int threads, int steps, const char *path) {
   for (int step = 0; step < steps; step++) {
     for (int64_t i = 0; i < B * I; i++) { /* xorshift: the same inputs for every library */
       s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-      x[i] = ids ? (float)(s % (uint64_t)ids) : (float)(s % 2001) / 1000.0f - 1.0f;
+      x[i] = ids > 0 ? (float)(s % (uint64_t)ids) : (float)(s % 2001) / 1000.0f - 1.0f;
+      if (ids < 0) x[i] = i >= B / 2 * I ? -x[i - B / 2 * I] : i % I / 64 % 2 ? x[i] : 0.0f;
     }
     for (int64_t r = 0; r < B; r++) y[r] = (int32_t)((r + step) % O);
     if (l->train_step(m, x, y, 0.05f, NULL) != SQ_OK) {

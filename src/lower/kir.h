@@ -170,6 +170,8 @@ typedef struct {
                              scratch); shiftquant: takes them from after its input's values */
   int sq_out;             /* a batchnorm dx: ShiftQuants dx (bits, groups, stream) into a q8
                              output, each row computed twice: for the ranges, then the rounding */
+  int extremes;           /* batchnorm dparams: keeps the classes' extremes of g (ops.def); an L1
+                             dx with sq_out: its ranges from them, each row computed once */
   int per_inner;          /* norms: gamma and beta per inner position (layernorm) */
   int x_s16;              /* batchnorms: x is s16 (a convolution's sums and their scale) */
   int int_stats;          /* batchnorm_stats of s16 x: integer L1 statistics (nm_bn_int_stats) */
@@ -188,10 +190,11 @@ typedef struct {
 static inline int64_t kir_sq_params(int64_t channels) { return 4 * (2 + 2 * channels); }
 
 /* Scratch of the batchnorm kernels (src/backend/llvm/batchnorm.c), channels rounded up to 16:
- * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums kept
- * between its rows while the rows are read in memory order), then KIR_BN_CONSTS regions of one
- * 4-byte value per channel (the statistics' means, or the per-channel constants of forward and dx). */
-enum { KIR_BN_ACCS = 3, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 10 };
+ * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums, or
+ * dparams' extremes, kept between its rows while the rows are read in memory order), then
+ * KIR_BN_CONSTS regions of one 4-byte value per channel (the statistics' means, or the
+ * per-channel constants of forward and dx). */
+enum { KIR_BN_ACCS = 8, KIR_BN_ACC_BYTES = 16 * 8, KIR_BN_CONSTS = 10 };
 static inline int64_t kir_bn_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 static inline int64_t kir_bn_scratch(int64_t channels) {
   return kir_bn_channels(channels) * (KIR_BN_ACCS * KIR_BN_ACC_BYTES + KIR_BN_CONSTS * 4);

@@ -279,10 +279,11 @@ static void norm_view(const Shape *x, int per_row, ChanKernel *k) {
 }
 
 /* a batchnorm dx ShiftQuanting its output (ops.def's sq_bits): a row of dx on the stack */
-static int dx_shiftquant(const Node *n, ChanKernel *k) {
+static int dx_shiftquant(const Graph *g, const Node *n, ChanKernel *k) {
   if (!ir_int(n, "sq_bits")) return 1;
   k->sq_out = 1, k->bits = (int)ir_int(n, "sq_bits"), k->groups = (int)ir_int(n, "sq_groups");
   k->stream = (uint64_t)ir_int(n, "sq_stream");
+  k->extremes = !k->l2 && ir_int(ir_in(g, n, 4), "extremes"); /* the ranges from dparams' classes */
   return k->groups >= 1 && k->inner > 1 && k->inner <= KIR_POOL_PLANE_MAX;
 }
 
@@ -322,7 +323,9 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->x_s16 = ir_in(g, n, 1)->dtype == DT_S16;
     k->l2 = n->op == OP_batchnorm_dx && ir_int(n, "l2");
     k->ranges = n->op == OP_batchnorm_dx && ir_int(n, "ranges");
-    if (n->op == OP_batchnorm_dx && !dx_shiftquant(n, k)) return 0;
+    if (n->op == OP_batchnorm_dx && !dx_shiftquant(g, n, k)) return 0;
+    if (n->op == OP_batchnorm_dparams) k->extremes = (int)ir_int(n, "extremes");
+    if (k->extremes && k->inner == 1) return 0; /* the kernels keep extremes of channels' rows, not of lanes */
     k->scratch = kir_bn_scratch(k->channels) + (k->ranges || k->sq_out ? 4 * k->outer * k->channels : 0) +
                  (k->sq_out ? kir_sq_params(k->channels) : 0);
     return 1;
@@ -336,7 +339,9 @@ static int chan_of(const Graph *g, const Node *n, ChanKernel *k) {
     k->l2 = n->op != OP_batchnorm_pool_dparams && ir_int(n, "l2");
     if (n->op == OP_batchnorm_pool) k->momentum = ir_num(n, "momentum"), k->eps = ir_num(n, "eps");
     k->ranges = n->op == OP_batchnorm_pool_dx && ir_int(n, "ranges");
-    if (n->op == OP_batchnorm_pool_dx && !dx_shiftquant(n, k)) return 0;
+    if (n->op == OP_batchnorm_pool_dx && !dx_shiftquant(g, n, k)) return 0;
+    if (n->op == OP_batchnorm_pool_dparams) k->extremes = (int)ir_int(n, "extremes");
+    if (k->extremes && k->inner == 1) return 0; /* the kernels keep extremes of channels' rows, not of lanes */
     k->scratch = kir_bn_scratch(k->channels) + (k->ranges || k->sq_out ? 4 * k->outer * k->channels : 0) +
                  (k->sq_out ? kir_sq_params(k->channels) : 0);
     return kir_maxpool_plane_fits(k->pool_k, k->pool_s, 0) && k->inner <= KIR_POOL_PLANE_MAX;
@@ -473,7 +478,10 @@ char *kir_print(const Graph *g, const KernelPlan *p) {
     if (k->x_s16) sb_puts(&b, " x=s16");
     if (k->int_stats) sb_puts(&b, k->chansums ? " stats=int sums given" : " stats=int");
     if (k->ranges) sb_puts(&b, k->op == OP_shiftquant ? " ranges given" : " +ranges");
-    if (k->sq_out) sb_printf(&b, " out=shiftquant bits=%d groups=%d (dx twice: ranges, then rounding)", k->bits, k->groups);
+    if (k->extremes && !k->sq_out) sb_puts(&b, " +class extremes");
+    if (k->sq_out)
+      sb_printf(&b, " out=shiftquant bits=%d groups=%d (%s)", k->bits, k->groups,
+                k->extremes ? "ranges from dparams' class extremes, dx once" : "dx twice: ranges, then rounding");
     if (k->pool_k) sb_printf(&b, " maxpool k=%lld s=%lld to [%lld, %lld]", (long long)k->pool_k, (long long)k->pool_s,
                              (long long)k->Ho, (long long)k->Wo);
     if (k->scratch) sb_printf(&b, " scratch=%lld", (long long)k->scratch);

@@ -16,9 +16,14 @@ static nm_chan bn_geo(const Tensor *x) {
 }
 
 /* ---- shapes ---- */
-/* the statistics tensor of x: [NM_BN_STATS, channels]; the parameter gradients: [2, channels] */
+/* the statistics tensor of x: [NM_BN_STATS, channels]; the parameter gradients: [2, channels],
+ * or [8, channels] with the classes' extremes (ops.def's extremes) */
 static Shape stats_shape(const Node *x) { return shape_make(2, (int64_t[]){NM_BN_STATS, x->shape.d[1]}); }
-static Shape dparams_shape(const Node *x) { return shape_make(2, (int64_t[]){2, x->shape.d[1]}); }
+static Shape dparams_shape(const Node *x, int extremes) {
+  return shape_make(2, (int64_t[]){extremes ? NM_BN_DPARAMS_EXTREMES : NM_BN_DPARAMS, x->shape.d[1]});
+}
+/* dx's input 4: the dparams of its x, with extremes or without */
+static Shape dx_dparams_shape(ShapeCtx *c, const Node *n) { return dparams_shape(ir_in(c->g, n, 1), ir_in(c->g, n, 4)->shape.d[0] > NM_BN_DPARAMS); }
 static int want(ShapeCtx *c, const Node *n, int i, Shape s, const char *what) {
   const Node *t = ir_in(c->g, n, i);
   if (t->dtype == DT_F32 && shape_eq(&t->shape, &s)) return 1;
@@ -33,7 +38,7 @@ int batchnorm_stats_shape(ShapeCtx *c, Node *n) {
 int l1_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && WANT_STATS(c, n, 0, 5); }
 int l2_batchnorm_shape(ShapeCtx *c, Node *n) { return batchnorm_shape(c, n) && WANT_STATS(c, n, 0, 5); }
 int batchnorm_dparams_shape(ShapeCtx *c, Node *n) {
-  return WANT_STATS(c, n, 1, 2) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+  return WANT_STATS(c, n, 1, 2) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1), (int)ir_int(n, "extremes")));
 }
 int batchnorm_pool_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 0);
@@ -46,18 +51,19 @@ static int want_pool(ShapeCtx *c, const Node *n, int i) {
   return shape_fail(c, n, "%s wants the batchnorm_pool whose gradient it is", op_info[n->op].name);
 }
 int batchnorm_pool_dparams_shape(ShapeCtx *c, Node *n) {
-  return WANT_STATS(c, n, 1, 2) && want_pool(c, n, 3) && shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1)));
+  return WANT_STATS(c, n, 1, 2) && want_pool(c, n, 3) &&
+         shape_set(c, n, DT_F32, dparams_shape(ir_in(c->g, n, 1), (int)ir_int(n, "extremes")));
 }
 /* dx, or with sq_bits its ShiftQuant (ops.def) */
 static DType dx_dtype(const Node *n) { return ir_int(n, "sq_bits") ? DT_Q8 : DT_F32; }
 int batchnorm_pool_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
-  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") && want_pool(c, n, 5) &&
+  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dx_dparams_shape(c, n), "the parameters' gradients") && want_pool(c, n, 5) &&
          shape_set(c, n, dx_dtype(n), x->shape);
 }
 int batchnorm_dx_shape(ShapeCtx *c, Node *n) {
   const Node *x = ir_in(c->g, n, 1);
-  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dparams_shape(x), "the parameters' gradients") &&
+  return WANT_STATS(c, n, 1, 3) && want(c, n, 4, dx_dparams_shape(c, n), "the parameters' gradients") &&
          shape_set(c, n, dx_dtype(n), x->shape);
 }
 
@@ -145,6 +151,7 @@ int batchnorm_dparams_ref(RefCtx *c, const Node *n) {
   Tensor copy;
   const Tensor *dy = REF_IN(c, n, 0), *x = ref_values(c, n, 1, &copy);
   nm_bn_dparams(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
+  if (ir_int(n, "extremes")) nm_bn_class_extremes(x->f, dy->f, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
   ref_values_free(x, &copy);
   return 1;
 }
@@ -220,6 +227,7 @@ int batchnorm_pool_dparams_ref(RefCtx *c, const Node *n) {
   const Tensor *x = ref_values(c, n, 1, &copy);
   float *g = pooled_gradient(c, n, 3);
   nm_bn_dparams(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
+  if (ir_int(n, "extremes")) nm_bn_class_extremes(x->f, g, bn_geo(x), REF_IN(c, n, 2)->f, REF_OUT(c, n)->f, 1);
   free(g);
   ref_values_free(x, &copy);
   return 1;

@@ -15,7 +15,10 @@
  *    never stored;
  *  - a shiftquant over the channels of a batchnorm dx of feature maps: the dx keeps each
  *    channel's range after its values (ranges = 1) and the shiftquant takes them from there
- *    (ranges = 1) instead of reading dx a first time;
+ *    (ranges = 1) instead of reading dx a first time; where the shiftquant is dx's only reader,
+ *    dx ShiftQuants its own output (sq_bits) and the shiftquant dies, and an L1 dx then takes
+ *    the ranges from the class extremes its dparams keeps (extremes = 1), computing dx once;
+ *  - a shiftquant that only a first convolution's dW reads: the dW quantizes dy on pack;
  *  - a qconv2d without bias that only batchnorms read (as their x), whose sums provably fit in
  *    16 bits (taps x the largest |x| x the largest |w| <= 32767): keeps its sums as s16 with
  *    the scale (sums16 = 1), half the bytes of the floats each batchnorm pass reads; the
@@ -154,7 +157,8 @@ static void fuse_ranges(Graph *g, int s) {
 /* A batchnorm dx (of feature maps) whose only reader is a shiftquant over its channels does the
  * ShiftQuant itself (ops.def's sq_bits) and the shiftquant dies: the kernel computes dx twice,
  * once for the channels' ranges and once into the rounding, a row at a time on the stack (up to
- * KIR_POOL_PLANE_MAX elements), so the float dx is never written and read back. */
+ * KIR_POOL_PLANE_MAX elements), so the float dx is never written and read back. An L1 dx takes
+ * its ranges from the extremes its dparams keeps (ops.def) and computes dx once. */
 static void fuse_dx_shiftquant(Graph *g, int s, char *dead) {
   Node *sq = ir_node(g, s);
   if (sq->kind != NK_OP || sq->op != OP_shiftquant || ir_int(sq, "axis") != 1 || s == g->loss || is_output(g, s)) return;
@@ -166,6 +170,11 @@ static void fuse_dx_shiftquant(Graph *g, int s, char *dead) {
   ir_set_num(dx, "sq_groups", (double)ir_int(sq, "groups"));
   ir_set_num(dx, "sq_stream", (double)ir_int(sq, "stream"));
   dx->dtype = DT_Q8;
+  if (!ir_int(dx, "l2")) { /* L1: the ranges from dparams' classes' extremes, dx computed once */
+    Node *dp = ir_in(g, dx, 4);
+    ir_set_num(dp, "extremes", 1);
+    dp->shape.d[0] = NM_BN_DPARAMS_EXTREMES;
+  }
   for (int j = s + 1; j < g->nodes.n; j++)
     for (int i = 0; i < ir_node(g, j)->nin; i++)
       if (ir_node(g, j)->in[i] == s) ir_node(g, j)->in[i] = dx->id;

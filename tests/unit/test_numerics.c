@@ -435,6 +435,79 @@ START_TEST(integer_batchnorm_statistics_are_exact) {
 }
 END_TEST
 
+/* the largest |v| of channel c of a [outer][channels][inner] tensor, as bits */
+static uint32_t channel_top(const float *v, nm_chan geo, int64_t c) {
+  uint32_t top = 0, u;
+  for (int64_t o = 0; o < geo.outer; o++)
+    for (int64_t k = 0; k < geo.inner; k++) {
+      memcpy(&u, &v[(o * geo.channels + c) * geo.inner + k], sizeof u);
+      top = (u & 0x7fffffffu) > top ? u & 0x7fffffffu : top;
+    }
+  return top;
+}
+
+/* dparams' class extremes are each class's least and largest g in nm_order_key's order (-0
+ * before +0; +Inf and -Inf for a class without elements), and the L1 dx's largest |dx| per
+ * channel is what nm_bn_l1_dx_range makes of them: the same bits where dx is finite (elements
+ * at the mean, a negative gamma, a zero gamma), a NaN or an Inf where a g is one. */
+START_TEST(l1_dx_range_from_class_extremes) {
+  nm_chan geo = {4, 6, 37};
+  int64_t n = geo.outer * geo.channels * geo.inner, C = geo.channels;
+  float *x = xmalloc(sizeof(float) * (size_t)n), *g = xmalloc(sizeof(float) * (size_t)n), *dx = xmalloc(sizeof(float) * (size_t)n);
+  float gamma[6] = {1.5f, -0.75f, 0.0f, 2.0f, 0.5f, 1.0f}, stats[NM_BN_STATS * 6], dp[NM_BN_DPARAMS_EXTREMES * 6];
+  for (int64_t i = 0; i < n; i++) {
+    int64_t o = i / (C * geo.inner), c = (i / geo.inner) % C, k = i % geo.inner;
+    uint64_t r = rng_bits(5, 2, 0, (uint64_t)(i % (2 * C * geo.inner))); /* rows 2, 3 repeat rows 0, 1 */
+    x[i] = (float)((int64_t)(r % 5) - 2) * 0.25f * (o >= 2 ? -1.0f : 1.0f); /* the mean is 0, and some x are */
+    if (c == 5) x[i] = 0.5f;                                                    /* every element at the mean */
+    g[i] = k % 3 ? 0.0f : (float)((int64_t)(rng_bits(6, 2, 0, (uint64_t)i) % 2001) - 1000) / 997.0f;
+    if (c == 4) g[i] = k == 5 ? -0.0f : fabsf(g[i]); /* no g below zero but a -0 */
+  }
+  nm_bn_stats(x, geo, 1e-5f, 0, stats, 1);
+  nm_bn_dparams(x, g, geo, stats, dp, 1);
+  nm_bn_class_extremes(x, g, geo, stats, dp, 1);
+  nm_bn_dx(x, g, geo, gamma, stats, dp, 0, dx, 1);
+  int at_mean = 0;
+  for (int64_t c = 0; c < C; c++) {
+    float mu = stats[NM_BN_MEAN * C + c];
+    int32_t lo[NM_BN_CLASSES] = {INT32_MAX, INT32_MAX, INT32_MAX}, hi[NM_BN_CLASSES] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int64_t o = 0; o < geo.outer; o++)
+      for (int64_t k = 0; k < geo.inner; k++) {
+        int64_t e = (o * C + c) * geo.inner + k;
+        int cl = x[e] > mu ? 0 : x[e] < mu ? 1 : 2;
+        uint32_t u;
+        memcpy(&u, &g[e], sizeof u);
+        int32_t key = nm_order_key(u);
+        lo[cl] = key < lo[cl] ? key : lo[cl], hi[cl] = key > hi[cl] ? key : hi[cl];
+        at_mean += cl == 2;
+      }
+    for (int cl = 0; cl < NM_BN_CLASSES; cl++) {
+      float got[2] = {dp[(NM_BN_DPARAMS + 2 * cl) * C + c], dp[(NM_BN_DPARAMS + 2 * cl + 1) * C + c]};
+      uint32_t want[2] = {(uint32_t)nm_order_key((uint32_t)lo[cl]), (uint32_t)nm_order_key((uint32_t)hi[cl])}, u[2];
+      if (lo[cl] == INT32_MAX) { /* no elements */
+        ck_assert_msg(c == 5 && cl < 2, "channel %lld class %d is empty", (long long)c, cl);
+        ck_assert(got[0] == INFINITY && got[1] == -INFINITY);
+        continue;
+      }
+      memcpy(u, got, sizeof u);
+      ck_assert_msg(u[0] == want[0] && u[1] == want[1], "channel %lld class %d: extremes %a %a", (long long)c, cl, got[0], got[1]);
+    }
+    nm_bn_dx_coefs k = nm_bn_dx_coefs_of(gamma, stats, dp, geo, 0, c);
+    ck_assert_msg(nm_bn_l1_dx_range(k, dp, C, c) == channel_top(dx, geo, c), "channel %lld: range %08x, largest |dx| %08x",
+                  (long long)c, nm_bn_l1_dx_range(k, dp, C, c), channel_top(dx, geo, c));
+  }
+  ck_assert_int_gt(at_mean, (int)(geo.outer * geo.inner)); /* channel 5's, and others' */
+  ck_assert(signbit(dp[NM_BN_DPARAMS * C + 4]) || signbit(dp[(NM_BN_DPARAMS + 2) * C + 4]) || signbit(dp[(NM_BN_DPARAMS + 4) * C + 4]));
+  g[3 * geo.inner + 1] = NAN; /* channel 3, row 0 */
+  nm_bn_dparams(x, g, geo, stats, dp, 1);
+  nm_bn_class_extremes(x, g, geo, stats, dp, 1);
+  nm_bn_dx(x, g, geo, gamma, stats, dp, 0, dx, 1);
+  ck_assert_uint_ge(channel_top(dx, geo, 3), 0x7f800000u);
+  ck_assert_uint_ge(nm_bn_l1_dx_range(nm_bn_dx_coefs_of(gamma, stats, dp, geo, 0, 3), dp, C, 3), 0x7f800000u);
+  free(x), free(g), free(dx);
+}
+END_TEST
+
 static void square_block(void *ctx, int64_t b) { ((int64_t *)ctx)[b] = b * b; }
 
 /* The pool's workers live on between calls; a forked child has none of them and must start its
@@ -495,6 +568,7 @@ int main(void) {
   tcase_add_test(t, batchnorm_from_saved_stats_matches_finite_differences);
   tcase_add_test(t, same_bits_for_1_2_and_4_threads);
   tcase_add_test(t, integer_batchnorm_statistics_are_exact);
+  tcase_add_test(t, l1_dx_range_from_class_extremes);
   tcase_add_test(t, pack4_round_trips);
   tcase_add_test(t, thread_pool_survives_threads_changes_and_fork);
   suite_add_tcase(s, t);

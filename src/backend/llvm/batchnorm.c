@@ -9,6 +9,7 @@
  * NM_LANES channels instead, one per lane, read contiguously along the rows: per-channel values
  * are then vectors, and each lane's sum is the reference's lane 0 (adding the other lanes' zeros
  * changes no bits). */
+#include <math.h>
 #include "../../../runtime/numerics.h"
 #include "gen.h"
 
@@ -20,6 +21,7 @@ typedef struct {
   LLVMValueRef cmask;     /* cw > 1: the lanes that are channels */
   LLVMValueRef xscale;    /* x is s16 (a convolution's sums): their scale; NULL when floats */
   int dx_pass;            /* batchnorm dx's rows: DX_STORE, or with sq_out DX_TOPS then DX_QUANTIZE */
+  LLVMValueRef on;        /* row_vectors' body: the lanes in the row, NULL where all are */
 } Bn;
 enum { DX_STORE, DX_TOPS, DX_QUANTIZE };
 
@@ -111,8 +113,9 @@ static LLVMValueRef load_lanes(Bn *b, LLVMValueRef base, LLVMValueRef e, int n, 
 
 /* body(v) for the vectors of a row, each stream read from its pointer to the row's first
  * element: the full vectors, then the last inner % NM_LANES elements with the other lanes
- * `pass` (values that add nothing); with channels in the lanes (cw > 1), the unit's channels
- * of the row. The streams (x first, and g in dparams) are read at the same elements. */
+ * `pass` (values that add nothing) and b->on their mask; with channels in the lanes (cw > 1),
+ * the unit's channels of the row. The streams (x first, and g in dparams) are read at the
+ * same elements. */
 typedef void (*LaneBody)(Bn *b, LLVMValueRef *v, void *ctx);
 static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueRef *pass, LaneBody body, void *ctx) {
   Gen *g = b->g;
@@ -123,6 +126,7 @@ static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueR
     body(b, v, ctx);
     return;
   }
+  b->on = NULL;
   if (full) {
     Loop lv;
     LLVMValueRef e = LLVMBuildMul(B, gen_loop_begin(g, &lv, gen_i64(g, full), "v"), gen_i64(g, NM_LANES), "");
@@ -132,7 +136,9 @@ static void row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueR
   }
   if (rest) {
     for (int s = 0; s < ns; s++) v[s] = load_lanes(b, row[s], gen_i64(g, full * NM_LANES), (int)rest, pass[s], s == 0 && b->xscale);
+    b->on = first_lanes(b, rest);
     body(b, v, ctx);
+    b->on = NULL;
   }
 }
 
@@ -170,7 +176,10 @@ static LLVMValueRef consts(Bn *b, int j) {
  * time) and each channel's accumulators wait in scratch between its rows. Channels in the
  * lanes: unit after unit, the accumulators in registers. Either way each channel adds its
  * elements in the same order, so the bits are the same. */
-typedef struct { int n; LLVMValueRef var[KIR_BN_ACCS]; } Accs;
+typedef struct { int n; LLVMValueRef var[KIR_BN_ACCS], init[KIR_BN_ACCS]; } Accs; /* init: NULL for zeros */
+static LLVMValueRef acc_init(const Accs *a, int j) {
+  return a->init[j] ? a->init[j] : LLVMConstNull(LLVMGetAllocatedType(a->var[j]));
+}
 typedef void (*RowFn)(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx);
 typedef void (*UnitFn)(Bn *b, LLVMValueRef c, void *ctx);
 static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx) {
@@ -180,7 +189,7 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
   Loop lu, lo_;
   if (b->cw > 1) {
     LLVMValueRef c = unit_channel(b, gen_loop_range(g, &lu, lo, hi, "unit"));
-    for (int j = 0; j < a->n; j++) LLVMBuildStore(B, LLVMConstNull(LLVMGetAllocatedType(a->var[j])), a->var[j]);
+    for (int j = 0; j < a->n; j++) LLVMBuildStore(B, acc_init(a, j), a->var[j]);
     LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");
     row(b, c, row_start(b, o, c), ctx);
     gen_loop_end(g, &lo_, 0);
@@ -189,7 +198,7 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
     return;
   }
   LLVMValueRef c = gen_loop_range(g, &lu, lo, hi, "c");
-  for (int j = 0; j < a->n; j++) LLVMBuildStore(B, LLVMConstNull(LLVMGetAllocatedType(a->var[j])), acc_slot(b, j, c));
+  for (int j = 0; j < a->n; j++) LLVMBuildStore(B, acc_init(a, j), acc_slot(b, j, c));
   gen_loop_end(g, &lu, 0);
   Loop lc;
   LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");
@@ -211,10 +220,13 @@ static void reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx
  * constants in the scratch's float regions (K_*); then row(c, row) for every row in memory
  * order (parts over rows). A batchnorm dx keeping its ranges adds a phase for them; one
  * ShiftQuanting dx (sq_out) takes the rows' ranges, then (part 0) the channels', the scale and
- * the groups, then goes over the rows again, rounding. */
+ * the groups, then goes over the rows again, rounding. An L1 one with extremes has each
+ * channel's range from its constants already and goes over the rows once, rounding. */
 static void channel_ranges(Bn *b, LLVMValueRef dst, int check);
+static void check_ranges(Bn *b);
 static LLVMValueRef row_tops(Bn *b);
 static LLVMValueRef sq_params(Bn *b);
+static LLVMValueRef sq_range_bits(Bn *b);
 static void each_row(Bn *b, RowFn row, void *ctx) {
   Gen *g = b->g;
   Loop lr;
@@ -227,14 +239,16 @@ static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
   Gen *g = b->g;
   const ChanKernel *k = b->k;
   Phases ph;
-  gen_phases(g, &ph, k->sq_out ? 4 : k->ranges ? 3 : 2);
+  gen_phases(g, &ph, k->sq_out ? (k->extremes ? 3 : 4) : k->ranges ? 3 : 2);
   Loop lu;
   LLVMValueRef c = unit_channel(b, gen_loop_part(g, &lu, units(b), "unit"));
-  constants(b, c, ctx);
+  constants(b, c, ctx); /* with extremes, also the ranges */
   gen_loop_end(g, &lu, 0);
-  gen_next_phase(g, &ph);
-  b->dx_pass = k->sq_out ? DX_TOPS : DX_STORE;
-  each_row(b, row, ctx);
+  if (!k->extremes) {
+    gen_next_phase(g, &ph);
+    b->dx_pass = k->sq_out ? DX_TOPS : DX_STORE;
+    each_row(b, row, ctx);
+  }
   if (k->ranges) { /* each channel's range from its rows', after dx */
     gen_next_phase(g, &ph);
     channel_ranges(b, gen_at(g, g->i32, gen_arg(g, KA_OUT), gen_i64(g, k->outer * k->channels * k->inner)), 0);
@@ -244,7 +258,8 @@ static void by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx) {
     gen_only_part0(g);
     LLVMValueRef params = sq_params(b);
     g->part = gen_i64(g, 0), g->nparts = gen_i64(g, 1);
-    channel_ranges(b, gen_at(g, g->i32, params, gen_i64(g, 2 + k->channels)), 1);
+    if (k->extremes) check_ranges(b);
+    else channel_ranges(b, sq_range_bits(b), 1);
     g->part = g->nparts = NULL;
     gen_sq_groups(g, gen_at(g, g->f32, params, gen_i64(g, 2 + k->channels)), k->channels, k->groups, k->bits, params);
     gen_sq_set_scale(g, params);
@@ -371,9 +386,9 @@ static void store_stats(Bn *b, LLVMValueRef c, void *ctx) {
 }
 static void stats(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
-  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}}};
+  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}, {0}}};
   reduce_units(b, &r.a, sum_row, store_mean, &r);
-  r.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}};
+  r.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}, {0}};
   reduce_units(b, &r.a, dev_row, store_stats, &r);
 }
 
@@ -541,11 +556,11 @@ static void store_int_stats(Bn *b, LLVMValueRef c, void *ctx) {
 static void stats_int(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
   LLVMTypeRef vi = LLVMVectorType(g->i32, NM_LANES), vq = LLVMVectorType(g->i64, NM_LANES);
-  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}}};
+  RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}, {0}}};
   IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL, NULL, NULL};
   if (b->k->chansums) given_means(b, r.x);
   else reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
-  r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}};
+  r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}, {0}};
   reduce_units(b, &r.a, int_dev_row, store_int_stats, &ic);
 }
 
@@ -608,6 +623,34 @@ static void forward(Bn *b, LLVMValueRef out) {
 }
 
 /* ---- batchnorm_dparams, batchnorm_pool_dparams ---- */
+/* nm_order_key of floats' bits (vectors or scalars): the same map takes keys back to bits */
+static LLVMValueRef order_key(Bn *b, LLVMValueRef bits) {
+  LLVMValueRef sign = LLVMBuildAShr(B, bits, gen_splat_like(b->g, LLVMConstInt(b->g->i32, 31, 0), bits), "");
+  return LLVMBuildXor(B, bits, LLVMBuildAnd(B, sign, gen_splat_like(b->g, LLVMConstInt(b->g->i32, 0x7fffffff, 0), bits), ""), "key");
+}
+static LLVMValueRef float_key(Bn *b, LLVMValueRef f) {
+  LLVMTypeRef t = LLVMTypeOf(f);
+  LLVMTypeRef it = LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMVectorType(b->g->i32, LLVMGetVectorSize(t)) : b->g->i32;
+  return order_key(b, LLVMBuildBitCast(B, f, it, ""));
+}
+/* the least or largest of two keys (a signed min or max, one instruction) */
+static LLVMValueRef key_extreme(Bn *b, LLVMValueRef x, LLVMValueRef y, int hi) {
+  return LLVMBuildSelect(B, LLVMBuildICmp(B, hi ? LLVMIntSGT : LLVMIntSLT, x, y, ""), x, y, "");
+}
+/* with extremes, accs 2 + 2*class and 3 + 2*class: each lane's least and largest key of g in
+ * each class of x against the mean (nm_bn_class_extremes): integer min and max under the
+ * class's mask, no float compares */
+static void class_extremes(Bn *b, RowCtx *r, LLVMValueRef x, LLVMValueRef gv) {
+  LLVMValueRef up = LLVMBuildFCmp(B, LLVMRealOGT, x, r->mu, ""), down = LLVMBuildFCmp(B, LLVMRealOLT, x, r->mu, "");
+  LLVMValueRef in[NM_BN_CLASSES] = {up, down, LLVMBuildNot(B, LLVMBuildOr(B, up, down, ""), "")}, key = float_key(b, gv);
+  for (int cl = 0; cl < NM_BN_CLASSES; cl++) {
+    LLVMValueRef on = b->on ? LLVMBuildAnd(B, in[cl], b->on, "") : in[cl];
+    for (int hi = 0; hi < 2; hi++) {
+      LLVMValueRef var = r->a.var[NM_BN_DPARAMS + 2 * cl + hi], e = gen_get(b->g, var);
+      LLVMBuildStore(B, LLVMBuildSelect(B, on, key_extreme(b, key, e, hi), e, ""), var);
+    }
+  }
+}
 /* acc 0: the sum of g * xhat, acc 1: of g; g is dy, or dp routed through the pooling */
 static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
   RowCtx *r = ctx;
@@ -615,6 +658,18 @@ static void add_g(Bn *b, LLVMValueRef *v, void *ctx) {
   /* g * xhat is exact in double (two floats' 24-bit significands): a fused add is the same */
   LLVMBuildStore(B, gen_fmuladd(b->g, gd, ext(b, xh), gen_get(b->g, r->a.var[0])), r->a.var[0]);
   LLVMBuildStore(B, LLVMBuildFAdd(B, gen_get(b->g, r->a.var[1]), gd, ""), r->a.var[1]);
+  if (b->k->extremes) class_extremes(b, r, v[0], v[1]);
+}
+/* the least (or largest) key of a vector's lanes */
+static LLVMValueRef lanes_extreme(Bn *b, LLVMValueRef v, int hi) {
+  for (int w = NM_LANES / 2; w >= 1; w /= 2) {
+    LLVMValueRef lo[NM_LANES / 2], up[NM_LANES / 2];
+    for (int l = 0; l < w; l++) lo[l] = LLVMConstInt(b->g->i32, (unsigned)l, 0), up[l] = LLVMConstInt(b->g->i32, (unsigned)(l + w), 0);
+    LLVMValueRef a = LLVMBuildShuffleVector(B, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(lo, (unsigned)w), "");
+    LLVMValueRef c = LLVMBuildShuffleVector(B, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(up, (unsigned)w), "");
+    v = key_extreme(b, c, a, hi);
+  }
+  return LLVMBuildExtractElement(B, v, LLVMConstInt(b->g->i32, 0, 0), "");
 }
 static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   RowCtx *r = ctx;
@@ -632,15 +687,46 @@ static void store_dparams(Bn *b, LLVMValueRef c, void *ctx) {
   RowCtx *r = ctx;
   stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, r->a.var[0]))), r->out, 0, c);
   stat_store(b, f32(b, lanes_sum(b, gen_get(b->g, r->a.var[1]))), r->out, 1, c);
+  for (int j = NM_BN_DPARAMS; j < r->a.n; j++) {
+    LLVMValueRef key = lanes_extreme(b, gen_get(b->g, r->a.var[j]), (j - NM_BN_DPARAMS) % 2);
+    stat_store(b, LLVMBuildBitCast(B, order_key(b, key), b->g->f32, ""), r->out, j, c);
+  }
 }
 static void dparams(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
   RowCtx r = {.b = b, .x = gen_input(g, 1), .dy = gen_input(g, 0), .out = out,
-              .a = {2, {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g")}}};
+              .a = {2, {gen_var(g, LLVMConstNull(b->vd), "gxh"), gen_var(g, LLVMConstNull(b->vd), "g")}, {0}}};
+  if (b->k->extremes) { /* the keys start at +Inf's for the least, at -Inf's for the largest */
+    SQ_ASSERT(b->cw == 1);
+    for (int j = NM_BN_DPARAMS; j < NM_BN_DPARAMS_EXTREMES; j++) {
+      LLVMValueRef inf = float_key(b, gen_f32c(g, (j - NM_BN_DPARAMS) % 2 ? -INFINITY : INFINITY));
+      r.a.init[j] = gen_splat(g, inf, NM_LANES);
+      r.a.var[j] = gen_var(g, r.a.init[j], (j - NM_BN_DPARAMS) % 2 ? "largest" : "least");
+    }
+    r.a.n = NM_BN_DPARAMS_EXTREMES;
+  }
   reduce_units(b, &r.a, dparams_row, store_dparams, &r);
 }
 
 /* ---- batchnorm_dx, batchnorm_pool_dx ---- */
+/* sq_out: ShiftQuant's ranges in its parameters, channel c's largest |dx| as bits at [c] */
+static LLVMValueRef sq_range_bits(Bn *b) { return gen_at(b->g, b->g->i32, sq_params(b), gen_i64(b->g, 2 + b->k->channels)); }
+/* extremes (an L1 dx): channel c's range from its dparams' classes' extremes, as
+ * nm_bn_l1_dx_range takes it, with dx_value's arithmetic and its s (b, -b, 0) */
+static LLVMValueRef class_range(Bn *b, LLVMValueRef dp, LLVMValueRef c, LLVMValueRef av, LLVMValueRef bv, LLVMValueRef cv) {
+  Gen *g = b->g;
+  LLVMValueRef s[NM_BN_CLASSES] = {bv, LLVMBuildFNeg(B, bv, ""), fconst(b, 0)}, top = LLVMConstInt(g->i32, 0, 0);
+  for (int cl = 0; cl < NM_BN_CLASSES; cl++) {
+    LLVMValueRef lo = stat(b, dp, NM_BN_DPARAMS + 2 * cl, c), hi = stat(b, dp, NM_BN_DPARAMS + 2 * cl + 1, c);
+    LLVMValueRef some = LLVMBuildICmp(B, LLVMIntSLE, float_key(b, lo), float_key(b, hi), "");
+    for (int e = 0; e < 2; e++) {
+      LLVMValueRef v = LLVMBuildFAdd(B, LLVMBuildFAdd(B, LLVMBuildFMul(B, av, e ? hi : lo, ""), s[cl], ""), cv, "");
+      LLVMValueRef u = LLVMBuildAnd(B, LLVMBuildBitCast(B, v, g->i32, ""), LLVMConstInt(g->i32, 0x7fffffff, 0), "");
+      top = LLVMBuildSelect(B, LLVMBuildAnd(B, some, LLVMBuildICmp(B, LLVMIntUGT, u, top, ""), ""), u, top, "");
+    }
+  }
+  return top;
+}
 /* per channel: a, b and c of dx = (a*g + s) + c and the mean */
 static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
   (void)ctx;
@@ -663,6 +749,7 @@ static void dx_constants(Bn *b, LLVMValueRef c, void *ctx) {
   for (int j = 0; j < K_COUNT; j++)
     if (v[j]) cstore(b, v[j], consts(b, j), c);
   if (int_signs(b)) store_thresholds(b, v[K_MEAN], c);
+  if (b->k->extremes) gen_store(g, class_range(b, dp, c, av, bv, cv), sq_range_bits(b), c);
 }
 /* xv: x's value, or with int_signs its int16 sum widened */
 static LLVMValueRef dx_value(Bn *b, const RowCtx *r, LLVMValueRef xv, LLVMValueRef gv) {
@@ -726,6 +813,14 @@ static LLVMValueRef sq_params(Bn *b) {
   const ChanKernel *k = b->k;
   return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(k->channels) + 4 * k->outer * k->channels));
 }
+/* extremes: a NaN or an Inf among the ranges the constants left fails the kernel */
+static void check_ranges(Bn *b) {
+  Loop lc;
+  LLVMValueRef c = gen_loop_part(b->g, &lc, b->k->channels, "c");
+  LLVMValueRef u = gen_load(b->g, b->g->i32, sq_range_bits(b), c);
+  gen_fail_if(b->g, LLVMBuildICmp(B, LLVMIntUGE, u, LLVMConstInt(b->g->i32, 0x7f800000, 0), ""));
+  gen_loop_end(b->g, &lc, 0);
+}
 /* dst[c] = channel c's range, as bits; with check, a NaN or an Inf fails the kernel */
 static void channel_ranges(Bn *b, LLVMValueRef dst, int check) {
   Gen *g = b->g;
@@ -753,7 +848,7 @@ LLVMValueRef gen_batchnorm(Gen *g, const ChanKernel *k, const char *name) {
   /* a lane counts at most outer * ceil(inner / NM_LANES) signs: i32 unless that could overflow */
   LLVMTypeRef count = k->outer * ((k->inner + NM_LANES - 1) / NM_LANES) < INT32_MAX ? g->i32 : g->i64;
   Bn b = {g, k, LLVMVectorType(g->f32, NM_LANES), LLVMVectorType(g->f64, NM_LANES), LLVMVectorType(count, NM_LANES),
-          k->inner == 1 ? NM_LANES : 1, NULL, NULL, DX_STORE};
+          k->inner == 1 ? NM_LANES : 1, NULL, NULL, DX_STORE, NULL};
   g->scratch = k->scratch;
   if (k->x_s16) { /* x: input 0 of the statistics and the forward pass, input 1 of the gradients */
     SQ_ASSERT(b.cw == 1); /* the fuse pass keeps s16 for feature maps */
