@@ -1,7 +1,7 @@
 /* threads.c: rt_parallel on a pool of POSIX threads started once and kept: a training step
  * runs a hundred or so parallel phases of a few hundred microseconds, so starting threads per
- * call would cost more than the work. Workers spin briefly for the next job, then sleep on a
- * condition variable. The threads take the blocks in order from a shared counter, so a thread
+ * call would cost more than the work. Workers spin for the next job (relax: a few milliseconds
+ * in all), then sleep on a condition variable; the caller spins for the workers to finish. The threads take the blocks in order from a shared counter, so a thread
  * slowed down by the machine takes fewer of them; which thread runs a block never changes what
  * the block computes. One job at a time (a mutex); blocks that no worker takes (one that could
  * not be started) are left to the caller, so the work is always done. */
@@ -11,7 +11,20 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-enum { MAX_THREADS = 64, SPINS = 20000 };
+enum { MAX_THREADS = 64, SPINS = 200000, YIELD_EVERY = 256 };
+
+/* One round of a spin-wait: a pause hint, and every YIELD_EVERY rounds the core offered to any
+ * other runnable thread (more threads than cores: a spinning thread would otherwise hold the
+ * core its job's other parts wait for). A round is tens of nanoseconds where a sched_yield
+ * alone costs microseconds in a virtual machine: the waiter sees the change sooner. */
+static inline void relax(int spins) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+  if (spins % YIELD_EVERY == YIELD_EVERY - 1) sched_yield();
+}
 
 static struct {
   pthread_mutex_t call;          /* one rt_parallel at a time */
@@ -37,7 +50,7 @@ static void *worker(void *arg) {
   uint_fast64_t seen = 0;
   for (;;) {
     int spins = 0;
-    while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && spins < SPINS) spins++;
+    while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen && spins < SPINS) relax(spins++);
     if (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen) {
       pthread_mutex_lock(&pool.mu);
       while (atomic_load_explicit(&pool.gen, memory_order_acquire) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
@@ -85,6 +98,6 @@ void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
   pthread_cond_broadcast(&pool.wake);
   pthread_mutex_unlock(&pool.mu);
   run_blocks();
-  while (atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0) sched_yield();
+  for (int spins = 0; atomic_load_explicit(&pool.remaining, memory_order_acquire) > 0;) relax(spins++);
   pthread_mutex_unlock(&pool.call);
 }
