@@ -280,7 +280,7 @@ int pass_fuse(Graph *g, PassCtx *c) {
   ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_ranges(g, s);
   memset(dead, 0, (size_t)n);
-  for (int s = 0; s < g->nodes.n && !getenv("NODY"); s++) fuse_dy_on_pack(g, s, dead);
+  for (int s = 0; s < g->nodes.n; s++) fuse_dy_on_pack(g, s, dead);
   ir_remove(g, dead);
   for (int s = 0; s < g->nodes.n; s++) fuse_sums16(g, s);
   for (int s = 0; s < g->nodes.n; s++) fuse_chansums(g, s);
