@@ -24,6 +24,7 @@ struct Interp {
   void *scratch; /* the largest scratch space any kernel asks for */
   char *arena;   /* memplan's activation arena */
   int threads;
+  int64_t serial_max; /* a kernel whose tensors are all smaller runs on the calling thread alone */
 };
 
 void interp_set_threads(Interp *it, int threads) { it->threads = threads > 0 ? threads : 1; }
@@ -41,7 +42,7 @@ static void *data_of(const Tensor *t) {
   return t->f ? (void *)t->f : t->q ? (void *)t->q : t->s16 ? (void *)t->s16 : (void *)t->i;
 }
 
-enum { PARTS_PER_THREAD = 4 };
+enum { PARTS_PER_THREAD = 4, SERIAL_MAX = 65536 };
 
 typedef struct {
   InterpKernelFn fn;
@@ -65,11 +66,17 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
     in[i] = data_of(t);
     scales[i] = t->scale;
   }
-  /* more parts than threads, so that a thread the machine slows down takes fewer of them */
-  int64_t parts = it->threads > 1 ? (int64_t)it->threads * PARTS_PER_THREAD : 1;
+  /* more parts than threads, so that a thread the machine slows down takes fewer of them; a
+   * small node runs on this thread alone (no tensor of serial_max elements): handing its
+   * phases to the pool costs more than its work (z's ShiftQuant of 1,280 values took 126 us on
+   * two threads, 4 us on one). A kernel's bits never depend on its parts. */
+  int64_t largest = out->n;
+  for (int i = 0; i < n->nin; i++) largest = it->t[n->in[i]].n > largest ? it->t[n->in[i]].n : largest;
+  int threads = largest < it->serial_max ? 1 : it->threads;
+  int64_t parts = threads > 1 ? (int64_t)threads * PARTS_PER_THREAD : 1;
   KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
                   0, parts};
-  for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(it->threads, k.parts, kernel_part, &k);
+  for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(threads, k.parts, kernel_part, &k);
   if (dtype_is_scaled(n->dtype)) {
     out->scale = k.args.out_scale;
     out->q_unsigned = k.args.out_unsigned;
@@ -99,6 +106,10 @@ Interp *interp_new(const Graph *g, uint64_t seed) {
   it->t = xcalloc((size_t)g->nodes.n, sizeof(Tensor));
   it->for_output = xcalloc((size_t)g->nodes.n, 1);
   it->threads = 1;
+  /* SQ_SERIAL_MAX (elements) moves the bound; 0 runs every kernel in parts, as the tests do to
+   * check that no kernel's bits depend on its parts */
+  const char *serial = getenv("SQ_SERIAL_MAX");
+  it->serial_max = serial && *serial ? strtoll(serial, NULL, 10) : SERIAL_MAX;
   it->arena = g->arena_bytes ? xaligned_alloc(64, (size_t)g->arena_bytes) : NULL;
   for (int i = 0; i < g->outputs.n; i++) it->for_output[g->outputs.v[i].node] = 1;
   for (int id = g->nodes.n - 1; id >= 0; id--) {

@@ -47,8 +47,9 @@ static LLVMValueRef absmax(Gen *g, LLVMValueRef x, LLVMValueRef lo, LLVMValueRef
 }
 
 /* ranges[c] = max(ranges[c], max |x[o][c]|) for c in [lo, hi) of x[outer][C] (a gradient with
- * one element per row and channel): AMAX_LANES channels a vector, rows in order; fails on a
- * NaN or Inf */
+ * one element per row and channel): AMAX_LANES channels a vector, each vector's maxima over
+ * the rows in a register and stored once (neighbouring parts' ranges share cache lines: a
+ * store per row made the two cores trade the line 128 times); fails on a NaN or Inf */
 static void column_ranges(Gen *g, LLVMValueRef x, LLVMValueRef ranges, LLVMValueRef lo, LLVMValueRef hi, int64_t C,
                           int64_t outer) {
   LLVMTypeRef vt = LLVMVectorType(g->f32, AMAX_LANES), i1 = LLVMInt1TypeInContext(g->ctx);
@@ -57,16 +58,19 @@ static void column_ranges(Gen *g, LLVMValueRef x, LLVMValueRef ranges, LLVMValue
   LLVMValueRef blocks = LLVMBuildSDiv(g->b, LLVMBuildAdd(g->b, LLVMBuildSub(g->b, hi, lo, ""), gen_i64(g, AMAX_LANES - 1), ""),
                                       gen_i64(g, AMAX_LANES), "blocks");
   Loop lo_, lb;
-  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
   LLVMValueRef c = LLVMBuildAdd(g->b, lo, LLVMBuildMul(g->b, gen_loop_begin(g, &lb, blocks, "cb"), gen_i64(g, AMAX_LANES), ""), "c");
   LLVMValueRef mask = LLVMBuildICmp(g->b, LLVMIntSLT, gen_iota(g, AMAX_LANES), gen_splat(g, LLVMBuildSub(g->b, hi, c, ""), AMAX_LANES), "");
+  LLVMValueRef top = gen_var(g, zero, "top");
+  LLVMBuildStore(g->b, zero, top);
+  LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, outer), "o");
   LLVMValueRef xat = gen_at(g, g->f32, x, LLVMBuildAdd(g->b, LLVMBuildMul(g->b, o, gen_i64(g, C), ""), c, ""));
   LLVMValueRef a = gen_intrinsic(g, "llvm.fabs", gen_masked_load(g, vt, xat, mask, zero));
   LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, vbad), LLVMBuildFCmp(g->b, LLVMRealUGE, a, inf, ""), ""), vbad);
-  LLVMValueRef rat = gen_at(g, g->f32, ranges, c);
-  gen_masked_store(g, gen_fmax(g, a, gen_masked_load(g, vt, rat, mask, zero)), rat, mask);
-  gen_loop_end(g, &lb, 0);
+  LLVMBuildStore(g->b, gen_fmax(g, a, gen_get(g, top)), top);
   gen_loop_end(g, &lo_, 0);
+  LLVMValueRef rat = gen_at(g, g->f32, ranges, c);
+  gen_masked_store(g, gen_fmax(g, gen_get(g, top), gen_masked_load(g, vt, rat, mask, zero)), rat, mask);
+  gen_loop_end(g, &lb, 0);
   gen_fail_if(g, gen_intrinsic(g, "llvm.vector.reduce.or", gen_get(g, vbad)));
 }
 
