@@ -42,7 +42,7 @@ static void *data_of(const Tensor *t) {
   return t->f ? (void *)t->f : t->q ? (void *)t->q : t->s16 ? (void *)t->s16 : (void *)t->i;
 }
 
-enum { PARTS_PER_THREAD = 4, SERIAL_MAX = 65536 };
+enum { PARTS_PER_THREAD = 4, SERIAL_MAX = 131072 };
 
 typedef struct {
   InterpKernelFn fn;
