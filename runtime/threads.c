@@ -1,10 +1,11 @@
 /* threads.c: rt_parallel on a pool of POSIX threads started once and kept: a training step
  * runs a hundred or so parallel phases of a few hundred microseconds, so starting threads per
  * call would cost more than the work. Workers spin for the next job (relax: a few milliseconds
- * in all), then sleep on a condition variable; the caller spins for the workers to finish. The threads take the blocks in order from a shared counter, so a thread
- * slowed down by the machine takes fewer of them; which thread runs a block never changes what
- * the block computes. One job at a time (a mutex); blocks that no worker takes (one that could
- * not be started) are left to the caller, so the work is always done. */
+ * in all), then sleep on a condition variable; the caller spins for the workers to finish.
+ * The threads take the blocks in order from a shared counter, so a thread slowed down by the
+ * machine takes fewer of them; which thread runs a block never changes what the block
+ * computes. One job at a time (a mutex); blocks that no worker takes (one that could not be
+ * started) are left to the caller, so the work is always done. */
 #include "threads.h"
 #include <pthread.h>
 #include <sched.h>
