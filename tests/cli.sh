@@ -112,6 +112,17 @@ expect app-build 0 "" -- cc $cflags -include "$tmp/cnn8.h" "$root/examples/app/a
 expect app-run 0 "a second model loaded from it predicts the same" -- "$tmp/app" "$tmp/cnn8.safetensors"
 expect abi-build 0 "" -- cc $cflags -include "$tmp/mlp8.h" "$root/tests/abi_check.c" "$tmp/mlp8.so" -o "$tmp/abi" -lm -Wl,-rpath,"$tmp"
 expect abi-run 0 "abi: 24 passed, 0 failed" -- "$tmp/abi" "$tmp" "$tmp/cnn8.safetensors"
+# An update that overflows leaves the model as it was: the reference library copies and puts
+# back; generated sgd_update kernels write into second buffers that take over only when every
+# new value is finite (on one thread, and in parts on two)
+regress=$root/tests/models/regress.sq
+for t in reference host; do
+  expect "so-overflow-$t" 0 "" -- "$sqc" "$regress" --batch 4 --target=$t -o "$tmp/overflow-$t.so"
+  expect "overflow-build-$t" 0 "" -- cc $cflags -include "$tmp/overflow-$t.h" "$root/tests/update_overflow.c" \
+    "$tmp/overflow-$t.so" -o "$tmp/overflow-$t" -Wl,-rpath,"$tmp"
+  expect "overflow-$t" 0 "update-overflow: 9 passed, 0 failed" -- "$tmp/overflow-$t" "$tmp" 1
+  expect "overflow-$t-parts" 0 "update-overflow: 9 passed, 0 failed" -- env SQ_SERIAL_MAX=0 "$tmp/overflow-$t" "$tmp" 2
+done
 
 # The LLVM backend: generated kernels (integer and float GEMMs) train bit-identically to the
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.

@@ -55,8 +55,9 @@ static void kernel_part(void *ctx, int64_t part) {
   k->fn(&k->args, k->phase, part, k->parts);
 }
 
-/* Runs a node's kernel; 0 when it reported input its op rejects. */
-static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
+/* Runs a node's kernel, writing to `dest` (NULL: the node's output); 0 when it reported input
+ * its op rejects (or, for an update given destinations, a value that is not finite). */
+static int run_kernel_to(Interp *it, const RefCtx *c, const Node *n, void *dest) {
   const InterpKernel *kn = &it->kernels[n->id];
   Tensor *out = &it->t[n->id];
   void *in[SQ_MAX_IN] = {0};
@@ -74,7 +75,7 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
   for (int i = 0; i < n->nin; i++) largest = it->t[n->in[i]].n > largest ? it->t[n->in[i]].n : largest;
   int threads = largest < it->serial_max ? 1 : it->threads;
   int64_t parts = threads > 1 ? (int64_t)threads * PARTS_PER_THREAD : 1;
-  KernelCall k = {kn->fn, {in, scales, data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
+  KernelCall k = {kn->fn, {in, scales, dest ? dest : data_of(out), it->scratch, c->seed, c->step, c->lr, c->training, 0, 1.0f, 0},
                   0, parts};
   for (k.phase = 0; k.phase < kn->phases && !k.args.failed; k.phase++) rt_parallel(threads, k.parts, kernel_part, &k);
   if (dtype_is_scaled(n->dtype)) {
@@ -83,6 +84,7 @@ static int run_kernel(Interp *it, const RefCtx *c, const Node *n) {
   }
   return !k.args.failed;
 }
+static int run_kernel(Interp *it, const RefCtx *c, const Node *n) { return run_kernel_to(it, c, n, NULL); }
 
 static void init_leaf_values(Interp *it, const Node *n) {
   Tensor *t = &it->t[n->id];
@@ -216,7 +218,7 @@ static int inputs_finite(Interp *it) {
  * scanned after them, a block per part on the threads (fixed blocks: the same result for any
  * thread count; the first bad tensor in node order is the one named) */
 enum { SPAN_FLOATS = 16384 };
-typedef struct { Interp *it; int64_t *first; int64_t nblocks; int scan; int64_t *bad; } Spans;
+typedef struct { Interp *it; int64_t *first; int64_t nblocks; int scan; int64_t *bad; const char *copied; } Spans;
 static void span_block(void *ctx, int64_t b) {
   Spans *s = ctx;
   int id = 0; /* the tensor holding block b: the last whose first block is <= b */
@@ -227,54 +229,105 @@ static void span_block(void *ctx, int64_t b) {
   }
   const Tensor *t = &s->it->t[id];
   int64_t from = (b - s->first[id]) * SPAN_FLOATS, n = t->n - from < SPAN_FLOATS ? t->n - from : SPAN_FLOATS;
+  /* a tensor its update kernel wrote to the shadow holds the new values there */
+  const float *v = s->copied[id] ? t->f : s->it->shadow[id];
   if (!s->scan) memcpy(s->it->shadow[id] + from, t->f + from, sizeof(float) * (size_t)n);
-  else if (nm_first_nonfinite(t->f + from, n) >= 0) s->bad[b] = 1;
+  else if (nm_first_nonfinite(v + from, n) >= 0) s->bad[b] = 1;
 }
-static void spans(Interp *it, Spans *s) {
+/* the blocks of the tensors with mark[id] (all with shadows) */
+static void spans(Interp *it, Spans *s, const char *mark) {
   int nn = it->g->nodes.n;
   s->first = xmalloc(sizeof(int64_t) * (size_t)(nn + 1));
   s->nblocks = 0;
   for (int id = 0; id < nn; id++) {
     s->first[id] = s->nblocks;
-    if (it->shadow[id]) s->nblocks += (it->t[id].n + SPAN_FLOATS - 1) / SPAN_FLOATS;
+    if (mark[id]) s->nblocks += (it->t[id].n + SPAN_FLOATS - 1) / SPAN_FLOATS;
   }
   s->first[nn] = s->nblocks;
 }
 
-/* The updates are a transaction: every tensor they write (parameters, optimizer state) is
- * copied first, and put back when any result is not finite (a learning rate that blows up). */
+/* Whether update u's kernel can write its results next to the old values: sgd_update, whose
+ * parameter and momentum no other update writes. */
+static int updates_aside(const Interp *it, const Node *u, const char *written_twice) {
+  return u->op == OP_sgd_update && u->id < it->nkernels && it->kernels[u->id].fn && !written_twice[u->in[0]] &&
+         !written_twice[u->in[2]];
+}
+
+/* The updates are a transaction: when any result is not finite (a learning rate that blows
+ * up), every tensor they write keeps its old values. An sgd_update kernel writes its new
+ * values into the tensors' second buffers and says whether all are finite; the buffers trade
+ * places when every update succeeded. Any other update's tensors are copied first, updated in
+ * place, scanned, and put back on failure. */
 static int run_updates(Interp *it, float lr) {
   const Graph *g = it->g;
-  if (!it->shadow) it->shadow = xcalloc((size_t)g->nodes.n, sizeof(float *));
-  for (int id = 0; id < g->nodes.n; id++) {
+  int nn = g->nodes.n;
+  if (!it->shadow) it->shadow = xcalloc((size_t)nn, sizeof(float *));
+  char *written = xcalloc((size_t)nn, 1), *twice = xcalloc((size_t)nn, 1), *aside = xcalloc((size_t)nn, 1);
+  char *copied = xcalloc((size_t)nn, 1);
+  for (int id = 0; id < nn; id++) {
     const Node *u = ir_node(g, id);
     if (u->role != ROLE_UPD) continue;
     for (int i = 0; i < u->nin; i++) {
       if (i == 1) continue; /* the gradient is read, not written */
       Tensor *t = &it->t[u->in[i]];
+      if (written[u->in[i]]) twice[u->in[i]] = 1;
+      written[u->in[i]] = 1;
       if (!it->shadow[u->in[i]]) it->shadow[u->in[i]] = xmalloc(sizeof(float) * (size_t)(t->n ? t->n : 1));
     }
   }
-  Spans s = {.it = it};
-  spans(it, &s);
+  for (int id = 0; id < nn; id++) {
+    const Node *u = ir_node(g, id);
+    if (u->role != ROLE_UPD) continue;
+    int a = updates_aside(it, u, twice);
+    for (int i = 0; i < u->nin; i++)
+      if (i != 1) (a ? aside : copied)[u->in[i]] = 1;
+  }
+  Spans s = {.it = it, .copied = copied};
+  spans(it, &s, copied);
   rt_parallel(it->threads, s.nblocks, span_block, &s);
-  int ok = run_nodes(it, 1, ROLE_UPD, ROLE_UPD, 0, lr);
+  free(s.first);
+  RefCtx c = {g, it->t, 1, it->seed, it->step, lr, NULL};
+  int ok = 1, nonfinite = 0;
+  for (int id = 0; ok && id < nn; id++) {
+    const Node *u = ir_node(g, id);
+    if (u->role != ROLE_UPD) continue;
+    if (aside[u->in[0]]) {
+      void *dest[3] = {it->shadow[u->in[0]], NULL, it->shadow[u->in[2]]};
+      if (!run_kernel_to(it, &c, u, dest)) nonfinite = 1;
+      continue;
+    }
+    if (id < it->nkernels && it->kernels[id].fn && run_kernel(it, &c, u)) continue;
+    if (!op_info[u->op].ref(&c, u)) {
+      free(it->err);
+      it->err = c.err;
+      ok = 0;
+    }
+  }
   const char *bad = NULL;
+  int scan_all = nonfinite || !ok; /* the failure path names the first bad tensor of all */
+  char *scan = scan_all ? written : copied;
+  spans(it, &s, scan);
   s.scan = 1, s.bad = xcalloc((size_t)(s.nblocks ? s.nblocks : 1), sizeof(int64_t));
   if (ok) rt_parallel(it->threads, s.nblocks, span_block, &s);
-  for (int id = 0; ok && id < g->nodes.n && !bad; id++)
+  for (int id = 0; ok && id < nn && !bad; id++)
     for (int64_t b = s.first[id]; b < s.first[id + 1] && !bad; b++)
       if (s.bad[b]) bad = ir_node(g, id)->name;
   free(s.first);
   free(s.bad);
-  if (ok && !bad) {
+  if (ok && !bad && !nonfinite) {
+    for (int id = 0; id < nn; id++)
+      if (aside[id]) { /* the new values take the tensor's place; the old buffer is the next step's second */
+        float *t = it->t[id].f;
+        it->t[id].f = it->shadow[id], it->shadow[id] = t;
+      }
     it->step++;
-    return 1;
+  } else {
+    for (int id = 0; id < nn; id++)
+      if (copied[id]) memcpy(it->t[id].f, it->shadow[id], sizeof(float) * (size_t)it->t[id].n);
+    if (ok) fail(it, xasprintf("the update of %s is not finite; parameters were not updated", bad ? bad : "a parameter"));
   }
-  for (int id = 0; id < g->nodes.n; id++)
-    if (it->shadow[id]) memcpy(it->t[id].f, it->shadow[id], sizeof(float) * (size_t)it->t[id].n);
-  if (bad) fail(it, xasprintf("the update of %s is not finite; parameters were not updated", bad));
-  return 0;
+  free(written), free(twice), free(aside), free(copied);
+  return ok && !bad && !nonfinite;
 }
 
 int interp_train_step(Interp *it, float lr, float *loss) {

@@ -2,7 +2,11 @@
  * (x > 0 or unordered), relu_grad passes dy where x > 0 (ordered), gelu and its gradient in
  * double through libm's erf and exp as src/ops/elementwise.c, add/mul repeat the second
  * operand, mse sums in double in index order, sgd_update is PyTorch's SGD as in
- * src/ops/optim.c (each product and sum rounded on its own, never fused). */
+ * src/ops/optim.c (each product and sum rounded on its own, never fused). sgd_update writes
+ * in place, or where the runtime passes destinations (its output pointer: an array laid out as
+ * its inputs, new parameter at [0] and new momentum at [2]) there, and then fails when a new
+ * value is a NaN or an Inf: the runtime keeps the old buffers (runtime transaction). */
+#include <math.h>
 #include <llvm-c/Core.h>
 #include "gen.h"
 
@@ -65,7 +69,16 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
     return fn;
   }
   LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
-  LLVMValueRef sum = NULL, kscale = NULL;
+  LLVMValueRef sum = NULL, kscale = NULL, dst[3] = {0}, bad = NULL, tx = NULL;
+  if (k->op == OP_sgd_update) { /* destinations: out[0] and out[2], or the inputs themselves */
+    tx = LLVMBuildICmp(g->b, LLVMIntNE, out, LLVMConstNull(g->ptr), "tx");
+    LLVMValueRef outs = LLVMBuildSelect(g->b, tx, out, in, "");
+    for (int i = 0; i < 3; i += 2) {
+      LLVMValueRef idx = gen_i64(g, i);
+      dst[i] = LLVMBuildLoad2(g->b, g->ptr, LLVMBuildGEP2(g->b, g->ptr, outs, &idx, 1, ""), "dst");
+    }
+    bad = gen_var(g, LLVMConstInt(g->i32, 0, 0), "bad");
+  }
   if (k->op == OP_mse) { /* a sum: all of it in part 0 */
     gen_only_part0(g);
     sum = gen_entry_alloca(g, f64, "s");
@@ -100,9 +113,14 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
     LLVMValueRef pv = ld(g, p[0], i), gv = ld(g, p[1], i), bv = ld(g, p[2], i);
     LLVMValueRef d = LLVMBuildFAdd(g->b, gv, LLVMBuildFMul(g->b, gen_f32c(g, k->weight_decay), pv, ""), "d");
     LLVMValueRef buf = LLVMBuildFAdd(g->b, LLVMBuildFMul(g->b, gen_f32c(g, k->momentum), bv, ""), d, "buf");
-    LLVMBuildStore(g->b, buf, at(g, p[2], i));
+    LLVMBuildStore(g->b, buf, at(g, dst[2], i));
     LLVMValueRef step = k->nesterov ? LLVMBuildFAdd(g->b, d, LLVMBuildFMul(g->b, gen_f32c(g, k->momentum), buf, ""), "") : buf;
-    LLVMBuildStore(g->b, LLVMBuildFSub(g->b, pv, LLVMBuildFMul(g->b, lr, step, ""), ""), at(g, p[0], i));
+    LLVMValueRef np = LLVMBuildFSub(g->b, pv, LLVMBuildFMul(g->b, lr, step, ""), "");
+    LLVMBuildStore(g->b, np, at(g, dst[0], i));
+    LLVMValueRef inf = gen_f32c(g, INFINITY); /* NaN or Inf: |v| >= Inf, or unordered */
+    LLVMValueRef nf = LLVMBuildOr(g->b, LLVMBuildFCmp(g->b, LLVMRealUGE, gen_intrinsic(g, "llvm.fabs", np), inf, ""),
+                                  LLVMBuildFCmp(g->b, LLVMRealUGE, gen_intrinsic(g, "llvm.fabs", buf), inf, ""), "");
+    LLVMBuildStore(g->b, LLVMBuildOr(g->b, gen_get(g, bad), LLVMBuildZExt(g->b, nf, g->i32, ""), ""), bad);
     break;
   }
   case OP_gelu: { /* (float)(0.5 * v * (1 + erf(v / sqrt 2))) */
@@ -136,6 +154,7 @@ LLVMValueRef gen_elementwise(Gen *g, const EwKernel *k, const char *name) {
   }
   gen_loop_end(g, &li, k->vec);
   gen_loop_end(g, &lo, 0);
+  if (tx) gen_fail_if(g, LLVMBuildAnd(g->b, tx, LLVMBuildICmp(g->b, LLVMIntNE, gen_get(g, bad), LLVMConstInt(g->i32, 0, 0), ""), ""));
   if (k->op == OP_mse) {
     LLVMValueRef mean = LLVMBuildFDiv(g->b, LLVMBuildLoad2(g->b, f64, sum, ""), gen_f64c(g, (double)k->n), "");
     LLVMBuildStore(g->b, LLVMBuildFPTrunc(g->b, mean, g->f32, ""), out);
