@@ -5,7 +5,8 @@
  * The threads take the blocks in order from a shared counter, so a thread slowed down by the
  * machine takes fewer of them; which thread runs a block never changes what the block
  * computes. One job at a time (a mutex); blocks that no worker takes (one that could not be
- * started) are left to the caller, so the work is always done. */
+ * started) are left to the caller, so the work is always done. Unloading the library stops
+ * and joins the workers (stop_pool). */
 #include "threads.h"
 #include <pthread.h>
 #include <sched.h>
@@ -40,6 +41,8 @@ static struct {
   void *ctx;
   int64_t nblocks;
   int stride;                    /* the workers with id < stride take part */
+  atomic_int quit;               /* the library is being unloaded: workers return */
+  pthread_t tid[MAX_THREADS];
 } pool = {.call = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static void run_blocks(void) {
@@ -58,6 +61,7 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&pool.mu);
     }
     seen = atomic_load_explicit(&pool.gen, memory_order_acquire);
+    if (atomic_load_explicit(&pool.quit, memory_order_acquire)) return NULL;
     if (id < pool.stride) run_blocks();
     atomic_fetch_sub_explicit(&pool.remaining, 1, memory_order_acq_rel);
   }
@@ -75,6 +79,23 @@ static void forget_pool(void) {
 
 static void register_fork_handler(void) { pthread_atfork(NULL, NULL, forget_pool); }
 
+/* When the library is unloaded (dlclose) or the process exits, the workers leave and are
+ * joined first: a worker still spinning in this library's code when dlclose unmaps it would
+ * crash the process. */
+__attribute__((destructor)) static void stop_pool(void) {
+  if (pool.started == 0) return;
+  pthread_mutex_lock(&pool.call);
+  atomic_store_explicit(&pool.quit, 1, memory_order_release);
+  pthread_mutex_lock(&pool.mu);
+  atomic_fetch_add_explicit(&pool.gen, 1, memory_order_acq_rel);
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.mu);
+  for (int i = 0; i < pool.started; i++) pthread_join(pool.tid[i], NULL);
+  pool.started = 0;
+  atomic_store_explicit(&pool.quit, 0, memory_order_release);
+  pthread_mutex_unlock(&pool.call);
+}
+
 void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   if (threads > nblocks) threads = (int)nblocks;
@@ -86,9 +107,7 @@ void rt_parallel(int threads, int64_t nblocks, rt_block_fn fn, void *ctx) {
   pthread_once(&once, register_fork_handler);
   pthread_mutex_lock(&pool.call);
   while (pool.started < threads - 1) {
-    pthread_t tid;
-    if (pthread_create(&tid, NULL, worker, (void *)(intptr_t)(pool.started + 1)) != 0) break;
-    pthread_detach(tid);
+    if (pthread_create(&pool.tid[pool.started], NULL, worker, (void *)(intptr_t)(pool.started + 1)) != 0) break;
     pool.started++;
   }
   pool.fn = fn, pool.ctx = ctx, pool.nblocks = nblocks, pool.stride = threads;
