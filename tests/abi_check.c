@@ -5,13 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "lib_check.h"
 
-static int passed, failed;
-#define CHECK(cond, ...) \
-  do { \
-    if (cond) passed++; \
-    else { failed++; printf("FAIL line %d: ", __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-  } while (0)
 
 static int64_t B, IN, OUT;
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../include/sq/sq.h"
+#include "lib_check.h"
 
 typedef struct {
   sq_status (*create)(sq_model **, uint64_t);
@@ -70,21 +71,11 @@ static float *run(const Lib *l, int threads, int steps, const char *path) {
   return z;
 }
 
-static int same_file(const char *a, const char *b) {
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-  int same = fa && fb, ca, cb;
-  while (same && (ca = fgetc(fa)) != EOF) same = ca == (cb = fgetc(fb));
-  same = same && fgetc(fb) == EOF;
-  if (fa) fclose(fa);
-  if (fb) fclose(fb);
-  return same;
-}
-
 int main(int argc, char **argv) {
   if (argc < 5) return 2;
   Lib a, b;
   if (!open_lib(argv[1], &a) || !open_lib(argv[2], &b)) return 2;
-  int steps = atoi(argv[4]), passed = 0, failed = 0;
+  int steps = atoi(argv[4]);
   ids = argc > 5 ? atol(argv[5]) : 0;
   char pa[4096], pb[4096];
   snprintf(pa, sizeof pa, "%s/match-a.safetensors", argv[3]);

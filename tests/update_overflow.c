@@ -6,23 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "lib_check.h"
 
-static int passed, failed;
-#define CHECK(cond, ...) \
-  do { \
-    if (cond) passed++; \
-    else { failed++; printf("FAIL line %d: ", __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-  } while (0)
-
-static int same_file(const char *a, const char *b) {
-  FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-  int same = fa && fb, ca, cb;
-  while (same && (ca = fgetc(fa)) != EOF) same = ca == (cb = fgetc(fb));
-  same = same && fgetc(fb) == EOF;
-  if (fa) fclose(fa);
-  if (fb) fclose(fb);
-  return same;
-}
 
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
