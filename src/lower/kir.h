@@ -189,7 +189,7 @@ typedef struct {
  * channel's group as an i32, then each channel's range */
 static inline int64_t kir_sq_params(int64_t channels) { return 4 * (2 + 2 * channels); }
 
-/* Scratch of the batchnorm kernels (src/backend/llvm/batchnorm.c), channels rounded up to 16:
+/* Scratch of the batchnorm kernels (src/backend/llvm/batchnorm_rows.c), channels rounded up to 16:
  * KIR_BN_ACCS regions of one 16-lane vector of 8-byte sums per channel (a channel's sums, or
  * dparams' extremes, kept between its rows while the rows are read in memory order), then
  * KIR_BN_CONSTS regions of one 4-byte value per channel (the statistics' means, or the

@@ -2,7 +2,7 @@
  * (stride >= kernel), forward and gradient, with the reference's tie rule (the first maximum of
  * a window, rows then columns, by ordered > comparisons). The plane's values come through a
  * load callback, so the plain maxpool kernels (reduce.c) and the fused batchnorm_pool kernels
- * (batchnorm.c), which normalize x as they load it, share this code. The forward pass can also
+ * (batchnorm.c, batchnorm_rows.c), which normalize x as they load it, share this code. The forward pass can also
  * write each window's code (its first maximum's tap, and the relu's mask: maxpool_codes_ref),
  * and the gradient can route dy by those codes instead of loading the plane. */
 #include "gen.h"
