@@ -11,6 +11,14 @@
 #include "../ops/rules.h"
 #include "interp.h"
 
+/* per node, 1 where: an update writes the tensor (written), its update kernel writes it aside
+ * into the shadow (aside), or it is copied to the shadow before the updates (copied) */
+typedef struct { char *written, *aside, *copied; } UpdatePlan;
+static void plan_free(UpdatePlan *p) {
+  if (p) free(p->written), free(p->aside), free(p->copied);
+  free(p);
+}
+
 struct Interp {
   const Graph *g;
   Tensor *t;
@@ -19,6 +27,7 @@ struct Interp {
   int64_t step;
   char *err;
   float **shadow; /* per node: a copy of each tensor an update writes, made before the updates */
+  UpdatePlan *plan; /* which tensors the updates write, and how; made at the first step */
   InterpKernel const *kernels;
   int64_t nkernels;
   void *scratch; /* the largest scratch space any kernel asks for */
@@ -32,6 +41,8 @@ void interp_set_threads(Interp *it, int threads) { it->threads = threads > 0 ? t
 void interp_set_kernels(Interp *it, InterpKernel const *table, int64_t n) {
   it->kernels = table;
   it->nkernels = n;
+  plan_free(it->plan); /* which updates write aside depends on the kernels */
+  it->plan = NULL;
   int64_t bytes = 64;
   for (int64_t i = 0; i < n; i++) bytes = table[i].scratch > bytes ? table[i].scratch : bytes;
   free(it->scratch);
@@ -151,6 +162,7 @@ void interp_free(Interp *it) {
   free(it->for_output);
   for (int i = 0; it->shadow && i < it->g->nodes.n; i++) free(it->shadow[i]);
   free(it->shadow);
+  plan_free(it->plan);
   free(it->err);
   free(it->scratch);
   free(it);
@@ -258,20 +270,22 @@ static int updates_aside(const Interp *it, const Node *u, const char *written_tw
  * values into the tensors' second buffers and says whether all are finite; the buffers trade
  * places when every update succeeded. Any other update's tensors are copied first, updated in
  * place, scanned, and put back on failure. */
-static int run_updates(Interp *it, float lr) {
+static const UpdatePlan *update_plan(Interp *it) {
+  if (it->plan) return it->plan;
   const Graph *g = it->g;
   int nn = g->nodes.n;
   if (!it->shadow) it->shadow = xcalloc((size_t)nn, sizeof(float *));
-  char *written = xcalloc((size_t)nn, 1), *twice = xcalloc((size_t)nn, 1), *aside = xcalloc((size_t)nn, 1);
-  char *copied = xcalloc((size_t)nn, 1);
+  UpdatePlan *p = xcalloc(1, sizeof *p);
+  p->written = xcalloc((size_t)nn, 1), p->aside = xcalloc((size_t)nn, 1), p->copied = xcalloc((size_t)nn, 1);
+  char *twice = xcalloc((size_t)nn, 1);
   for (int id = 0; id < nn; id++) {
     const Node *u = ir_node(g, id);
     if (u->role != ROLE_UPD) continue;
     for (int i = 0; i < u->nin; i++) {
       if (i == 1) continue; /* the gradient is read, not written */
       Tensor *t = &it->t[u->in[i]];
-      if (written[u->in[i]]) twice[u->in[i]] = 1;
-      written[u->in[i]] = 1;
+      if (p->written[u->in[i]]) twice[u->in[i]] = 1;
+      p->written[u->in[i]] = 1;
       if (!it->shadow[u->in[i]]) it->shadow[u->in[i]] = xmalloc(sizeof(float) * (size_t)(t->n ? t->n : 1));
     }
   }
@@ -280,8 +294,17 @@ static int run_updates(Interp *it, float lr) {
     if (u->role != ROLE_UPD) continue;
     int a = updates_aside(it, u, twice);
     for (int i = 0; i < u->nin; i++)
-      if (i != 1) (a ? aside : copied)[u->in[i]] = 1;
+      if (i != 1) (a ? p->aside : p->copied)[u->in[i]] = 1;
   }
+  free(twice);
+  return it->plan = p;
+}
+
+static int run_updates(Interp *it, float lr) {
+  const Graph *g = it->g;
+  int nn = g->nodes.n;
+  const UpdatePlan *p = update_plan(it);
+  const char *written = p->written, *aside = p->aside, *copied = p->copied;
   Spans s = {.it = it, .copied = copied};
   spans(it, &s, copied);
   rt_parallel(it->threads, s.nblocks, span_block, &s);
@@ -305,7 +328,7 @@ static int run_updates(Interp *it, float lr) {
   }
   const char *bad = NULL;
   int scan_all = nonfinite || !ok; /* the failure path names the first bad tensor of all */
-  char *scan = scan_all ? written : copied;
+  const char *scan = scan_all ? written : copied;
   spans(it, &s, scan);
   s.scan = 1, s.bad = xcalloc((size_t)(s.nblocks ? s.nblocks : 1), sizeof(int64_t));
   if (ok) rt_parallel(it->threads, s.nblocks, span_block, &s);
@@ -326,7 +349,6 @@ static int run_updates(Interp *it, float lr) {
       if (copied[id]) memcpy(it->t[id].f, it->shadow[id], sizeof(float) * (size_t)it->t[id].n);
     if (ok) fail(it, xasprintf("the update of %s is not finite; parameters were not updated", bad ? bad : "a parameter"));
   }
-  free(written), free(twice), free(aside), free(copied);
   return ok && !bad && !nonfinite;
 }
 
