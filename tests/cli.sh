@@ -127,7 +127,8 @@ done
 # The LLVM backend: generated kernels (integer and float GEMMs) train bit-identically to the
 # reference target, on the host and on AVX2, for 1, 2 and 4 threads; other emits and targets.
 expect match-build 0 "" -- cc $cflags "$root/tests/target_match.c" -o "$tmp/match" -ldl
-# Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats).
+# Each entry: model, bits, batch, norm, and the id range of a model whose input is ids (0: floats;
+# -1: batches whose second half negates the first, with runs of zeros: see target_match.c).
 # matrix FN: FN SRC ID MODEL BITS BATCH NORM IDS for each entry
 matrix() {
   fn=$1
@@ -135,7 +136,7 @@ matrix() {
            "conv_strided 4 3 l1 0" "conv_strided 32 3 l1 0" "residual 32 4 l1 0" "residual 6 4 l1 0" "residual 32 4 l2 0" \
            "pools 32 3 l1 0" "pools 4 3 l1 0" "regress 32 5 l1 0" "embed 4 4 l1 20" "embed 32 4 l2 20" \
            "cnn 4 32 l1 0" "wide 4 8 l1 0" "overlap 4 3 l1 0" "overlap 32 3 l2 0" "pool_rows 4 3 l1 0" "pool_rows 32 2 l2 0" "bn_rows 4 5 l1 0" "bn_rows 32 5 l2 0" \
-           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0" "linear_rank3 4 4 l1 0"; do
+           "bn_pool 4 3 l1 0" "bn_pool 32 2 l2 0" "no_bias 4 3 l1 0" "no_bias 32 3 l1 0" "sums16 4 3 l1 0" "sums16 4 2 l2 0" "cnn5 4 2 l1 0" "linear_rank3 4 4 l1 0" "at_mean 4 8 l1 -1"; do
     set -- $t
     src=$root/examples/$1.sq
     [ -f "$src" ] || src=$root/tests/models/$1.sq

@@ -68,6 +68,7 @@ typedef struct {
   Accs a;                  /* reductions */
   LLVMValueRef mu, mud;    /* statistics and dparams: the mean in every lane, as floats and doubles */
   LLVMValueRef inv;        /* dparams: the divisor in every lane */
+  int classes;             /* dparams' class extremes: of the first 2 classes, or all NM_BN_CLASSES */
 } RowCtx;
 
 /* batchnorm_rows.c */
@@ -80,7 +81,7 @@ LLVMValueRef bn_s16_values(Bn *b, LLVMValueRef v);
 LLVMValueRef bn_x_load(Bn *b, LLVMValueRef x, LLVMValueRef e);
 LLVMValueRef bn_first_lanes(Bn *b, int64_t n);
 void bn_row_vectors(Bn *b, int ns, const LLVMValueRef *row, const LLVMValueRef *pass, LaneBody body, void *ctx);
-void bn_reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx);
+void bn_reduce_units(Bn *b, const Accs *a, UnitFn start, RowFn row, UnitFn done, void *ctx);
 void bn_by_rows(Bn *b, UnitFn constants, RowFn row, void *ctx);
 void bn_load_constants(Bn *b, LLVMValueRef c, RowCtx *r, int first, int last);
 LLVMValueRef bn_normalize(Bn *b, const RowCtx *r, LLVMValueRef x);

@@ -22,9 +22,10 @@ static LLVMValueRef key_extreme(Bn *b, LLVMValueRef x, LLVMValueRef y, int hi) {
  * each class of x against the mean (nm_bn_class_extremes): integer min and max under the
  * class's mask, no float compares */
 static void class_extremes(Bn *b, RowCtx *r, LLVMValueRef x, LLVMValueRef gv) {
+  SQ_ASSERT(r->classes == 2 || r->classes == NM_BN_CLASSES);
   LLVMValueRef up = LLVMBuildFCmp(B, LLVMRealOGT, x, r->mu, ""), down = LLVMBuildFCmp(B, LLVMRealOLT, x, r->mu, "");
   LLVMValueRef in[NM_BN_CLASSES] = {up, down, LLVMBuildNot(B, LLVMBuildOr(B, up, down, ""), "")}, key = float_key(b, gv);
-  for (int cl = 0; cl < NM_BN_CLASSES; cl++) {
+  for (int cl = 0; cl < r->classes; cl++) {
     LLVMValueRef on = b->on ? LLVMBuildAnd(B, in[cl], b->on, "") : in[cl];
     for (int hi = 0; hi < 2; hi++) {
       LLVMValueRef var = r->a.var[NM_BN_DPARAMS + 2 * cl + hi], e = gen_get(b->g, var);
@@ -62,7 +63,34 @@ static void dparams_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
   }
   r->mu = lift(b, mu), r->inv = lift(b, inv);
   LLVMValueRef rows[2] = {x_at(b, r->x, row), g}, pass[2] = {mu, gen_f32c(b->g, 0)};
+  r->classes = NM_BN_CLASSES;
+  if (!(b->k->extremes && int_signs(b))) {
+    bn_row_vectors(b, 2, rows, pass, add_g, ctx);
+    return;
+  }
+  /* No int16 lies strictly between the sign thresholds (up = down + 1, the usual case): no
+   * element is at the mean, and the row leaves that class's extremes alone. */
+  Gen *gn = b->g;
+  LLVMValueRef up = LLVMBuildLoad2(B, gn->i32, int_const(b, K_UP, c), "up"), down = LLVMBuildLoad2(B, gn->i32, int_const(b, K_DOWN, c), "down");
+  LLVMValueRef empty = LLVMBuildICmp(B, LLVMIntEQ, LLVMBuildSub(B, up, down, ""), LLVMConstInt(gn->i32, 1, 0), "none_at_mean");
+  LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(B));
+  LLVMBasicBlockRef two = LLVMAppendBasicBlockInContext(gn->ctx, fn, "two_classes"), all = LLVMAppendBasicBlockInContext(gn->ctx, fn, "all_classes");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(gn->ctx, fn, "row_done");
+  LLVMBuildCondBr(B, empty, two, all);
+  LLVMPositionBuilderAtEnd(B, two);
+  r->classes = 2;
   bn_row_vectors(b, 2, rows, pass, add_g, ctx);
+  LLVMBuildBr(B, join);
+  LLVMPositionBuilderAtEnd(B, all);
+  r->classes = NM_BN_CLASSES;
+  bn_row_vectors(b, 2, rows, pass, add_g, ctx);
+  LLVMBuildBr(B, join);
+  LLVMPositionBuilderAtEnd(B, join);
+}
+/* extremes with s16 x: the channel's sign thresholds, which tell whether any element is at the mean */
+static void dparams_thresholds(Bn *b, LLVMValueRef c, void *ctx) {
+  (void)ctx;
+  bn_store_thresholds(b, bn_stat(b, gen_input(b->g, 2), NM_BN_MEAN, c), c);
 }
 static void store_dparams(Bn *b, LLVMValueRef c, void *ctx) {
   RowCtx *r = ctx;
@@ -86,7 +114,7 @@ void bn_dparams(Bn *b, LLVMValueRef out) {
     }
     r.a.n = NM_BN_DPARAMS_EXTREMES;
   }
-  bn_reduce_units(b, &r.a, dparams_row, store_dparams, &r);
+  bn_reduce_units(b, &r.a, b->k->extremes && int_signs(b) ? dparams_thresholds : NULL, dparams_row, store_dparams, &r);
 }
 
 /* ---- batchnorm_dx, batchnorm_pool_dx ---- */

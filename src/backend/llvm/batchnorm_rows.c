@@ -126,8 +126,9 @@ static LLVMValueRef acc_slot(Bn *b, int j, LLVMValueRef c) {
   return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), at);
 }
 
-/* A per-channel reduction over this part's units: row(c, row) for every row of each channel,
- * rows ascending within a channel, then done(c) with the accumulators' totals in acc[].
+/* A per-channel reduction over this part's units: start(c) (when given) before its rows,
+ * row(c, row) for every row of each channel, rows ascending within a channel, then done(c)
+ * with the accumulators' totals in acc[].
  * One channel per unit: the rows are read in memory order (o outer, the part's channels
  * inner; a channel's runs are too short for the prefetchers to stream them one channel at a
  * time) and each channel's accumulators wait in scratch between its rows. Channels in the
@@ -136,7 +137,7 @@ static LLVMValueRef acc_slot(Bn *b, int j, LLVMValueRef c) {
 static LLVMValueRef acc_init(const Accs *a, int j) {
   return a->init[j] ? a->init[j] : LLVMConstNull(LLVMGetAllocatedType(a->var[j]));
 }
-void bn_reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx) {
+void bn_reduce_units(Bn *b, const Accs *a, UnitFn start, RowFn row, UnitFn done, void *ctx) {
   Gen *g = b->g;
   LLVMValueRef lo, hi;
   gen_part_range(g, units(b), &lo, &hi);
@@ -144,6 +145,7 @@ void bn_reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx) {
   if (b->cw > 1) {
     LLVMValueRef c = unit_channel(b, gen_loop_range(g, &lu, lo, hi, "unit"));
     for (int j = 0; j < a->n; j++) LLVMBuildStore(B, acc_init(a, j), a->var[j]);
+    if (start) start(b, c, ctx);
     LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");
     row(b, c, row_start(b, o, c), ctx);
     gen_loop_end(g, &lo_, 0);
@@ -153,6 +155,7 @@ void bn_reduce_units(Bn *b, const Accs *a, RowFn row, UnitFn done, void *ctx) {
   }
   LLVMValueRef c = gen_loop_range(g, &lu, lo, hi, "c");
   for (int j = 0; j < a->n; j++) LLVMBuildStore(B, acc_init(a, j), acc_slot(b, j, c));
+  if (start) start(b, c, ctx);
   gen_loop_end(g, &lu, 0);
   Loop lc;
   LLVMValueRef o = gen_loop_begin(g, &lo_, gen_i64(g, b->k->outer), "o");

@@ -49,9 +49,9 @@ static void store_stats(Bn *b, LLVMValueRef c, void *ctx) {
 void bn_stats(Bn *b, LLVMValueRef out) {
   Gen *g = b->g;
   RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(b->vd), "sum")}, {0}}};
-  bn_reduce_units(b, &r.a, sum_row, store_mean, &r);
+  bn_reduce_units(b, &r.a, NULL, sum_row, store_mean, &r);
   r.a = (Accs){2, {gen_var(g, LLVMConstNull(b->vd), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign")}, {0}};
-  bn_reduce_units(b, &r.a, dev_row, store_stats, &r);
+  bn_reduce_units(b, &r.a, NULL, dev_row, store_stats, &r);
 }
 
 /* ---- L1 with s16 x: sign(x - mean) from the int16 sums themselves ----
@@ -220,8 +220,8 @@ void bn_stats_int(Bn *b, LLVMValueRef out) {
   RowCtx r = {.b = b, .x = gen_input(g, 0), .out = out, .a = {1, {gen_var(g, LLVMConstNull(vq), "sum")}, {0}}};
   IntCtx ic = {&r, gen_var(g, LLVMConstNull(vi), "row_sum"), gen_var(g, LLVMConstNull(vi), "row_gt"), NULL, NULL, NULL};
   if (b->k->chansums) given_means(b, r.x);
-  else bn_reduce_units(b, &r.a, int_sum_row, store_int_mean, &ic);
+  else bn_reduce_units(b, &r.a, NULL, int_sum_row, store_int_mean, &ic);
   r.a = (Accs){3, {gen_var(g, LLVMConstNull(vq), "dev"), gen_var(g, LLVMConstNull(b->vl), "sign"), gen_var(g, LLVMConstNull(vq), "gt")}, {0}};
-  bn_reduce_units(b, &r.a, int_dev_row, store_int_stats, &ic);
+  bn_reduce_units(b, &r.a, NULL, int_dev_row, store_int_stats, &ic);
 }
 
