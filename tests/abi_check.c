@@ -7,7 +7,6 @@
 #include <string.h>
 #include "lib_check.h"
 
-
 static int64_t B, IN, OUT;
 
 /* logits of a fixed input: equal before and after a failed call means nothing changed */

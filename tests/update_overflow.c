@@ -8,7 +8,6 @@
 #include <string.h>
 #include "lib_check.h"
 
-
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const sq_model_info *info = sq_info();

@@ -177,18 +177,23 @@ void interp_set_seed(Interp *it, uint64_t seed) { it->seed = seed; }
 const char *interp_error(const Interp *it) { return it->err ? it->err : ""; }
 
 /* Runs the op nodes with role in [lo, hi] (and, when only_outputs, only those outputs need). */
+/* Runs node n: its kernel, or, with no kernel or one that rejected its input, its reference
+ * body, which says why (the message kept for interp_error); 0 on failure. */
+static int run_node(Interp *it, const RefCtx *c, const Node *n) {
+  if (n->id < it->nkernels && it->kernels[n->id].fn && run_kernel(it, c, n)) return 1;
+  RefCtx rc = *c;
+  if (op_info[n->op].ref(&rc, n)) return 1;
+  free(it->err);
+  it->err = rc.err;
+  return 0;
+}
+
 static int run_nodes(Interp *it, int training, NodeRole lo, NodeRole hi, int only_outputs, float lr) {
   RefCtx c = {it->g, it->t, training, it->seed, it->step, lr, NULL};
   for (int id = 0; id < it->g->nodes.n; id++) {
     const Node *n = ir_node(it->g, id);
     if (n->kind != NK_OP || n->role < lo || n->role > hi || (only_outputs && !it->for_output[id])) continue;
-    if (id < it->nkernels && it->kernels[id].fn && run_kernel(it, &c, n)) continue;
-    /* no kernel, or one that rejected its input: the reference body runs (and says why) */
-    if (!op_info[n->op].ref(&c, n)) {
-      free(it->err);
-      it->err = c.err;
-      return 0;
-    }
+    if (!run_node(it, &c, n)) return 0;
   }
   return 1;
 }
@@ -197,11 +202,7 @@ int interp_run_node(Interp *it, int node) {
   const Node *n = ir_node(it->g, node);
   if (n->kind != NK_OP) return 0;
   RefCtx c = {it->g, it->t, 1, it->seed, it->step, 0.0f, NULL};
-  if (node < it->nkernels && it->kernels[node].fn && run_kernel(it, &c, n)) return 1;
-  if (op_info[n->op].ref(&c, n)) return 1;
-  free(it->err);
-  it->err = c.err;
-  return 0;
+  return run_node(it, &c, n);
 }
 
 int interp_gradients(Interp *it) { return run_nodes(it, 1, ROLE_FWD, ROLE_BWD, 0, 0); }
@@ -319,12 +320,7 @@ static int run_updates(Interp *it, float lr) {
       if (!run_kernel_to(it, &c, u, dest)) nonfinite = 1;
       continue;
     }
-    if (id < it->nkernels && it->kernels[id].fn && run_kernel(it, &c, u)) continue;
-    if (!op_info[u->op].ref(&c, u)) {
-      free(it->err);
-      it->err = c.err;
-      ok = 0;
-    }
+    ok = run_node(it, &c, u);
   }
   const char *bad = NULL;
   int scan_all = nonfinite || !ok; /* the failure path names the first bad tensor of all */

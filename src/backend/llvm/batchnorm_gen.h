@@ -99,7 +99,6 @@ LLVMValueRef bn_below_mean(Bn *b, LLVMValueRef v, LLVMValueRef down);
 /* batchnorm_grad.c */
 void bn_dparams(Bn *b, LLVMValueRef out);
 void bn_dx(Bn *b, LLVMValueRef out);
-LLVMValueRef bn_row_tops(Bn *b);
 LLVMValueRef bn_sq_params(Bn *b);
 LLVMValueRef bn_sq_range_bits(Bn *b);
 void bn_check_ranges(Bn *b);

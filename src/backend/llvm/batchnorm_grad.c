@@ -120,6 +120,11 @@ void bn_dparams(Bn *b, LLVMValueRef out) {
 /* ---- batchnorm_dx, batchnorm_pool_dx ---- */
 /* sq_out: ShiftQuant's ranges in its parameters, channel c's largest |dx| as bits at [c] */
 LLVMValueRef bn_sq_range_bits(Bn *b) { return gen_at(b->g, b->g->i32, bn_sq_params(b), gen_i64(b->g, 2 + b->k->channels)); }
+/* ranges = 1: each row's largest |dx| bits in scratch after the constants, then each
+ * channel's, the largest of its rows', after dx's values */
+static LLVMValueRef row_tops(Bn *b) {
+  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(b->k->channels)));
+}
 /* extremes (an L1 dx): channel c's range from its dparams' classes' extremes, as
  * nm_bn_l1_dx_range takes it, with dx_value's arithmetic and its s (b, -b, 0) */
 static LLVMValueRef class_range(Bn *b, LLVMValueRef dp, LLVMValueRef c, LLVMValueRef av, LLVMValueRef bv, LLVMValueRef cv) {
@@ -205,17 +210,12 @@ static void dx_row(Bn *b, LLVMValueRef c, LLVMValueRef row, void *ctx) {
     LLVMBuildStore(B, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntUGT, u, t, ""), u, t, ""), top);
   }
   gen_loop_end(g, &l, 0);
-  if (top) gen_store(g, gen_get(g, top), bn_row_tops(b), LLVMBuildSDiv(B, row, gen_i64(g, b->k->inner), ""));
+  if (top) gen_store(g, gen_get(g, top), row_tops(b), LLVMBuildSDiv(B, row, gen_i64(g, b->k->inner), ""));
   if (buf) { /* ShiftQuant's rounding of the row, with the draws of its elements' indices */
     const ChanKernel *k = b->k;
     SqRows q = {buf, r->out, gen_i64(g, 0), bn_sq_params(b), k->channels, k->inner, k->groups, k->bits, row};
     gen_sq_row(g, &q, LLVMBuildSDiv(B, row, gen_i64(g, k->inner), ""), gen_rng_key(g, k->stream));
   }
-}
-/* ranges = 1: each row's largest |dx| bits in scratch after the constants, then each
- * channel's, the largest of its rows', after dx's values */
-LLVMValueRef bn_row_tops(Bn *b) {
-  return gen_at(b->g, b->g->i8, gen_arg(b->g, KA_SCRATCH), gen_i64(b->g, kir_bn_scratch(b->k->channels)));
 }
 /* sq_out: ShiftQuant's parameters (kir_sq_params), after the rows' ranges */
 LLVMValueRef bn_sq_params(Bn *b) {
@@ -238,7 +238,7 @@ void bn_channel_ranges(Bn *b, LLVMValueRef dst, int check) {
   LLVMValueRef c = gen_loop_part(g, &lc, k->channels, "c"), top = gen_var(g, LLVMConstInt(g->i32, 0, 0), "top");
   LLVMBuildStore(B, LLVMConstInt(g->i32, 0, 0), top);
   LLVMValueRef o = gen_loop_begin(g, &lo, gen_i64(g, k->outer), "o");
-  LLVMValueRef u = gen_load(g, g->i32, bn_row_tops(b), LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "")), t = gen_get(g, top);
+  LLVMValueRef u = gen_load(g, g->i32, row_tops(b), LLVMBuildAdd(B, LLVMBuildMul(B, o, gen_i64(g, k->channels), ""), c, "")), t = gen_get(g, top);
   LLVMBuildStore(B, LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntUGT, u, t, ""), u, t, ""), top);
   gen_loop_end(g, &lo, 0);
   LLVMValueRef m = gen_get(g, top);
